@@ -1,0 +1,1 @@
+"""farm-app backend: a small FastAPI service built and packaged by farm."""

@@ -1,0 +1,791 @@
+//! The PyPI side of a lock: pip's own wheel, and the full transitive set of
+//! wheels a `requirements.txt` installs on the target (CPython 3.X,
+//! manylinux x86_64), resolved by pip's resolver against the user's index.
+//!
+//! Wheels from the index are locked as `pypi://<project>/<filename>`: PyPI
+//! serves files from another host than its index, so no URL prefix names
+//! them portably; [`wheel_url`] finds the file again in whichever index the
+//! fetching machine is configured for.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+
+use crate::http::{Client, HttpError};
+use crate::integrity::{Algorithm, Integrity};
+use crate::lock::{LockedArtifact, PythonWheel, Unpack};
+
+/// The scheme of a wheel locked by project and file name.
+pub const PYPI_SCHEME: &str = "pypi://";
+
+/// JSON first (PEP 691), then PEP 503 HTML for indexes that serve only that.
+const SIMPLE_ACCEPT: &str =
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PypiError {
+    #[error("PyPI project `{project}`: {source}")]
+    Index { project: String, source: HttpError },
+    #[error("{url}: not a simple-API project page: {message}")]
+    BadPage { url: String, message: String },
+    #[error("PyPI project `{project}`: {filename} is not in the index at {index}{hint}")]
+    FileNotFound {
+        project: String,
+        filename: String,
+        index: String,
+        hint: String,
+    },
+    #[error("PyPI project `{project}`: {filename} has no sha256 in the index at {index}; farm pins wheels by sha256")]
+    NoSha256 {
+        project: String,
+        filename: String,
+        index: String,
+    },
+    #[error("`{url}`: not a pypi:// URL; expected pypi://<project>/<wheel file name>")]
+    BadPypiUrl { url: String },
+    #[error("python version `{found}`: expected MAJOR.MINOR such as 3.11")]
+    BadPythonVersion { found: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{requirements}: line {line}: `{option}` would let pip use another package source than the configured index; hint: remove it and set the index in your pip configuration or farm.toml")]
+    ForeignSource {
+        requirements: PathBuf,
+        line: usize,
+        option: String,
+    },
+    #[error("running `{python} -m pip` failed: {source}; hint: the interpreter must have pip (python3 -m ensurepip)")]
+    PipSpawn { python: PathBuf, source: std::io::Error },
+    #[error("pip could not resolve {requirements} (exit status {status}):\n{stderr}")]
+    PipFailed {
+        requirements: PathBuf,
+        status: String,
+        stderr: String,
+    },
+    #[error("pip's installation report {path}: {message}")]
+    BadReport { path: PathBuf, message: String },
+    #[error("{requirements}: package `{package}` {message}")]
+    Unlockable {
+        requirements: PathBuf,
+        package: String,
+        message: String,
+    },
+}
+
+/// PEP 503 normalisation: lower case, runs of `-_.` become one `-`.
+pub fn normalize_project(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_sep {
+                out.push('-');
+            }
+            in_sep = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            in_sep = false;
+        }
+    }
+    out
+}
+
+/// The lock URL of a wheel served by the index.
+pub fn lock_url(project: &str, filename: &str) -> String {
+    format!("{PYPI_SCHEME}{}/{filename}", normalize_project(project))
+}
+
+/// Splits `pypi://<project>/<filename>`.
+pub fn parse_lock_url(url: &str) -> Result<(String, String), PypiError> {
+    let bad = || PypiError::BadPypiUrl { url: url.into() };
+    let rest = url.strip_prefix(PYPI_SCHEME).ok_or_else(bad)?;
+    let (project, filename) = rest.split_once('/').ok_or_else(bad)?;
+    if project.is_empty() || filename.is_empty() || filename.contains('/') {
+        return Err(bad());
+    }
+    Ok((project.to_string(), filename.to_string()))
+}
+
+/// One file of a project page, URL made absolute and without its fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFile {
+    pub filename: String,
+    pub url: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct JsonPage {
+    files: Vec<JsonFile>,
+}
+
+#[derive(Deserialize)]
+struct JsonFile {
+    filename: String,
+    url: String,
+    #[serde(default)]
+    hashes: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+fn page_url(index_simple_url: &str, project: &str) -> String {
+    format!(
+        "{}/{}/",
+        index_simple_url.trim_end_matches('/'),
+        normalize_project(project)
+    )
+}
+
+/// Every file the index lists for `project` (simple API: PEP 691 JSON, or PEP 503 HTML).
+pub async fn project_files(
+    client: &Client,
+    index_simple_url: &str,
+    project: &str,
+) -> Result<Vec<IndexFile>, PypiError> {
+    let url = page_url(index_simple_url, project);
+    let fetched = client
+        .get_with_headers(&url, &[("accept", SIMPLE_ACCEPT)])
+        .await
+        .map_err(|source| PypiError::Index {
+            project: project.into(),
+            source,
+        })?;
+    let content_type = fetched
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let looks_json = content_type.contains("json")
+        || (content_type.is_empty() && fetched.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'));
+    parse_project_page(&url, &fetched.body, looks_json)
+}
+
+fn parse_project_page(url: &str, body: &[u8], json: bool) -> Result<Vec<IndexFile>, PypiError> {
+    let bad = |message: String| PypiError::BadPage {
+        url: url.into(),
+        message,
+    };
+    let base = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let absolute = |href: &str| -> Result<(String, Option<String>), PypiError> {
+        let mut u = base.join(href).map_err(|e| bad(format!("file URL {href:?}: {e}")))?;
+        let fragment = u.fragment().map(str::to_string);
+        u.set_fragment(None);
+        Ok((u.to_string(), fragment))
+    };
+    let mut files = Vec::new();
+    if json {
+        let page: JsonPage = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+        for f in page.files {
+            let (u, _) = absolute(&f.url)?;
+            files.push(IndexFile {
+                filename: f.filename,
+                url: u,
+                sha256: f.hashes.get("sha256").cloned(),
+                size: f.size,
+            });
+        }
+    } else {
+        let text = String::from_utf8_lossy(body);
+        for (href, label) in html_anchors(&text) {
+            let (u, fragment) = absolute(&href)?;
+            let sha256 = fragment.and_then(|f| f.strip_prefix("sha256=").map(str::to_string));
+            let filename = if label.trim().is_empty() {
+                percent_decode(last_segment(&u))
+            } else {
+                label.trim().into()
+            };
+            files.push(IndexFile {
+                filename,
+                url: u,
+                sha256,
+                size: None,
+            });
+        }
+    }
+    Ok(files)
+}
+
+/// `(href, text)` of each `<a>` in a PEP 503 page. The format is generated by
+/// index servers and small, so a tag scanner suffices.
+fn html_anchors(html: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let lower = html.to_ascii_lowercase();
+    let mut pos = 0;
+    while let Some(start) = lower[pos..].find("<a").map(|i| pos + i) {
+        let after = lower.as_bytes().get(start + 2).copied().unwrap_or(b'>');
+        let Some(tag_end) = lower[start..].find('>').map(|i| start + i) else {
+            break;
+        };
+        pos = tag_end + 1;
+        if !(after.is_ascii_whitespace() || after == b'>') {
+            continue;
+        }
+        let Some(close) = lower[pos..].find("</a>").map(|i| pos + i) else {
+            break;
+        };
+        let tag = &html[start..tag_end];
+        if let Some(href) = attribute(tag, "href") {
+            out.push((html_unescape(&href), html_unescape(&html[pos..close])));
+        }
+        pos = close + 4;
+    }
+    out
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(name).map(|i| from + i) {
+        from = i + name.len();
+        let preceded = i > 0 && lower.as_bytes()[i - 1].is_ascii_whitespace();
+        let rest = lower[from..].trim_start();
+        if !preceded || !rest.starts_with('=') {
+            continue;
+        }
+        let value_start = tag.len() - rest.len() + 1;
+        let value = tag[value_start..].trim_start();
+        return Some(match value.chars().next()? {
+            q @ ('"' | '\'') => value[1..].split(q).next().unwrap_or_default().to_string(),
+            _ => value
+                .split(|c: char| c.is_whitespace() || c == '>')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        });
+    }
+    None
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+fn last_segment(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The absolute URL of `filename` in `project`'s page of the index.
+pub async fn wheel_url(
+    client: &Client,
+    index_simple_url: &str,
+    project: &str,
+    filename: &str,
+) -> Result<String, PypiError> {
+    Ok(find_file(client, index_simple_url, project, filename).await?.url)
+}
+
+async fn find_file(
+    client: &Client,
+    index_simple_url: &str,
+    project: &str,
+    filename: &str,
+) -> Result<IndexFile, PypiError> {
+    let files = project_files(client, index_simple_url, project).await?;
+    let count = files.len();
+    files
+        .into_iter()
+        .find(|f| f.filename == filename)
+        .ok_or_else(|| PypiError::FileNotFound {
+            project: project.into(),
+            filename: filename.into(),
+            index: index_simple_url.into(),
+            hint: format!(
+                " ({count} files listed; hint: was the version yanked or removed, or is this index a partial mirror?)"
+            ),
+        })
+}
+
+/// Pins pip `version`'s universal wheel (`pip-<version>-py3-none-any.whl`).
+pub async fn resolve_pip(client: &Client, index_simple_url: &str, version: &str) -> Result<LockedArtifact, PypiError> {
+    let filename = format!("pip-{}-py3-none-any.whl", version.trim());
+    let file = find_file(client, index_simple_url, "pip", &filename).await?;
+    let integrity = sha256_integrity(file.sha256.as_deref()).ok_or_else(|| PypiError::NoSha256 {
+        project: "pip".into(),
+        filename: filename.clone(),
+        index: index_simple_url.into(),
+    })?;
+    Ok(LockedArtifact {
+        name: "pip".into(),
+        version: version.trim().into(),
+        url: lock_url("pip", &filename),
+        integrity,
+        size: file.size,
+        unpack: Unpack::File,
+        strip: 0,
+    })
+}
+
+fn sha256_integrity(hex: Option<&str>) -> Option<Integrity> {
+    let digest = hex::decode(hex?.trim()).ok()?;
+    (digest.len() == 32).then_some(Integrity {
+        algorithm: Algorithm::Sha256,
+        digest,
+    })
+}
+
+#[derive(Deserialize)]
+struct Report {
+    #[serde(default)]
+    install: Vec<ReportItem>,
+}
+
+#[derive(Deserialize)]
+struct ReportItem {
+    metadata: ReportMetadata,
+    download_info: DownloadInfo,
+    #[serde(default)]
+    is_direct: bool,
+}
+
+#[derive(Deserialize)]
+struct ReportMetadata {
+    name: String,
+    version: String,
+}
+
+#[derive(Deserialize)]
+struct DownloadInfo {
+    url: String,
+    #[serde(default)]
+    archive_info: Option<ArchiveInfo>,
+}
+
+#[derive(Deserialize)]
+struct ArchiveInfo {
+    #[serde(default)]
+    hashes: std::collections::BTreeMap<String, String>,
+    /// Older reports carry only `hash = "sha256=<hex>"`.
+    #[serde(default)]
+    hash: Option<String>,
+}
+
+/// The complete set of wheels `requirements` installs on CPython
+/// `python_version` (`"3.11"`) for manylinux x86_64, sorted by project name.
+/// pip (`python -m pip`, isolated from the user's pip configuration so no
+/// other source leaks in) does the resolution; its `--report` is the answer.
+pub async fn resolve_requirements(
+    requirements: &Path,
+    index_simple_url: &str,
+    python_version: &str,
+    python: &Path,
+) -> Result<Vec<PythonWheel>, PypiError> {
+    let abi = cpython_abi(python_version)?;
+    check_sources(requirements, &mut Vec::new())?;
+    let tmp = tempfile::tempdir().map_err(|source| PypiError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let report_path = tmp.path().join("report.json");
+    let target = tmp.path().join("target");
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--isolated",
+        "--disable-pip-version-check",
+        "--no-input",
+    ])
+    .args(["--dry-run", "--ignore-installed", "--quiet", "--only-binary=:all:"])
+    .arg("--report")
+    .arg(&report_path)
+    .args(["--index-url", index_simple_url])
+    .args(["--python-version", python_version.trim(), "--implementation", "cp"])
+    .args(["--abi", &abi, "--abi", "abi3", "--abi", "none"])
+    .args([
+        "--platform",
+        "manylinux_2_17_x86_64",
+        "--platform",
+        "manylinux2014_x86_64",
+    ])
+    .args([
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--platform",
+        "linux_x86_64",
+        "--platform",
+        "any",
+    ])
+    .arg("--target")
+    .arg(&target)
+    .arg("-r")
+    .arg(requirements);
+    // `--isolated` also drops transport settings; these change how pip
+    // connects, never what it resolves, so they are passed on explicitly.
+    for (var, flag) in [
+        ("PIP_CERT", "--cert"),
+        ("PIP_DEFAULT_TIMEOUT", "--timeout"),
+        ("PIP_PROXY", "--proxy"),
+    ] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            cmd.arg(flag).arg(v);
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let output = cmd.output().await.map_err(|source| PypiError::PipSpawn {
+        python: python.into(),
+        source,
+    })?;
+    if !output.status.success() {
+        let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if stderr.is_empty() {
+            stderr = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        }
+        return Err(PypiError::PipFailed {
+            requirements: requirements.into(),
+            status: output.status.to_string(),
+            stderr,
+        });
+    }
+    let text = std::fs::read(&report_path).map_err(|source| PypiError::Io {
+        path: report_path.clone(),
+        source,
+    })?;
+    let report: Report = serde_json::from_slice(&text).map_err(|e| PypiError::BadReport {
+        path: report_path.clone(),
+        message: e.to_string(),
+    })?;
+    wheels_from_report(requirements, report)
+}
+
+fn wheels_from_report(requirements: &Path, report: Report) -> Result<Vec<PythonWheel>, PypiError> {
+    let mut wheels = Vec::new();
+    for item in report.install {
+        let name = normalize_project(&item.metadata.name);
+        let unlockable = |message: String| PypiError::Unlockable {
+            requirements: requirements.into(),
+            package: format!("{name}=={}", item.metadata.version),
+            message,
+        };
+        let url = &item.download_info.url;
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(unlockable(format!(
+                "comes from {url}, not from the index; hint: farm locks only wheels downloaded over http(s)"
+            )));
+        }
+        let filename = percent_decode(last_segment(url));
+        if !filename.ends_with(".whl") {
+            return Err(unlockable(format!(
+                "resolved to {filename}, which is not a wheel; hint: pick a version that publishes a wheel for this platform"
+            )));
+        }
+        let archive = item.download_info.archive_info.as_ref();
+        let hex = archive.and_then(|a| {
+            a.hashes
+                .get("sha256")
+                .cloned()
+                .or_else(|| a.hash.as_deref()?.strip_prefix("sha256=").map(str::to_string))
+        });
+        let integrity = sha256_integrity(hex.as_deref())
+            .ok_or_else(|| unlockable(format!("{filename} has no sha256 in pip's report")))?;
+        // A direct `name @ https://…` requirement is not in the index; keep its URL.
+        let url = if item.is_direct {
+            url.clone()
+        } else {
+            lock_url(&name, &filename)
+        };
+        wheels.push(PythonWheel {
+            filename,
+            artifact: LockedArtifact {
+                name,
+                version: item.metadata.version.clone(),
+                url,
+                integrity,
+                size: None,
+                unpack: Unpack::File,
+                strip: 0,
+            },
+        });
+    }
+    wheels.sort_by(|a, b| a.artifact.name.cmp(&b.artifact.name).then(a.filename.cmp(&b.filename)));
+    Ok(wheels)
+}
+
+fn cpython_abi(python_version: &str) -> Result<String, PypiError> {
+    let bad = || PypiError::BadPythonVersion {
+        found: python_version.into(),
+    };
+    let (major, minor) = python_version.trim().split_once('.').ok_or_else(bad)?;
+    let major: u32 = major.parse().map_err(|_| bad())?;
+    let minor: u32 = minor.parse().map_err(|_| bad())?;
+    Ok(format!("cp{major}{minor}"))
+}
+
+/// Rejects options in requirement files (and the files they include) that
+/// add package sources besides the index farm passes to pip.
+fn check_sources(requirements: &Path, seen: &mut Vec<PathBuf>) -> Result<(), PypiError> {
+    let canonical = requirements
+        .canonicalize()
+        .unwrap_or_else(|_| requirements.to_path_buf());
+    if seen.contains(&canonical) {
+        return Ok(());
+    }
+    seen.push(canonical);
+    let text = std::fs::read_to_string(requirements).map_err(|source| PypiError::Io {
+        path: requirements.into(),
+        source,
+    })?;
+    const FOREIGN: [&str; 7] = [
+        "--index-url",
+        "-i",
+        "--extra-index-url",
+        "--find-links",
+        "-f",
+        "--trusted-host",
+        "--no-index",
+    ];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split(" #").next().unwrap_or_default().trim();
+        let (option, value) = match line.split_once(['=', ' ', '\t']) {
+            Some((o, v)) => (o, v.trim()),
+            None => (line, ""),
+        };
+        if FOREIGN.contains(&option)
+            || FOREIGN
+                .iter()
+                .any(|f| f.len() == 2 && option.starts_with(f) && option.len() > 2)
+        {
+            return Err(PypiError::ForeignSource {
+                requirements: requirements.into(),
+                line: n + 1,
+                option: option.into(),
+            });
+        }
+        if matches!(option, "-r" | "--requirement" | "-c" | "--constraint") && !value.is_empty() {
+            let nested = requirements.parent().unwrap_or(Path::new(".")).join(value);
+            check_sources(&nested, seen)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_normalise_like_pep_503() {
+        assert_eq!(normalize_project("Pydantic_Core"), "pydantic-core");
+        assert_eq!(normalize_project("zope.interface"), "zope-interface");
+        assert_eq!(normalize_project("a-_.b"), "a-b");
+        assert_eq!(
+            lock_url("typing_extensions", "typing_extensions-4.12.2-py3-none-any.whl"),
+            "pypi://typing-extensions/typing_extensions-4.12.2-py3-none-any.whl"
+        );
+        assert_eq!(
+            parse_lock_url("pypi://pip/pip-24.2-py3-none-any.whl").unwrap(),
+            ("pip".to_string(), "pip-24.2-py3-none-any.whl".to_string())
+        );
+        assert!(parse_lock_url("pypi://pip").is_err());
+        assert!(parse_lock_url("https://example.invalid/pip.whl").is_err());
+    }
+
+    #[test]
+    fn json_pages_resolve_relative_urls() {
+        let body = br#"{"meta":{"api-version":"1.1"},"name":"pip","files":[
+            {"filename":"pip-24.2-py3-none-any.whl","url":"../../files/pip-24.2-py3-none-any.whl","hashes":{"sha256":"ab"},"size":7},
+            {"filename":"pip-24.2.tar.gz","url":"https://files.example.invalid/pip-24.2.tar.gz#sha256=cd","hashes":{}}]}"#;
+        let files = parse_project_page("https://pi.example.invalid/simple/pip/", body, true).unwrap();
+        assert_eq!(
+            files[0].url,
+            "https://pi.example.invalid/files/pip-24.2-py3-none-any.whl"
+        );
+        assert_eq!(files[0].sha256.as_deref(), Some("ab"));
+        assert_eq!(files[0].size, Some(7));
+        assert_eq!(
+            files[1].url, "https://files.example.invalid/pip-24.2.tar.gz",
+            "fragments are not part of the URL"
+        );
+    }
+
+    #[test]
+    fn html_pages_give_the_same_files() {
+        let body = br#"<!DOCTYPE html><html><body><h1>Links for pip</h1>
+            <a href="https://files.example.invalid/p/pip-24.2-py3-none-any.whl#sha256=2cd5" data-requires-python="&gt;=3.8">pip-24.2-py3-none-any.whl</a><br/>
+            <A HREF='/p/local-1.0%2Bcpu-py3-none-any.whl'></A>
+            <abbr>not a link</abbr></body></html>"#;
+        let files = parse_project_page("https://pi.example.invalid/simple/pip/", body, false).unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0].filename, "pip-24.2-py3-none-any.whl");
+        assert_eq!(
+            files[0].url,
+            "https://files.example.invalid/p/pip-24.2-py3-none-any.whl"
+        );
+        assert_eq!(files[0].sha256.as_deref(), Some("2cd5"));
+        assert_eq!(files[1].filename, "local-1.0+cpu-py3-none-any.whl");
+        assert_eq!(
+            files[1].url,
+            "https://pi.example.invalid/p/local-1.0%2Bcpu-py3-none-any.whl"
+        );
+    }
+
+    #[test]
+    fn report_items_become_sorted_pypi_urls_and_sources_are_checked() {
+        let report = r#"{"install":[
+          {"metadata":{"name":"Starlette","version":"0.41.3"},"download_info":{"url":"https://files.example.invalid/s/starlette-0.41.3-py3-none-any.whl","archive_info":{"hashes":{"sha256":"44cedb2b7c77a9de33a8b74b2b90e9f50d11fcf25d8270ea525ad71a25374ff7"}}}},
+          {"metadata":{"name":"anyio","version":"4.8.0"},"download_info":{"url":"https://files.example.invalid/a/anyio-4.8.0-py3-none-any.whl","archive_info":{"hash":"sha256=c66ae634e0b8228396b801741beb3294326d4b6102f7bba4041c0dfb58c29026"}}}]}"#;
+        let wheels = wheels_from_report(Path::new("requirements.txt"), serde_json::from_str(report).unwrap()).unwrap();
+        assert_eq!(wheels[0].artifact.name, "anyio");
+        assert_eq!(wheels[0].artifact.url, "pypi://anyio/anyio-4.8.0-py3-none-any.whl");
+        assert_eq!(wheels[1].artifact.name, "starlette");
+        assert_eq!(wheels[1].filename, "starlette-0.41.3-py3-none-any.whl");
+
+        let sdist = r#"{"install":[{"metadata":{"name":"x","version":"1"},"download_info":{"url":"https://files.example.invalid/x-1.tar.gz","archive_info":{"hashes":{"sha256":"00"}}}}]}"#;
+        let err = wheels_from_report(Path::new("r.txt"), serde_json::from_str(sdist).unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("`x==1`") && err.to_string().contains("not a wheel"),
+            "{err}"
+        );
+        let local = r#"{"install":[{"metadata":{"name":"y","version":"2"},"download_info":{"url":"file:///opt/wheels/y-2-py3-none-any.whl","archive_info":{"hashes":{"sha256":"00"}}}}]}"#;
+        let err = wheels_from_report(Path::new("r.txt"), serde_json::from_str(local).unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("`y==2`") && err.to_string().contains("file:///opt/wheels"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn requirement_files_may_not_add_package_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("base.txt"),
+            "anyio==4.8.0\n--extra-index-url https://x.example.invalid/simple\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("requirements.txt"),
+            "fastapi==0.115.6  # web\n-r base.txt\n",
+        )
+        .unwrap();
+        let err = check_sources(&dir.path().join("requirements.txt"), &mut Vec::new()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("base.txt") && msg.contains("line 2") && msg.contains("--extra-index-url"),
+            "{msg}"
+        );
+        std::fs::write(dir.path().join("base.txt"), "anyio==4.8.0 --hash=sha256:00\n").unwrap();
+        check_sources(&dir.path().join("requirements.txt"), &mut Vec::new()).unwrap();
+        assert_eq!(cpython_abi("3.11").unwrap(), "cp311");
+        assert!(cpython_abi("3").is_err());
+    }
+
+    #[tokio::test]
+    async fn resolve_pip_pins_the_universal_wheel_from_json_or_html_indexes() {
+        let sha = "2cd581cf58ab7fcfca4ce8efa6dcacd0de5bf8d0a3eb9ec927e07405f4d9e2a2";
+        let json = format!(
+            r#"{{"files":[{{"filename":"pip-24.2.tar.gz","url":"/f/pip-24.2.tar.gz","hashes":{{"sha256":"00"}}}},
+            {{"filename":"pip-24.2-py3-none-any.whl","url":"/f/pip-24.2-py3-none-any.whl","hashes":{{"sha256":"{sha}"}},"size":1815170}}]}}"#
+        );
+        let html = format!(
+            r#"<html><body><a href="/f/pip-24.2-py3-none-any.whl#sha256={sha}">pip-24.2-py3-none-any.whl</a></body></html>"#
+        );
+        let server = test_index::serve(vec![
+            ("/json/pip/", "application/vnd.pypi.simple.v1+json", json.as_str()),
+            ("/html/pip/", "text/html", html.as_str()),
+        ])
+        .await;
+        let client = Client::new(crate::http::ClientOptions::default());
+        for flavour in ["json", "html"] {
+            let index = format!("{}/{flavour}/", server.base);
+            let pip = resolve_pip(&client, &index, "24.2").await.unwrap();
+            assert_eq!(pip.name, "pip");
+            assert_eq!(pip.url, "pypi://pip/pip-24.2-py3-none-any.whl", "{flavour}");
+            assert_eq!(pip.integrity.to_string(), format!("sha256:{sha}"), "{flavour}");
+            assert_eq!(pip.unpack, Unpack::File);
+            let err = resolve_pip(&client, &index, "1.0").await.unwrap_err().to_string();
+            assert!(err.contains("pip-1.0-py3-none-any.whl is not in the index"), "{err}");
+        }
+        let err = resolve_pip(&client, &format!("{}/nothing/", server.base), "24.2")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`pip`") && err.contains("404"), "{err}");
+    }
+}
+
+/// A loopback HTTP server answering fixed pages, for tests of index clients.
+#[cfg(test)]
+pub(crate) mod test_index {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub struct Server {
+        pub base: String,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// Serves `(path, content type, body)`; any other path is a 404.
+    pub async fn serve(routes: Vec<(&str, &str, &str)>) -> Server {
+        let routes: Vec<(String, String, String)> = routes
+            .into_iter()
+            .map(|(p, c, b)| (p.to_string(), c.to_string(), b.to_string()))
+            .collect();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&req);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let (status, ctype, body) = match routes.iter().find(|r| r.0 == path) {
+                        Some((_, c, b)) => ("200 OK", c.as_str(), b.as_str()),
+                        None => ("404 Not Found", "text/plain", "not found"),
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        Server { base, task }
+    }
+}

@@ -1,0 +1,311 @@
+//! The re-executed helper. Three processes, each single-threaded:
+//!
+//! 1. the helper (outside PID namespace) unshares the namespaces, writes the
+//!    id maps and forks PID 1, then waits for it and forwards signals;
+//! 2. PID 1 builds the root filesystem and switches into it, forks the
+//!    command and reaps (`pid1`);
+//! 3. the command process drops everything it must not keep and execs.
+//!
+//! Failures are sent to the caller as a `Report::SetupFailed` naming the stage.
+
+use std::error::Error as StdError;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::{fork, getegid, geteuid, pipe2, setsid, ForkResult, Pid};
+
+use crate::channel::{self, Report, Request};
+use crate::error::Stage;
+use crate::etc::{self, EtcFiles};
+use crate::kernel::Linux;
+use crate::spec::{Network, Stdio, StepSpec};
+use crate::{caps, dev, exec, idmap, landlock, namespaces, net, pid1, procfs, rlimits, rootfs};
+
+/// Exit code of a helper whose set-up failed (the report says why).
+const SETUP_FAILED: i32 = 125;
+
+struct Failure {
+    stage: Stage,
+    message: String,
+    errno: Option<i32>,
+}
+
+trait AtStage<T> {
+    fn stage(self, stage: Stage) -> Result<T, Failure>;
+}
+
+impl<T, E: StdError + 'static> AtStage<T> for Result<T, E> {
+    fn stage(self, stage: Stage) -> Result<T, Failure> {
+        self.map_err(|e| Failure { stage, message: e.to_string(), errno: errno_of(&e) })
+    }
+}
+
+/// The first OS error code in an error's chain, so the caller can tell
+/// "permission denied" (e.g. AppArmor) from other failures.
+fn errno_of(e: &(dyn StdError + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return Some(code);
+            }
+        }
+        if let Some(n) = err.downcast_ref::<nix::Error>() {
+            return Some(*n as i32);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn report_failure(report: BorrowedFd<'_>, f: Failure) {
+    channel::send(report, &Report::SetupFailed { stage: f.stage, message: f.message, errno: f.errno });
+}
+
+/// Entry point of the helper process; returns its exit code.
+pub(crate) fn main(args: &[String]) -> i32 {
+    let (Some(req_fd), Some(rep_fd)) = (parse_fd(args.get(2)), parse_fd(args.get(3))) else {
+        eprintln!(
+            "{} is the farm sandbox's internal helper mode and takes two descriptor numbers; it is not meant to be run by hand",
+            crate::HELPER_ARG
+        );
+        return 2;
+    };
+    // SAFETY: the parent passed these descriptors to us for our exclusive use.
+    let (request_fd, report) = unsafe { (OwnedFd::from_raw_fd(req_fd), OwnedFd::from_raw_fd(rep_fd)) };
+    for fd in [&request_fd, &report] {
+        // Nothing the helper execs may inherit them.
+        let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+    let request = read_request(request_fd).and_then(|r| {
+        if thread_count() == Some(1) {
+            Ok(r)
+        } else {
+            Err(Failure {
+                stage: Stage::Request,
+                message: "the helper process has more than one thread, so it cannot enter a user namespace; \
+                          hint: call farm_sandbox::helper_main() first thing in main(), before anything starts threads"
+                    .into(),
+                errno: None,
+            })
+        }
+    });
+    let result = match request {
+        Ok(Request::Probe) => probe(report.as_fd()),
+        Ok(Request::Run { spec, resolv_conf }) => run(&spec, resolv_conf, report.as_fd()),
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            report_failure(report.as_fd(), f);
+            SETUP_FAILED
+        }
+    }
+}
+
+fn parse_fd(arg: Option<&String>) -> Option<i32> {
+    arg?.parse().ok().filter(|fd| *fd > 2)
+}
+
+fn read_request(fd: OwnedFd) -> Result<Request, Failure> {
+    let mut text = String::new();
+    File::from(fd).read_to_string(&mut text).stage(Stage::Request)?;
+    serde_json::from_str(&text).stage(Stage::Request)
+}
+
+fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+}
+
+/// Namespaces and id maps, then PID 1 in a child; the helper itself stays
+/// outside the new PID namespace and waits.
+fn enter_namespaces(network: Network, uid: u32, gid: u32) -> Result<SigSet, Failure> {
+    let (host_uid, host_gid) = (geteuid().as_raw(), getegid().as_raw());
+    let signals = pid1::handled_signals();
+    signals.thread_block().stage(Stage::Namespaces)?;
+    namespaces::unshare(namespaces::flags(network)).stage(Stage::Namespaces)?;
+    idmap::write(uid, gid, host_uid, host_gid).stage(Stage::IdMap)?;
+    Ok(signals)
+}
+
+fn run(spec: &StepSpec, resolv_conf: Option<String>, report: BorrowedFd<'_>) -> Result<i32, Failure> {
+    let signals = enter_namespaces(spec.network, spec.uid, spec.gid)?;
+    let (alive_r, alive_w) = pipe2(OFlag::O_CLOEXEC).stage(Stage::Fork)?;
+    // SAFETY: the helper is single-threaded (checked in `main`).
+    match unsafe { fork() }.stage(Stage::Fork)? {
+        ForkResult::Child => {
+            drop(alive_w);
+            let code = match init(spec, resolv_conf, report, alive_r, &signals) {
+                Ok(code) => code,
+                Err(f) => {
+                    report_failure(report, f);
+                    SETUP_FAILED
+                }
+            };
+            // SAFETY: _exit in a forked child, skipping the parent's atexit state.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(alive_r);
+            let code = wait_forwarding(child, &signals);
+            drop(alive_w);
+            Ok(code)
+        }
+    }
+}
+
+/// PID 1: the set-up sequence, top to bottom, then the reaper.
+fn init(
+    spec: &StepSpec,
+    resolv_conf: Option<String>,
+    report: BorrowedFd<'_>,
+    alive: OwnedFd,
+    signals: &SigSet,
+) -> Result<i32, Failure> {
+    die_with_helper(alive).stage(Stage::Fork)?;
+    let k = &mut Linux;
+    rootfs::enter_staging(k).stage(Stage::Rootfs)?;
+    rootfs::assemble_root(k, spec).stage(Stage::Rootfs)?;
+    let etc_files = EtcFiles {
+        uid: spec.uid,
+        gid: spec.gid,
+        hostname: spec.hostname.clone(),
+        network: spec.network,
+        host_resolv_conf: resolv_conf,
+    };
+    etc::write(k, &etc_files).stage(Stage::Etc)?;
+    rootfs::mount_writable_and_binds(k, spec).stage(Stage::Rootfs)?;
+    dev::populate(k).stage(Stage::Dev)?;
+    procfs::mount(k).stage(Stage::Proc)?;
+    rootfs::switch_root(k).stage(Stage::Rootfs)?;
+    net::set_hostname(&spec.hostname).stage(Stage::Hostname)?;
+    if spec.network == Network::None {
+        net::loopback_up().stage(Stage::Network)?;
+    }
+
+    // SAFETY: PID 1 is single-threaded.
+    let command = match unsafe { fork() }.stage(Stage::Reaper)? {
+        ForkResult::Child => {
+            let f = exec_command(spec);
+            report_failure(report, f);
+            // SAFETY: _exit in a forked child.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    let finished = pid1::reap(command, signals);
+    channel::send(report, &Report::Finished { status: finished.status, peak_rss_kib: finished.peak_rss_kib });
+    Ok(finished.status)
+}
+
+/// The command's process: give up everything, then execve. Only returns on failure.
+fn exec_command(spec: &StepSpec) -> Failure {
+    let steps = || -> Result<std::convert::Infallible, Failure> {
+        if matches!(spec.stdio, Stdio::Capture { .. }) {
+            // No controlling terminal: nothing to inject keystrokes into.
+            setsid().stage(Stage::Exec)?;
+        }
+        rlimits::apply(&spec.limits).stage(Stage::Rlimits)?;
+        exec::chdir(&spec.cwd).stage(Stage::Exec)?;
+        exec::close_extra_fds_on_exec().stage(Stage::Exec)?;
+        let program = exec::resolve(&spec.argv[0], &spec.env).stage(Stage::Exec)?;
+        caps::drop_all(spec.uid, spec.gid).stage(Stage::Capabilities)?;
+        nix::sys::prctl::set_no_new_privs().stage(Stage::Capabilities)?;
+        landlock::restrict(&spec.writable).stage(Stage::Landlock)?;
+        reset_signals().stage(Stage::Exec)?;
+        Err(exec::execve(&program, &spec.argv, &spec.env)).stage(Stage::Exec)
+    };
+    match steps() {
+        Err(f) => f,
+        Ok(never) => match never {},
+    }
+}
+
+/// Signal mask and ignored dispositions survive execve; the step starts from
+/// the defaults (the helper, a Rust program, ignores SIGPIPE).
+fn reset_signals() -> nix::Result<()> {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL has no handler to be unsafe about.
+            let _ = unsafe { sigaction(sig, &default) };
+        }
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// PID 1 gets SIGKILL when the helper dies (e.g. the caller's timeout), and
+/// with it the whole namespace. The pipe closes the race where the helper
+/// died before the parent-death signal was registered.
+fn die_with_helper(alive: OwnedFd) -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut fds, PollTimeout::ZERO)?;
+    if ready > 0 {
+        // The only event on a pipe nobody writes to is the writer going away.
+        // SAFETY: _exit in a forked child.
+        unsafe { libc::_exit(SETUP_FAILED) }
+    }
+    Ok(())
+}
+
+/// The helper waits for PID 1 and passes on termination signals.
+fn wait_forwarding(pid1: Pid, signals: &SigSet) -> i32 {
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {
+                if let Ok(status) = waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
+                    if let Some(code) = pid1::exit_code(status) {
+                        return code;
+                    }
+                }
+            }
+            Ok(sig) => {
+                let _ = kill(pid1, sig);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Checks that everything `run` needs works here: namespaces, id maps, a
+/// private tmpfs and a new /proc.
+fn probe(report: BorrowedFd<'_>) -> Result<i32, Failure> {
+    let signals = enter_namespaces(Network::None, crate::spec::BUILD_UID, crate::spec::BUILD_UID)?;
+    // SAFETY: the helper is single-threaded (checked in `main`).
+    match unsafe { fork() }.stage(Stage::Fork)? {
+        ForkResult::Child => {
+            let check = || -> Result<(), Failure> {
+                use crate::kernel::Kernel;
+                let k = &mut Linux;
+                rootfs::enter_staging(k).stage(Stage::Rootfs)?;
+                let proc_dir = std::path::Path::new("/newroot");
+                k.mount_special("proc", proc_dir, nix::mount::MsFlags::MS_NOSUID, "").stage(Stage::Proc)?;
+                Ok(())
+            };
+            let code = match check() {
+                Ok(()) => 0,
+                Err(f) => {
+                    report_failure(report, f);
+                    SETUP_FAILED
+                }
+            };
+            // SAFETY: _exit in a forked child.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            let code = wait_forwarding(child, &signals);
+            if code == 0 {
+                channel::send(report, &Report::ProbeOk);
+            }
+            Ok(code)
+        }
+    }
+}

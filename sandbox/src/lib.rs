@@ -1,0 +1,105 @@
+//! farm's native Linux sandbox: runs one build step hermetically, the way
+//! Nix's Linux sandbox and bubblewrap do. The step sees a read-only root on
+//! a tmpfs, its binds, a writable /build, /out and /tmp, a minimal /dev, its
+//! own /proc and generated /etc files; it runs in new user, mount, PID,
+//! network (loopback only), UTS, IPC and cgroup namespaces as uid/gid 1000
+//! mapped to the caller, with exactly the environment it was given, no
+//! capabilities, no_new_privs, Landlock write confinement, resource limits,
+//! a timeout, and a PID 1 that kills everything left when the command exits.
+//! It works as root and as an unprivileged user.
+//!
+//! It is not a container runtime (no images, no cgroup resource control,
+//! no seccomp filter) and not the container backend (that one drives a
+//! Docker-compatible engine). It decides nothing about what a step needs:
+//! the caller passes the root, binds and environment.
+//!
+//! A multi-threaded process cannot enter a new user namespace, so `run`
+//! re-executes a helper binary (by default the running executable, through
+//! /proc/self/exe) with [`HELPER_ARG`]; that binary must call
+//! [`helper_main`] first thing in `main`.
+
+mod caps;
+mod channel;
+mod dev;
+mod error;
+mod etc;
+mod exec;
+mod helper;
+mod idmap;
+mod kernel;
+mod landlock;
+mod namespaces;
+mod net;
+mod pid1;
+mod procfs;
+mod rlimits;
+mod rootfs;
+mod spec;
+mod supervise;
+
+use std::path::PathBuf;
+
+pub use error::{SandboxError, Stage};
+pub use spec::{
+    standard_env, Bind, Limits, Network, Outcome, RootSpec, Stdio, StepSpec, BUILD_DIR, BUILD_UID, HOMELESS_SHELTER,
+    OUT_DIR,
+};
+
+/// First argument that switches a binary into the sandbox helper.
+pub const HELPER_ARG: &str = "__farm-sandbox-init";
+
+/// The sandbox, bound to the helper executable it re-executes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    helper: PathBuf,
+}
+
+impl Default for Sandbox {
+    /// Re-executes the running binary. /proc/self/exe is resolved in the
+    /// forked child, so it works even if the file was replaced meanwhile.
+    fn default() -> Self {
+        Sandbox { helper: PathBuf::from("/proc/self/exe") }
+    }
+}
+
+impl Sandbox {
+    /// Uses `helper`, a binary that calls [`helper_main`] when its first argument is [`HELPER_ARG`].
+    pub fn with_helper(helper: impl Into<PathBuf>) -> Self {
+        Sandbox { helper: helper.into() }
+    }
+
+    pub fn helper(&self) -> &std::path::Path {
+        &self.helper
+    }
+
+    /// Runs the step and waits for it (and everything it started) to end.
+    /// A step that runs and fails is `Ok` with a non-zero status; `Err`
+    /// means the sandbox could not be built or the command not started.
+    pub fn run(&self, spec: &StepSpec) -> Result<Outcome, SandboxError> {
+        supervise::run(&self.helper, spec)
+    }
+
+    /// Checks that this machine can build the sandbox (user namespaces, id
+    /// maps, mounts, a new /proc), e.g. to choose between this backend and
+    /// the container backend.
+    pub fn probe(&self) -> Result<(), SandboxError> {
+        supervise::probe(&self.helper)
+    }
+}
+
+/// [`Sandbox::run`] with the running binary as helper.
+pub fn run(spec: &StepSpec) -> Result<Outcome, SandboxError> {
+    Sandbox::default().run(spec)
+}
+
+/// [`Sandbox::probe`] with the running binary as helper.
+pub fn probe() -> Result<(), SandboxError> {
+    Sandbox::default().probe()
+}
+
+/// The helper's entry point: call it first thing in `main` (before any
+/// thread starts) when `std::env::args().nth(1) == Some(HELPER_ARG)`.
+pub fn helper_main() -> ! {
+    let args: Vec<String> = std::env::args().collect();
+    std::process::exit(helper::main(&args))
+}

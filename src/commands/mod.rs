@@ -1,0 +1,6 @@
+//! One module per `farm` command; shared steps live in the crate's other modules.
+
+pub mod cache;
+pub mod exec;
+pub mod fetch;
+pub mod lock;

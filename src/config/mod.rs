@@ -1,0 +1,597 @@
+//! `farm.toml`, the project file: its schema, parsing with precise errors,
+//! defaults, and the per-section digests `farm.lock` records. Spec:
+//! `spec/farm-toml.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const CONFIG_FILE: &str = "farm.toml";
+
+/// SOURCE_DATE_EPOCH used when neither farm.toml nor git gives one:
+/// 1980-01-01, the earliest date a ZIP (and so a wheel) can hold.
+pub const FALLBACK_SOURCE_DATE_EPOCH: u64 = 315_532_800;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub project: ProjectSection,
+    #[serde(default)]
+    pub toolchains: Toolchains,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<FrontendSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelsSection>,
+    #[serde(default)]
+    pub images: ImagesSection,
+    #[serde(default)]
+    pub deploy: DeploySection,
+    #[serde(default)]
+    pub registries: RegistriesSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProjectSection {
+    pub name: String,
+    pub version: String,
+    /// Seconds since the epoch used for every timestamp a build writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Toolchains {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeToolchainConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonToolchainConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama: Option<OllamaToolchainConfig>,
+    #[serde(default)]
+    pub debian: DebianConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NodeToolchainConfig {
+    /// Exact Node version, e.g. `22.19.0`.
+    pub version: String,
+    /// npm version: exact, or a prefix (`10`, `10.9`) resolved to the newest match at lock time.
+    #[serde(default = "default_npm")]
+    pub npm: String,
+}
+
+fn default_npm() -> String {
+    "10".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PythonToolchainConfig {
+    /// `MAJOR.MINOR`; the interpreter comes from the Debian suite's `python3.X` packages.
+    pub version: String,
+    /// pip's version, run from its wheel to install the backend offline.
+    #[serde(default = "default_pip")]
+    pub pip: String,
+}
+
+fn default_pip() -> String {
+    "24.3.1".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OllamaToolchainConfig {
+    pub version: String,
+    /// The release archive (any URL: mirror, `file://`).
+    pub url: String,
+    /// `sha256:<hex>`; computed by downloading when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DebianConfig {
+    #[serde(default = "default_suite")]
+    pub suite: String,
+    #[serde(default = "default_arch")]
+    pub architecture: String,
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// Packages added to the base beside farm's defaults.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Packages never added, even when something depends on them.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl Default for DebianConfig {
+    fn default() -> Self {
+        DebianConfig {
+            suite: default_suite(),
+            architecture: default_arch(),
+            components: default_components(),
+            packages: vec![],
+            exclude: vec![],
+        }
+    }
+}
+
+fn default_suite() -> String {
+    "bookworm".into()
+}
+fn default_arch() -> String {
+    "amd64".into()
+}
+fn default_components() -> Vec<String> {
+    vec!["main".into()]
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FrontendSection {
+    pub path: PathBuf,
+    #[serde(default = "default_build_script")]
+    pub build_script: String,
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    /// Packages whose install scripts may run (none by default).
+    #[serde(default)]
+    pub allow_scripts: Vec<String>,
+}
+
+fn default_build_script() -> String {
+    "build".into()
+}
+fn default_output_dir() -> PathBuf {
+    "dist".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BackendSection {
+    pub path: PathBuf,
+    #[serde(default = "default_requirements")]
+    pub requirements: PathBuf,
+    /// The ASGI application, `module:attribute`.
+    pub app: String,
+}
+
+fn default_requirements() -> PathBuf {
+    "requirements.txt".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ModelsSection {
+    /// Ollama/OCI registry base URL; `${VAR}` is replaced from the environment.
+    pub registry: String,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// The app's AI deployment config (providers, models, routing), project-relative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ImagesSection {
+    #[serde(default = "yes")]
+    pub app: bool,
+    #[serde(default = "yes")]
+    pub ollama: bool,
+    /// Repository name of the app image; defaults to the project name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+impl Default for ImagesSection {
+    fn default() -> Self {
+        ImagesSection {
+            app: true,
+            ollama: true,
+            name: None,
+            compression: Compression::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DeploySection {
+    #[serde(default)]
+    pub compose: bool,
+    #[serde(default)]
+    pub kubernetes: bool,
+    /// MongoDB image: a fully qualified reference, optionally pinned with `@sha256:...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<String>,
+}
+
+impl Default for DeploySection {
+    fn default() -> Self {
+        DeploySection {
+            compose: false,
+            kubernetes: false,
+            mongodb: None,
+        }
+    }
+}
+
+/// Overrides of the endpoints read from the user's npm, pip and apt configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RegistriesSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pypi: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debian: Option<String>,
+    /// OCI registry for base images named without a registry host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}\nhint: run farm in a directory with a farm.toml, or pass --project DIR")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// A loaded project: its root directory and parsed farm.toml.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub config: Config,
+}
+
+impl Project {
+    pub fn load(root: &Path) -> Result<Project, ConfigError> {
+        let path = root.join(CONFIG_FILE);
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let config = parse(&shown, &text)?;
+        validate(&shown, &config)?;
+        Ok(Project { root: root.to_path_buf(), config })
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join(farm_lockfiles::lock::LOCK_FILE)
+    }
+
+    /// The frontend's package-lock.json, project-relative.
+    pub fn package_lock(&self) -> Option<PathBuf> {
+        self.config.frontend.as_ref().map(|f| f.path.join("package-lock.json"))
+    }
+
+    /// The backend's requirements file, project-relative.
+    pub fn requirements(&self) -> Option<PathBuf> {
+        self.config.backend.as_ref().map(|b| b.path.join(&b.requirements))
+    }
+
+    /// SOURCE_DATE_EPOCH: farm.toml, else the last commit's time, else 1980-01-01.
+    pub fn source_date_epoch(&self) -> u64 {
+        if let Some(e) = self.config.project.source_date_epoch {
+            return e;
+        }
+        git_commit_time(&self.root).unwrap_or(FALLBACK_SOURCE_DATE_EPOCH)
+    }
+
+    /// Digest of each lock-relevant farm.toml section, keyed `farm.toml#<section>`.
+    /// A change in one section marks only what depends on it stale.
+    pub fn lock_section_digests(&self) -> BTreeMap<String, farm_lockfiles::Integrity> {
+        let c = &self.config;
+        let mut out = BTreeMap::new();
+        let mut put = |section: &str, value: serde_json::Value| {
+            let bytes = serde_json::to_vec(&value).expect("json");
+            out.insert(
+                format!("farm.toml#{section}"),
+                farm_lockfiles::integrity::sha256_of(&bytes),
+            );
+        };
+        if let Some(n) = &c.toolchains.node {
+            put(
+                "toolchains.node",
+                serde_json::json!({"version": n.version, "npm": n.npm}),
+            );
+        }
+        // The Debian closure depends on the Python version too (python3.X roots).
+        put(
+            "toolchains.debian",
+            serde_json::json!({
+                "suite": c.toolchains.debian.suite,
+                "architecture": c.toolchains.debian.architecture,
+                "components": c.toolchains.debian.components,
+                "packages": c.toolchains.debian.packages,
+                "exclude": c.toolchains.debian.exclude,
+                "python": c.toolchains.python.as_ref().map(|p| &p.version),
+            }),
+        );
+        if let Some(p) = &c.toolchains.python {
+            put(
+                "toolchains.python",
+                serde_json::json!({"version": p.version, "pip": p.pip}),
+            );
+        }
+        if let Some(o) = &c.toolchains.ollama {
+            put(
+                "toolchains.ollama",
+                serde_json::json!({"version": o.version, "url": o.url, "sha256": o.sha256}),
+            );
+        }
+        if let Some(m) = &c.models {
+            let mut models = m.models.clone();
+            models.sort();
+            put("models", serde_json::json!({"models": models}));
+        }
+        if let Some(mongo) = &c.deploy.mongodb {
+            if c.deploy.compose || c.deploy.kubernetes {
+                put("deploy.mongodb", serde_json::json!({"mongodb": mongo}));
+            }
+        }
+        out
+    }
+}
+
+/// Parses farm.toml text; errors carry file:line:column.
+pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
+    toml::from_str::<Config>(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        ConfigError::Syntax {
+            path: path.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        path: path.into(),
+        field: field.into(),
+        message,
+    };
+    if c.project.name.is_empty() {
+        return Err(invalid("project.name", "expected a non-empty name".into()));
+    }
+    if let Some(p) = &c.toolchains.python {
+        let ok = p.version.split('.').count() == 2 && p.version.split('.').all(|x| x.parse::<u32>().is_ok());
+        if !ok {
+            return Err(invalid(
+                "toolchains.python.version",
+                format!("expected MAJOR.MINOR such as \"3.11\", found {:?}", p.version),
+            ));
+        }
+    }
+    if let Some(n) = &c.toolchains.node {
+        if n.version.split('.').count() != 3 || !n.version.split('.').all(|x| x.parse::<u32>().is_ok()) {
+            return Err(invalid(
+                "toolchains.node.version",
+                format!("expected an exact version such as \"22.19.0\", found {:?}", n.version),
+            ));
+        }
+    }
+    if let Some(b) = &c.backend {
+        let ok = b
+            .app
+            .split_once(':')
+            .is_some_and(|(m, a)| !m.is_empty() && !a.is_empty());
+        if !ok {
+            return Err(invalid(
+                "backend.app",
+                format!(
+                    "expected `module:attribute` such as \"app.main:app\", found {:?}",
+                    b.app
+                ),
+            ));
+        }
+        if c.toolchains.python.is_none() {
+            return Err(invalid(
+                "toolchains.python",
+                "the backend needs a Python toolchain; add [toolchains.python] version = \"3.11\"".into(),
+            ));
+        }
+    }
+    if c.frontend.is_some() && c.toolchains.node.is_none() {
+        return Err(invalid(
+            "toolchains.node",
+            "the frontend needs a Node toolchain; add [toolchains.node] version = \"22.19.0\"".into(),
+        ));
+    }
+    for (field, p) in [
+        ("frontend.path", c.frontend.as_ref().map(|f| &f.path)),
+        ("backend.path", c.backend.as_ref().map(|b| &b.path)),
+        ("models.config", c.models.as_ref().and_then(|m| m.config.as_ref())),
+    ] {
+        if let Some(p) = p {
+            if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(invalid(
+                    field,
+                    format!("expected a path inside the project, found {:?}", p.display()),
+                ));
+            }
+        }
+    }
+    if let Some(s) = &c.toolchains.ollama.as_ref().and_then(|o| o.sha256.clone()) {
+        if farm_lockfiles::Integrity::parse(s).is_err() || !s.starts_with("sha256:") {
+            return Err(invalid(
+                "toolchains.ollama.sha256",
+                format!("expected \"sha256:<64 hex digits>\", found {s:?}"),
+            ));
+        }
+    }
+    if let Some(m) = &c.models {
+        for model in &m.models {
+            if model.is_empty() || model.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "models.models",
+                    format!("expected model references such as \"llama3.2:1b\", found {model:?}"),
+                ));
+            }
+        }
+        if let Some(d) = &m.default {
+            if !m.models.contains(d) {
+                return Err(invalid(
+                    "models.default",
+                    format!("{d:?} is not one of models.models {:?}", m.models),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `${VAR}` from the environment; an unset variable is an error naming it.
+pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("{field}: unclosed `${{` in {value:?}"))?;
+        let name = &after[..end];
+        let v = std::env::var(name)
+            .map_err(|_| format!("{field}: environment variable {name} is not set (farm.toml uses ${{{name}}})"))?;
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn git_commit_time(root: &Path) -> Option<u64> {
+    let out = std::process::Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[project]\nname = \"x\"\nversion = \"1\"\n";
+
+    #[test]
+    fn unknown_key_names_line_column_and_expected_keys() {
+        let text = format!("{MINIMAL}\n[frontend]\npath = \"web\"\nbulid-script = \"build\"\n");
+        let err = parse("farm.toml", &text).unwrap_err().to_string();
+        assert!(err.starts_with("farm.toml:7:1: unknown field `bulid-script`"), "{err}");
+        assert!(err.contains("build-script"), "the expected keys are listed: {err}");
+    }
+
+    #[test]
+    fn wrong_type_names_position_and_expected_type() {
+        let text = "[project]\nname = \"x\"\nversion = \"1\"\nsource-date-epoch = \"yesterday\"\n";
+        let err = parse("farm.toml", text).unwrap_err().to_string();
+        assert!(err.starts_with("farm.toml:4:21:"), "{err}");
+        assert!(err.contains("u64") || err.contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn defaults_fill_the_debian_base_and_npm() {
+        let text = format!("{MINIMAL}[toolchains.node]\nversion = \"22.19.0\"\n");
+        let c = parse("farm.toml", &text).unwrap();
+        assert_eq!(c.toolchains.debian.suite, "bookworm");
+        assert_eq!(c.toolchains.node.unwrap().npm, "10");
+    }
+
+    #[test]
+    fn validation_rejects_a_bad_asgi_path_and_escaping_paths() {
+        let text =
+            format!("{MINIMAL}[toolchains.python]\nversion = \"3.11\"\n[backend]\npath = \"../api\"\napp = \"main\"\n");
+        let c = parse("farm.toml", &text).unwrap();
+        let err = validate("farm.toml", &c).unwrap_err().to_string();
+        assert!(err.contains("backend.app") && err.contains("module:attribute"), "{err}");
+    }
+
+    #[test]
+    fn env_expansion_names_the_missing_variable() {
+        std::env::set_var("FARM_TEST_EXPAND_A", "http://127.0.0.1:1");
+        assert_eq!(
+            expand_env("models.registry", "${FARM_TEST_EXPAND_A}/x").unwrap(),
+            "http://127.0.0.1:1/x"
+        );
+        let err = expand_env("models.registry", "${FARM_TEST_EXPAND_MISSING}").unwrap_err();
+        assert!(err.contains("FARM_TEST_EXPAND_MISSING"), "{err}");
+    }
+
+    #[test]
+    fn section_digests_change_only_with_their_section() {
+        let a = format!("{MINIMAL}[toolchains.node]\nversion = \"22.19.0\"\n[toolchains.python]\nversion = \"3.11\"\n");
+        let b = a.replace("3.11", "3.12");
+        let pa = Project {
+            root: ".".into(),
+            config: parse("a", &a).unwrap(),
+            text: a.clone(),
+        };
+        let pb = Project {
+            root: ".".into(),
+            config: parse("b", &b).unwrap(),
+            text: b.clone(),
+        };
+        let (da, db) = (pa.lock_section_digests(), pb.lock_section_digests());
+        assert_eq!(da["farm.toml#toolchains.node"], db["farm.toml#toolchains.node"]);
+        assert_ne!(da["farm.toml#toolchains.python"], db["farm.toml#toolchains.python"]);
+        assert_ne!(
+            da["farm.toml#toolchains.debian"], db["farm.toml#toolchains.debian"],
+            "python roots are part of the closure"
+        );
+    }
+}

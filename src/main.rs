@@ -1,0 +1,94 @@
+//! The `farm` command: parses arguments, dispatches to `commands::*`, and
+//! maps the outcome to an exit status.
+
+mod commands;
+mod config;
+mod endpoints;
+mod reporter;
+mod toolchain;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for "the command ran, and its answer is no" (stale lock,
+/// corrupt store entries, missing artifacts), as opposed to an error (1).
+pub const EXIT_NO: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "farm",
+    version,
+    about = "Hermetic, reproducible builds for FARM applications"
+)]
+struct Cli {
+    /// The project directory (holding farm.toml).
+    #[arg(long, global = true, default_value = ".", env = "FARM_PROJECT")]
+    project: PathBuf,
+    /// The store and cache directory [default: $XDG_CACHE_HOME/farm or ~/.cache/farm].
+    #[arg(long, global = true, env = "FARM_HOME")]
+    farm_home: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Resolve toolchains and dependencies and write farm.lock.
+    Lock(commands::lock::LockArgs),
+    /// Download everything farm.lock names into the store.
+    Fetch(commands::fetch::FetchArgs),
+    /// Inspect and trim the store.
+    #[command(subcommand)]
+    Cache(commands::cache::CacheCommand),
+    /// Check the store's integrity.
+    #[command(subcommand)]
+    Store(commands::cache::StoreCommand),
+    /// Run a command in the project's hermetic environment.
+    Exec(commands::exec::ExecArgs),
+    /// Open an interactive shell in the project's hermetic environment.
+    Shell(commands::exec::ShellArgs),
+}
+
+/// Shared context every command gets.
+pub struct Context {
+    pub project_dir: PathBuf,
+    pub farm_home: PathBuf,
+    pub reporter: reporter::Reporter,
+}
+
+fn main() -> ExitCode {
+    // The sandbox re-executes this binary to get a single-threaded process;
+    // that must happen before anything starts threads.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == farm_sandbox::HELPER_ARG)
+    {
+        farm_sandbox::helper_main();
+    }
+    let cli = Cli::parse();
+    let ctx = Context {
+        project_dir: cli.project.clone(),
+        farm_home: cli.farm_home.clone().unwrap_or_else(farm_store::Store::default_root),
+        reporter: reporter::Reporter::new(cli.quiet),
+    };
+    let result = match cli.command {
+        Command::Lock(a) => commands::lock::run(&ctx, a),
+        Command::Fetch(a) => commands::fetch::run(&ctx, a),
+        Command::Cache(c) => commands::cache::run_cache(&ctx, c),
+        Command::Store(c) => commands::cache::run_store(&ctx, c),
+        Command::Exec(a) => commands::exec::run_exec(&ctx, a),
+        Command::Shell(a) => commands::exec::run_shell(&ctx, a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            ctx.reporter.error(&format!("{e:#}"));
+            ExitCode::from(1)
+        }
+    }
+}

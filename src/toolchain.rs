@@ -1,0 +1,227 @@
+//! The hermetic environment a step runs in, composed from store entries:
+//! the merged Debian root, the Node and npm trees, pip's wheel, and a small
+//! profile of `bin/` links that puts them on PATH. Every piece is a store
+//! entry, so two machines with the same lock compose the same bytes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use farm_lockfiles::Lock;
+use farm_store::{Store, StoreEntry};
+use sha2::Digest as _;
+
+/// Where store entries appear inside the sandbox, whatever `$FARM_HOME` is.
+pub const SANDBOX_STORE: &str = "/farm/store";
+pub const HOME: &str = "/homeless-shelter";
+
+/// The resolved toolchain of a locked project.
+pub struct Toolchain {
+    /// The merged Debian root filesystem.
+    pub root: StoreEntry,
+    /// Entries bound read-only at `/farm/store/<file name>`.
+    pub inputs: Vec<StoreEntry>,
+    /// The `bin/` profile, also among `inputs`.
+    pub profile: StoreEntry,
+    pub pip_wheel: Option<StoreEntry>,
+}
+
+impl Toolchain {
+    pub fn sandbox_path(entry: &StoreEntry) -> PathBuf {
+        Path::new(SANDBOX_STORE).join(entry.file_name())
+    }
+
+    /// The fixed environment of every step (nothing comes from the host).
+    pub fn env(&self, source_date_epoch: u64) -> Vec<(String, String)> {
+        let profile_bin = Self::sandbox_path(&self.profile).join("bin");
+        let mut env = vec![
+            ("PATH".to_string(), format!("{}:/usr/bin:/bin", profile_bin.display())),
+            ("HOME".into(), HOME.into()),
+            ("TMPDIR".into(), "/tmp".into()),
+            ("TZ".into(), "UTC".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("LC_ALL".into(), "C.UTF-8".into()),
+            ("SOURCE_DATE_EPOCH".into(), source_date_epoch.to_string()),
+            ("PYTHONHASHSEED".into(), "0".into()),
+            ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+            ("NO_UPDATE_NOTIFIER".into(), "1".into()),
+            ("npm_config_update_notifier".into(), "false".into()),
+            ("npm_config_fund".into(), "false".into()),
+            ("npm_config_audit".into(), "false".into()),
+        ];
+        if let Some(pip) = &self.pip_wheel {
+            // pip runs from its wheel: a zip on sys.path is importable as is.
+            env.push(("PYTHONPATH".into(), Self::sandbox_path(pip).display().to_string()));
+        }
+        env
+    }
+}
+
+/// Looks up the store entry of every artifact the toolchain needs; names the
+/// first missing one with a hint.
+fn entry_for(store: &Store, a: &farm_lockfiles::LockedArtifact) -> Result<StoreEntry> {
+    store.artifact(&a.integrity.to_string())?.with_context(|| {
+        format!(
+            "{} {} ({}) is not in the store\nhint: run `farm fetch`",
+            a.name, a.version, a.integrity
+        )
+    })
+}
+
+pub fn compose(store: &Store, lock: &Lock) -> Result<Toolchain> {
+    let debian = lock.debian.as_ref().context("farm.lock has no Debian base\nhint: add [toolchains.node] or [toolchains.python] to farm.toml and run `farm lock`")?;
+    let mut debs = Vec::new();
+    for p in &debian.packages {
+        debs.push(entry_for(store, &p.artifact)?);
+    }
+    let root = merged_root(store, &debs)?;
+
+    let mut inputs = Vec::new();
+    let mut links: Vec<(String, String)> = Vec::new();
+    if let Some(node) = &lock.node {
+        let n = entry_for(store, &node.node)?;
+        let npm = entry_for(store, &node.npm)?;
+        let nbin = Toolchain::sandbox_path(&n).join("bin/node");
+        let npm_root = Toolchain::sandbox_path(&npm);
+        links.push(("node".into(), nbin.display().to_string()));
+        links.push(("npm".into(), npm_root.join("bin/npm-cli.js").display().to_string()));
+        links.push(("npx".into(), npm_root.join("bin/npx-cli.js").display().to_string()));
+        inputs.push(n);
+        inputs.push(npm);
+    }
+    let mut pip_wheel = None;
+    if let Some(py) = &lock.python {
+        let interpreter = format!("/usr/bin/python{}", py.version);
+        links.push(("python3".into(), interpreter.clone()));
+        links.push(("python".into(), interpreter));
+        let pip = entry_for(store, &py.pip)?;
+        inputs.push(pip.clone());
+        pip_wheel = Some(pip);
+    }
+    let profile = profile_entry(store, &links)?;
+    inputs.push(profile.clone());
+    Ok(Toolchain {
+        root,
+        inputs,
+        profile,
+        pip_wheel,
+    })
+}
+
+/// A tiny entry of symlinks (`bin/node` → `/farm/store/…/bin/node`); the
+/// targets resolve inside the sandbox only.
+fn profile_entry(store: &Store, links: &[(String, String)]) -> Result<StoreEntry> {
+    let links = links.to_vec();
+    store
+        .build_entry("farm-profile", "toolchain", move |dir| {
+            let bin = dir.join("bin");
+            std::fs::create_dir_all(&bin)?;
+            for (name, target) in &links {
+                std::os::unix::fs::symlink(target, bin.join(name))?;
+            }
+            Ok(())
+        })
+        .context("composing the toolchain profile")
+}
+
+/// Top-level directories of a .deb that a merged-/usr system keeps under /usr.
+const MERGED_USR: [&str; 4] = ["bin", "sbin", "lib", "lib64"];
+
+/// One root filesystem from the unpacked .debs, merged-/usr as Debian's
+/// installer lays it out. Cached by the set of packages.
+fn merged_root(store: &Store, debs: &[StoreEntry]) -> Result<StoreEntry> {
+    let mut key = sha2::Sha256::new();
+    key.update(b"farm merged debian root v1\0");
+    let mut names: Vec<String> = debs.iter().map(|d| d.file_name()).collect();
+    names.sort();
+    for n in &names {
+        key.update(n.as_bytes());
+        key.update(b"\0");
+    }
+    let key = format!("root:{}", hex::encode(key.finalize()));
+    if let Some(v) = store.action_get(&key)? {
+        if let Some(name) = v.get("entry").and_then(|e| e.as_str()) {
+            if let Some(e) = store.entry(name)? {
+                return Ok(e);
+            }
+        }
+    }
+    let mut sorted: Vec<&StoreEntry> = debs.iter().collect();
+    sorted.sort_by_key(|e| e.file_name());
+    let sources: Vec<PathBuf> = sorted.iter().map(|e| e.path.clone()).collect();
+    let entry = store
+        .build_entry("debian-root", "root", move |dir| {
+            for top in MERGED_USR {
+                std::fs::create_dir_all(dir.join("usr").join(top))?;
+                std::os::unix::fs::symlink(format!("usr/{top}"), dir.join(top))?;
+            }
+            for src in &sources {
+                merge_tree(src, dir, Path::new(""))?;
+            }
+            // Without maintainer scripts nothing creates /bin/sh; dash's postinst normally does.
+            let sh = dir.join("usr/bin/sh");
+            if sh.symlink_metadata().is_err() && dir.join("usr/bin/dash").exists() {
+                std::os::unix::fs::symlink("dash", &sh)?;
+            }
+            for d in ["etc", "var/tmp", "root", "home"] {
+                std::fs::create_dir_all(dir.join(d))?;
+            }
+            Ok(())
+        })
+        .context("composing the Debian root filesystem")?;
+    store.action_put(&key, &serde_json::json!({"entry": entry.file_name()}))?;
+    Ok(entry)
+}
+
+fn merge_tree(src_root: &Path, dst_root: &Path, rel: &Path) -> std::io::Result<()> {
+    let src = src_root.join(rel);
+    let mut names: Vec<_> = std::fs::read_dir(&src)?.collect::<std::io::Result<Vec<_>>>()?;
+    names.sort_by_key(|e| e.file_name());
+    for e in names {
+        let name = e.file_name();
+        let mut child_rel = rel.join(&name);
+        if rel.as_os_str().is_empty() && MERGED_USR.iter().any(|t| name == *t) {
+            child_rel = Path::new("usr").join(&name);
+        }
+        let from = e.path();
+        let to = dst_root.join(&child_rel);
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            std::fs::create_dir_all(&to)?;
+            // `bin`, `lib`, … land in usr/ through the symlinks made first.
+            merge_tree(src_root, dst_root, &rel.join(&name))?;
+        } else {
+            if to.symlink_metadata().is_ok() {
+                std::fs::remove_file(&to)?;
+            }
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if ft.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+            } else if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails early, naming what is missing, when the store lacks the lock's artifacts.
+pub fn require_fetched(store: &Store, lock: &Lock) -> Result<()> {
+    let mut missing = Vec::new();
+    for (_, a) in lock.artifacts() {
+        if store.artifact(&a.integrity.to_string())?.is_none() {
+            missing.push(format!("{} {}", a.name, a.version));
+        }
+    }
+    if !missing.is_empty() {
+        let n = missing.len();
+        missing.truncate(8);
+        bail!(
+            "{n} locked artifacts are not in the store ({}{})\nhint: run `farm fetch`",
+            missing.join(", "),
+            if n > 8 { ", …" } else { "" }
+        );
+    }
+    Ok(())
+}
