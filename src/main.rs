@@ -1,6 +1,7 @@
 //! The `farm` command: parses arguments, dispatches to `commands::*`, and
 //! maps the outcome to an exit status.
 
+mod build;
 mod commands;
 mod config;
 mod endpoints;
@@ -48,6 +49,10 @@ enum Command {
     /// Check the store's integrity.
     #[command(subcommand)]
     Store(commands::cache::StoreCommand),
+    /// Build the project: frontend, backend, models (all by default).
+    Build(build::BuildArgs),
+    /// Show the log of a step of the last build.
+    Log(commands::log::LogArgs),
     /// Run a command in the project's hermetic environment.
     Exec(commands::exec::ExecArgs),
     /// Open an interactive shell in the project's hermetic environment.
@@ -81,6 +86,8 @@ fn main() -> ExitCode {
         Command::Fetch(a) => commands::fetch::run(&ctx, a),
         Command::Cache(c) => commands::cache::run_cache(&ctx, c),
         Command::Store(c) => commands::cache::run_store(&ctx, c),
+        Command::Build(a) => build::run(&ctx, a),
+        Command::Log(a) => commands::log::run(&ctx, a),
         Command::Exec(a) => commands::exec::run_exec(&ctx, a),
         Command::Shell(a) => commands::exec::run_shell(&ctx, a),
     };

@@ -145,3 +145,50 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+/// One running build step: a spinner with elapsed time on a terminal, a
+/// "started" line in plain mode.
+pub struct StepLine {
+    bar: Option<ProgressBar>,
+    name: String,
+    reporter: Reporter,
+    started: std::time::Instant,
+}
+
+impl Reporter {
+    pub fn step(&self, name: &str) -> StepLine {
+        let bar = self.bars.as_ref().map(|m| {
+            let b = m.add(ProgressBar::new_spinner());
+            b.set_style(ProgressStyle::with_template("{spinner} {msg:12} {elapsed:>4}").expect("template"));
+            b.set_message(name.to_string());
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        if bar.is_none() {
+            self.info(&format!("[{name}] started"));
+        }
+        StepLine {
+            bar,
+            name: name.to_string(),
+            reporter: self.clone(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl StepLine {
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn finish(self, outcome: &str) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        self.reporter.info(&format!(
+            "[{}] {outcome} ({:.1}s)",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        ));
+    }
+}

@@ -51,17 +51,45 @@ pub(crate) fn drop_all(uid: u32, gid: u32) -> Result<(), CapsError> {
         }
     }
     // SAFETY: as above.
-    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) } != 0 {
-        return Err(CapsError::Call { what: "clear the ambient capabilities", source: io::Error::last_os_error() });
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(CapsError::Call {
+            what: "clear the ambient capabilities",
+            source: io::Error::last_os_error(),
+        });
     }
     let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-    setresgid(gid, gid, gid).map_err(|e| CapsError::Call { what: "setresgid", source: e.into() })?;
-    setresuid(uid, uid, uid).map_err(|e| CapsError::Call { what: "setresuid", source: e.into() })?;
-    let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    setresgid(gid, gid, gid).map_err(|e| CapsError::Call {
+        what: "setresgid",
+        source: e.into(),
+    })?;
+    setresuid(uid, uid, uid).map_err(|e| CapsError::Call {
+        what: "setresuid",
+        source: e.into(),
+    })?;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: capset(2) with a v3 header and the two data structs v3 requires.
     if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } != 0 {
-        return Err(CapsError::Call { what: "capset to no capabilities", source: io::Error::last_os_error() });
+        return Err(CapsError::Call {
+            what: "capset to no capabilities",
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

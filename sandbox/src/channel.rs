@@ -16,13 +16,20 @@ pub(crate) enum Request {
     /// Check that namespaces, id maps and mounts work, then exit.
     Probe,
     /// Run a step; `resolv_conf` is the host's, read by the caller, used only with host network.
-    Run { spec: Box<StepSpec>, resolv_conf: Option<String> },
+    Run {
+        spec: Box<StepSpec>,
+        resolv_conf: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Report {
     /// Set-up broke before the command ran.
-    SetupFailed { stage: Stage, message: String, errno: Option<i32> },
+    SetupFailed {
+        stage: Stage,
+        message: String,
+        errno: Option<i32>,
+    },
     /// The command ended and every other process of the step was killed.
     Finished { status: i32, peak_rss_kib: Option<u64> },
     /// Answer to `Request::Probe`.
@@ -42,7 +49,11 @@ pub(crate) fn send(fd: BorrowedFd<'_>, report: &Report) {
             while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
-            let short = Report::SetupFailed { stage: *stage, message: format!("{}…", &message[..cut]), errno: *errno };
+            let short = Report::SetupFailed {
+                stage: *stage,
+                message: format!("{}…", &message[..cut]),
+                errno: *errno,
+            };
             line = serde_json::to_string(&short).unwrap_or_default();
         }
     }
@@ -68,15 +79,38 @@ mod tests {
     #[test]
     fn reports_round_trip_as_lines_and_long_messages_are_cut_below_pipe_buf() {
         let (r, w) = nix::unistd::pipe().unwrap();
-        send(w.as_fd(), &Report::Finished { status: 3, peak_rss_kib: Some(10) });
+        send(
+            w.as_fd(),
+            &Report::Finished {
+                status: 3,
+                peak_rss_kib: Some(10),
+            },
+        );
         let long = "x".repeat(10_000);
-        send(w.as_fd(), &Report::SetupFailed { stage: Stage::Rootfs, message: long, errno: Some(1) });
+        send(
+            w.as_fd(),
+            &Report::SetupFailed {
+                stage: Stage::Rootfs,
+                message: long,
+                errno: Some(1),
+            },
+        );
         drop(w);
         let got = read_reports(std::fs::File::from(r)).unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0], Report::Finished { status: 3, peak_rss_kib: Some(10) });
+        assert_eq!(
+            got[0],
+            Report::Finished {
+                status: 3,
+                peak_rss_kib: Some(10)
+            }
+        );
         match &got[1] {
-            Report::SetupFailed { stage: Stage::Rootfs, message, errno: Some(1) } => {
+            Report::SetupFailed {
+                stage: Stage::Rootfs,
+                message,
+                errno: Some(1),
+            } => {
                 assert!(message.len() < libc::PIPE_BUF, "{}", message.len())
             }
             other => panic!("unexpected {other:?}"),

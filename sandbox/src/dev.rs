@@ -15,35 +15,54 @@ pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urando
 pub(crate) fn populate(k: &mut impl Kernel) -> Result<()> {
     let dev = under(NEW_ROOT, Path::new("/dev"));
     k.mkdir_all(&dev, 0o755).map_err(io_err("create", &dev))?;
-    k.mount_tmpfs(&dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=0755").map_err(io_err("mount a tmpfs on", &dev))?;
+    k.mount_tmpfs(&dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=0755")
+        .map_err(io_err("mount a tmpfs on", &dev))?;
 
     for name in DEVICES {
         let target = dev.join(name);
         let source = under(OLD_ROOT, &Path::new("/dev").join(name));
         k.write_file(&target, b"", 0o666).map_err(io_err("create", &target))?;
-        k.bind(&source, &target).map_err(io_err("bind the host device onto", &target))?;
+        k.bind(&source, &target)
+            .map_err(io_err("bind the host device onto", &target))?;
     }
 
     let pts = dev.join("pts");
     k.mkdir_all(&pts, 0o755).map_err(io_err("create", &pts))?;
     // A new devpts instance: the step sees only the terminals it opens itself.
-    k.mount_special("devpts", &pts, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-        .map_err(io_err("mount devpts on", &pts))?;
+    k.mount_special(
+        "devpts",
+        &pts,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )
+    .map_err(io_err("mount devpts on", &pts))?;
     let ptmx = dev.join("ptmx");
-    k.symlink(Path::new("pts/ptmx"), &ptmx).map_err(io_err("create the symlink", &ptmx))?;
+    k.symlink(Path::new("pts/ptmx"), &ptmx)
+        .map_err(io_err("create the symlink", &ptmx))?;
 
     let shm = dev.join("shm");
     k.mkdir_all(&shm, 0o755).map_err(io_err("create", &shm))?;
-    k.mount_tmpfs(&shm, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777").map_err(io_err("mount a tmpfs on", &shm))?;
+    k.mount_tmpfs(&shm, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777")
+        .map_err(io_err("mount a tmpfs on", &shm))?;
 
-    let links = [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")];
+    let links = [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ];
     for (name, target) in links {
         let link = dev.join(name);
-        k.symlink(Path::new(target), &link).map_err(io_err("create the symlink", &link))?;
+        k.symlink(Path::new(target), &link)
+            .map_err(io_err("create the symlink", &link))?;
     }
 
     // Only the tmpfs itself: the device binds, devpts and shm are mounts of their own.
-    let attrs = MountAttrs { read_only: true, nosuid: true, nodev: false };
+    let attrs = MountAttrs {
+        read_only: true,
+        nosuid: true,
+        nodev: false,
+    };
     k.set_attrs(&dev, attrs, false).map_err(io_err("make read-only", &dev))
 }
 
@@ -65,6 +84,11 @@ mod tests {
         assert!(k.has("tmpfs /newroot/dev/shm mode=1777"));
         assert_eq!(k.calls.last().unwrap(), "attrs /newroot/dev ro");
         let binds = k.calls.iter().filter(|c| c.starts_with("bind ")).count();
-        assert_eq!(binds, DEVICES.len(), "only the listed host devices are bound: {:#?}", k.calls);
+        assert_eq!(
+            binds,
+            DEVICES.len(),
+            "only the listed host devices are bound: {:#?}",
+            k.calls
+        );
     }
 }

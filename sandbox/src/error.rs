@@ -42,7 +42,9 @@ pub enum Stage {
 
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned));
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
         f.write_str(s.as_deref().unwrap_or("unknown"))
     }
 }
@@ -50,10 +52,19 @@ impl fmt::Display for Stage {
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("invalid step spec: {field}: expected {expected}, found {found}")]
-    InvalidSpec { field: String, expected: String, found: String },
+    InvalidSpec {
+        field: String,
+        expected: String,
+        found: String,
+    },
 
     #[error("{field} `{path}`: {problem}{}", hint_suffix(.hint))]
-    HostPath { field: String, path: PathBuf, problem: String, hint: Option<String> },
+    HostPath {
+        field: String,
+        path: PathBuf,
+        problem: String,
+        hint: Option<String>,
+    },
 
     #[error("cannot start the sandbox helper `{helper}`: {source}{}", hint_suffix(.hint))]
     Spawn {
@@ -78,7 +89,11 @@ pub enum SandboxError {
     },
 
     #[error("sandbox set-up failed at stage `{stage}`: {message}{}", hint_suffix(.hint))]
-    Setup { stage: Stage, message: String, hint: Option<String> },
+    Setup {
+        stage: Stage,
+        message: String,
+        hint: Option<String>,
+    },
 
     #[error("user namespaces are unavailable on this machine: {message}{}", hint_suffix(.hint))]
     UserNamespacesUnavailable { message: String, hint: Option<String> },

@@ -62,7 +62,8 @@ pub(crate) fn write(k: &mut impl Kernel, f: &EtcFiles) -> Result<()> {
     ];
     for (name, contents) in files {
         let path = etc.join(name);
-        k.write_file(&path, contents.as_bytes(), 0o444).map_err(io_err("write", &path))?;
+        k.write_file(&path, contents.as_bytes(), 0o444)
+            .map_err(io_err("write", &path))?;
     }
     Ok(())
 }
@@ -83,14 +84,20 @@ mod tests {
 
     #[test]
     fn hosts_maps_the_fixed_hostname_to_loopback() {
-        assert_eq!(hosts("farm-test"), "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.0.1\tfarm-test\n");
+        assert_eq!(
+            hosts("farm-test"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.0.1\tfarm-test\n"
+        );
         assert_eq!(hosts("localhost"), "127.0.0.1\tlocalhost\n::1\tlocalhost\n");
     }
 
     #[test]
     fn resolv_conf_is_empty_without_network_even_if_the_host_has_one() {
         assert_eq!(resolv_conf(Network::None, Some("nameserver 10.0.0.1\n")), "");
-        assert_eq!(resolv_conf(Network::Host, Some("nameserver 10.0.0.1\n")), "nameserver 10.0.0.1\n");
+        assert_eq!(
+            resolv_conf(Network::Host, Some("nameserver 10.0.0.1\n")),
+            "nameserver 10.0.0.1\n"
+        );
     }
 
     #[test]

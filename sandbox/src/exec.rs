@@ -21,7 +21,10 @@ pub(crate) enum ExecError {
 }
 
 pub(crate) fn chdir(cwd: &Path) -> Result<(), ExecError> {
-    std::env::set_current_dir(cwd).map_err(|source| ExecError::Cwd { cwd: cwd.to_path_buf(), source })
+    std::env::set_current_dir(cwd).map_err(|source| ExecError::Cwd {
+        cwd: cwd.to_path_buf(),
+        source,
+    })
 }
 
 /// Every descriptor but stdin/stdout/stderr closes at execve, so no pipe or
@@ -51,12 +54,23 @@ pub(crate) fn resolve(command: &str, env: &[(String, String)]) -> Result<PathBuf
     if command.contains('/') {
         return Ok(PathBuf::from(command));
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("");
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
     path.split(':')
         .filter(|dir| !dir.is_empty())
         .map(|dir| Path::new(dir).join(command))
-        .find(|p| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
-        .ok_or_else(|| ExecError::NotFound { command: command.to_string(), path: path.to_string() })
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| ExecError::NotFound {
+            command: command.to_string(),
+            path: path.to_string(),
+        })
 }
 
 fn cstring(bytes: &[u8]) -> CString {
@@ -67,9 +81,15 @@ fn cstring(bytes: &[u8]) -> CString {
 pub(crate) fn execve(program: &Path, argv: &[String], env: &[(String, String)]) -> ExecError {
     let prog = cstring(program.as_os_str().as_bytes());
     let args: Vec<CString> = argv.iter().map(|a| cstring(a.as_bytes())).collect();
-    let vars: Vec<CString> = env.iter().map(|(k, v)| cstring(format!("{k}={v}").as_bytes())).collect();
+    let vars: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+        .collect();
     match nix::unistd::execve(&prog, &args, &vars) {
-        Err(source) => ExecError::Execve { program: program.to_path_buf(), source },
+        Err(source) => ExecError::Execve {
+            program: program.to_path_buf(),
+            source,
+        },
         Ok(never) => match never {},
     }
 }
@@ -83,8 +103,16 @@ mod tests {
         let env = vec![("PATH".to_string(), "/nonexistent:/usr/bin".to_string())];
         assert_eq!(resolve("env", &env).unwrap(), Path::new("/usr/bin/env"));
         assert_eq!(resolve("/x/y", &env).unwrap(), Path::new("/x/y"));
-        let e = resolve("env", &[("PATH".into(), "/nonexistent".into())]).unwrap_err().to_string();
-        assert!(e.contains("`env`") && e.contains("/nonexistent") && e.contains("hint:"), "{e}");
-        assert!(resolve("env", &[]).is_err(), "no PATH must not fall back to the helper's PATH");
+        let e = resolve("env", &[("PATH".into(), "/nonexistent".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`env`") && e.contains("/nonexistent") && e.contains("hint:"),
+            "{e}"
+        );
+        assert!(
+            resolve("env", &[]).is_err(),
+            "no PATH must not fall back to the helper's PATH"
+        );
     }
 }

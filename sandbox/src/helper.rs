@@ -41,7 +41,11 @@ trait AtStage<T> {
 
 impl<T, E: StdError + 'static> AtStage<T> for Result<T, E> {
     fn stage(self, stage: Stage) -> Result<T, Failure> {
-        self.map_err(|e| Failure { stage, message: e.to_string(), errno: errno_of(&e) })
+        self.map_err(|e| Failure {
+            stage,
+            message: e.to_string(),
+            errno: errno_of(&e),
+        })
     }
 }
 
@@ -64,7 +68,14 @@ fn errno_of(e: &(dyn StdError + 'static)) -> Option<i32> {
 }
 
 fn report_failure(report: BorrowedFd<'_>, f: Failure) {
-    channel::send(report, &Report::SetupFailed { stage: f.stage, message: f.message, errno: f.errno });
+    channel::send(
+        report,
+        &Report::SetupFailed {
+            stage: f.stage,
+            message: f.message,
+            errno: f.errno,
+        },
+    );
 }
 
 /// Entry point of the helper process; returns its exit code.
@@ -80,7 +91,10 @@ pub(crate) fn main(args: &[String]) -> i32 {
     let (request_fd, report) = unsafe { (OwnedFd::from_raw_fd(req_fd), OwnedFd::from_raw_fd(rep_fd)) };
     for fd in [&request_fd, &report] {
         // Nothing the helper execs may inherit them.
-        let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        let _ = nix::fcntl::fcntl(
+            fd.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
     }
     let request = read_request(request_fd).and_then(|r| {
         if thread_count() == Some(1) {
@@ -121,7 +135,10 @@ fn read_request(fd: OwnedFd) -> Result<Request, Failure> {
 
 fn thread_count() -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// Namespaces and id maps, then PID 1 in a child; the helper itself stays
@@ -201,7 +218,13 @@ fn init(
         ForkResult::Parent { child } => child,
     };
     let finished = pid1::reap(command, signals);
-    channel::send(report, &Report::Finished { status: finished.status, peak_rss_kib: finished.peak_rss_kib });
+    channel::send(
+        report,
+        &Report::Finished {
+            status: finished.status,
+            peak_rss_kib: finished.peak_rss_kib,
+        },
+    );
     Ok(finished.status)
 }
 
@@ -287,7 +310,8 @@ fn probe(report: BorrowedFd<'_>) -> Result<i32, Failure> {
                 let k = &mut Linux;
                 rootfs::enter_staging(k).stage(Stage::Rootfs)?;
                 let proc_dir = std::path::Path::new("/newroot");
-                k.mount_special("proc", proc_dir, nix::mount::MsFlags::MS_NOSUID, "").stage(Stage::Proc)?;
+                k.mount_special("proc", proc_dir, nix::mount::MsFlags::MS_NOSUID, "")
+                    .stage(Stage::Proc)?;
                 Ok(())
             };
             let code = match check() {

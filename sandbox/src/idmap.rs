@@ -29,7 +29,11 @@ pub(crate) fn write(uid: u32, gid: u32, host_uid: u32, host_gid: u32) -> Result<
         ("/proc/self/gid_map", map_line(gid, host_gid)),
     ];
     for (file, content) in files {
-        fs::write(file, &content).map_err(|source| IdMapError { file, content: content.trim().to_string(), source })?;
+        fs::write(file, &content).map_err(|source| IdMapError {
+            file,
+            content: content.trim().to_string(),
+            source,
+        })?;
     }
     Ok(())
 }

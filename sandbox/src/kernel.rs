@@ -109,8 +109,14 @@ impl Kernel for Linux {
     }
 
     fn bind(&mut self, source: &Path, target: &Path) -> io::Result<()> {
-        nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(io::Error::from)
+        nix::mount::mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
     }
 
     fn set_attrs(&mut self, target: &Path, attrs: MountAttrs, recursive: bool) -> io::Result<()> {
@@ -124,7 +130,12 @@ impl Kernel for Linux {
         if attrs.nodev {
             set |= MOUNT_ATTR_NODEV;
         }
-        let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+        let attr = MountAttr {
+            attr_set: set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
         let path = cpath(target)?;
         let flags = if recursive { AT_RECURSIVE } else { 0 };
         // SAFETY: mount_setattr(2) with a valid C path and a correctly sized struct mount_attr.
@@ -155,8 +166,14 @@ impl Kernel for Linux {
     }
 
     fn make_rprivate(&mut self, target: &Path) -> io::Result<()> {
-        nix::mount::mount(None::<&str>, target, None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-            .map_err(io::Error::from)
+        nix::mount::mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
     }
 
     fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> io::Result<()> {
@@ -177,7 +194,12 @@ impl Kernel for Linux {
 
     fn write_file(&mut self, path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
         use io::Write;
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)?;
         f.write_all(contents)?;
         // The umask must not decide what the step sees.
         f.set_permissions(fs::Permissions::from_mode(mode))
@@ -198,7 +220,9 @@ impl Kernel for Linux {
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
-        let mut names = fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>()?;
+        let mut names = fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<Vec<_>>>()?;
         names.sort();
         Ok(names)
     }
@@ -236,7 +260,10 @@ pub(crate) mod recorder {
             self.calls.iter().any(|c| c == call)
         }
         pub fn position(&self, call: &str) -> usize {
-            self.calls.iter().position(|c| c == call).unwrap_or_else(|| panic!("no call {call:?} in {:#?}", self.calls))
+            self.calls
+                .iter()
+                .position(|c| c == call)
+                .unwrap_or_else(|| panic!("no call {call:?} in {:#?}", self.calls))
         }
     }
 
@@ -246,7 +273,8 @@ pub(crate) mod recorder {
             Ok(())
         }
         fn bind(&mut self, source: &Path, target: &Path) -> io::Result<()> {
-            self.calls.push(format!("bind {} {}", source.display(), target.display()));
+            self.calls
+                .push(format!("bind {} {}", source.display(), target.display()));
             Ok(())
         }
         fn set_attrs(&mut self, target: &Path, attrs: MountAttrs, recursive: bool) -> io::Result<()> {
@@ -256,7 +284,8 @@ pub(crate) mod recorder {
             Ok(())
         }
         fn mount_special(&mut self, fstype: &str, target: &Path, _flags: MsFlags, options: &str) -> io::Result<()> {
-            self.calls.push(format!("mount {fstype} {} {options}", target.display()));
+            self.calls
+                .push(format!("mount {fstype} {} {options}", target.display()));
             Ok(())
         }
         fn make_rprivate(&mut self, target: &Path) -> io::Result<()> {
@@ -264,7 +293,8 @@ pub(crate) mod recorder {
             Ok(())
         }
         fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> io::Result<()> {
-            self.calls.push(format!("pivot_root {} {}", new_root.display(), put_old.display()));
+            self.calls
+                .push(format!("pivot_root {} {}", new_root.display(), put_old.display()));
             Ok(())
         }
         fn umount_detach(&mut self, target: &Path) -> io::Result<()> {
@@ -280,11 +310,16 @@ pub(crate) mod recorder {
             Ok(())
         }
         fn write_file(&mut self, path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-            self.calls.push(format!("write {} {mode:o} {}", path.display(), String::from_utf8_lossy(contents)));
+            self.calls.push(format!(
+                "write {} {mode:o} {}",
+                path.display(),
+                String::from_utf8_lossy(contents)
+            ));
             Ok(())
         }
         fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()> {
-            self.calls.push(format!("symlink {} -> {}", link.display(), target.display()));
+            self.calls
+                .push(format!("symlink {} -> {}", link.display(), target.display()));
             Ok(())
         }
         fn kind(&self, path: &Path) -> io::Result<FileKind> {

@@ -58,7 +58,9 @@ impl Default for Sandbox {
     /// Re-executes the running binary. /proc/self/exe is resolved in the
     /// forked child, so it works even if the file was replaced meanwhile.
     fn default() -> Self {
-        Sandbox { helper: PathBuf::from("/proc/self/exe") }
+        Sandbox {
+            helper: PathBuf::from("/proc/self/exe"),
+        }
     }
 }
 

@@ -32,7 +32,10 @@ pub(crate) fn flags(network: Network) -> CloneFlags {
 }
 
 pub(crate) fn unshare(flags: CloneFlags) -> Result<(), NamespaceError> {
-    nix::sched::unshare(flags).map_err(|source| NamespaceError { flags: format!("{flags:?}"), source })
+    nix::sched::unshare(flags).map_err(|source| NamespaceError {
+        flags: format!("{flags:?}"),
+        source,
+    })
 }
 
 fn read_knob(path: &str) -> Option<i64> {
@@ -78,7 +81,11 @@ mod tests {
     fn network_namespace_only_without_host_network() {
         assert!(flags(Network::None).contains(CloneFlags::CLONE_NEWNET));
         assert!(!flags(Network::Host).contains(CloneFlags::CLONE_NEWNET));
-        for f in [CloneFlags::CLONE_NEWUSER, CloneFlags::CLONE_NEWPID, CloneFlags::CLONE_NEWNS] {
+        for f in [
+            CloneFlags::CLONE_NEWUSER,
+            CloneFlags::CLONE_NEWPID,
+            CloneFlags::CLONE_NEWNS,
+        ] {
             assert!(flags(Network::Host).contains(f));
         }
     }

@@ -14,7 +14,13 @@ use nix::unistd::Pid;
 /// otherwise ignore them.
 pub(crate) fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         set.add(s);
     }
     set
@@ -59,7 +65,9 @@ pub(crate) fn reap(command: Pid, signals: &SigSet) -> Finished {
             Err(_) => break,
         }
     }
-    let peak_rss_kib = getrusage(UsageWho::RUSAGE_CHILDREN).ok().map(|u| u.max_rss().max(0) as u64);
+    let peak_rss_kib = getrusage(UsageWho::RUSAGE_CHILDREN)
+        .ok()
+        .map(|u| u.max_rss().max(0) as u64);
     Finished { status, peak_rss_kib }
 }
 

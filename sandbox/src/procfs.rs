@@ -17,14 +17,19 @@ pub(crate) fn mount(k: &mut impl Kernel) -> Result<()> {
     let proc_dir = under(NEW_ROOT, Path::new("/proc"));
     k.mkdir_all(&proc_dir, 0o555).map_err(io_err("create", &proc_dir))?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    k.mount_special("proc", &proc_dir, flags, "").map_err(io_err("mount proc on", &proc_dir))?;
+    k.mount_special("proc", &proc_dir, flags, "")
+        .map_err(io_err("mount proc on", &proc_dir))?;
     for name in READ_ONLY {
         let p = proc_dir.join(name);
         if k.kind(&p).map_err(io_err("inspect", &p))? == FileKind::Missing {
             continue;
         }
         k.bind(&p, &p).map_err(io_err("bind over itself", &p))?;
-        let attrs = MountAttrs { read_only: true, nosuid: true, nodev: true };
+        let attrs = MountAttrs {
+            read_only: true,
+            nosuid: true,
+            nodev: true,
+        };
         k.set_attrs(&p, attrs, true).map_err(io_err("make read-only", &p))?;
     }
     Ok(())

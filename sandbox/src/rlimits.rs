@@ -8,7 +8,10 @@
 //! so inside the sandbox it counts only the processes of the step's uid in
 //! the sandbox (plus the helper and PID 1), not every process the calling
 //! user owns on the host. On older kernels it counts all of the caller's
-//! processes, so a low value there can make the first fork fail.
+//! processes, so a low value there can make the first fork fail. The kernel
+//! never enforces it for processes whose host uid is 0, user namespace or
+//! not: with a root caller a fork bomb is ended by the timeout (and the PID
+//! namespace teardown), not by this limit.
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -31,15 +34,27 @@ pub(crate) fn wanted(limits: &Limits) -> Vec<(Resource, &'static str, u64)> {
         (Resource::RLIMIT_FSIZE, "RLIMIT_FSIZE", limits.fsize),
         (Resource::RLIMIT_CPU, "RLIMIT_CPU", limits.cpu_seconds),
     ];
-    v.extend(optional.into_iter().filter_map(|(r, n, val)| val.map(|val| (r, n, val))));
+    v.extend(
+        optional
+            .into_iter()
+            .filter_map(|(r, n, val)| val.map(|val| (r, n, val))),
+    );
     v
 }
 
 pub(crate) fn apply(limits: &Limits) -> Result<(), RlimitError> {
     for (resource, name, value) in wanted(limits) {
-        let (_, hard) = getrlimit(resource).map_err(|source| RlimitError { resource: name, value, source })?;
+        let (_, hard) = getrlimit(resource).map_err(|source| RlimitError {
+            resource: name,
+            value,
+            source,
+        })?;
         let value = value.min(hard);
-        setrlimit(resource, value, value).map_err(|source| RlimitError { resource: name, value, source })?;
+        setrlimit(resource, value, value).map_err(|source| RlimitError {
+            resource: name,
+            value,
+            source,
+        })?;
     }
     Ok(())
 }
@@ -50,8 +65,17 @@ mod tests {
 
     #[test]
     fn core_dumps_are_always_disabled_and_unset_limits_are_left_alone() {
-        let limits = Limits { nproc: Some(64), nofile: None, address_space: None, fsize: Some(1 << 20), cpu_seconds: None };
+        let limits = Limits {
+            nproc: Some(64),
+            nofile: None,
+            address_space: None,
+            fsize: Some(1 << 20),
+            cpu_seconds: None,
+        };
         let names: Vec<(&str, u64)> = wanted(&limits).into_iter().map(|(_, n, v)| (n, v)).collect();
-        assert_eq!(names, [("RLIMIT_CORE", 0), ("RLIMIT_NPROC", 64), ("RLIMIT_FSIZE", 1 << 20)]);
+        assert_eq!(
+            names,
+            [("RLIMIT_CORE", 0), ("RLIMIT_NPROC", 64), ("RLIMIT_FSIZE", 1 << 20)]
+        );
     }
 }

@@ -52,7 +52,11 @@ pub(crate) enum RootfsError {
 pub(crate) type Result<T> = std::result::Result<T, RootfsError>;
 
 pub(crate) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
-    move |source| RootfsError::Io { action, path: path.to_path_buf(), source }
+    move |source| RootfsError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// `/oldroot/<p>` or `/newroot/<p>` for an absolute in-sandbox or host path.
@@ -65,8 +69,16 @@ pub(crate) fn under(base: &str, p: &Path) -> PathBuf {
     }
 }
 
-const READ_ONLY: MountAttrs = MountAttrs { read_only: true, nosuid: true, nodev: true };
-const WRITABLE: MountAttrs = MountAttrs { read_only: false, nosuid: true, nodev: true };
+const READ_ONLY: MountAttrs = MountAttrs {
+    read_only: true,
+    nosuid: true,
+    nodev: true,
+};
+const WRITABLE: MountAttrs = MountAttrs {
+    read_only: false,
+    nosuid: true,
+    nodev: true,
+};
 
 /// Makes every mount private (nothing propagates back to the host) and moves
 /// onto the staging tmpfs with the host tree at /oldroot.
@@ -81,7 +93,8 @@ pub(crate) fn enter_staging(k: &mut impl Kernel) -> Result<()> {
         k.mkdir_all(&p, 0o755).map_err(io_err("create", &p))?;
     }
     let put_old = staging.join("oldroot");
-    k.pivot_root(staging, &put_old).map_err(io_err("pivot_root to the staging tmpfs", staging))?;
+    k.pivot_root(staging, &put_old)
+        .map_err(io_err("pivot_root to the staging tmpfs", staging))?;
     k.chdir(root).map_err(io_err("chdir", root))
 }
 
@@ -93,7 +106,9 @@ pub(crate) fn assemble_root(k: &mut impl Kernel, spec: &StepSpec) -> Result<()> 
     match &spec.root {
         RootSpec::Dir(dir) => {
             let host_dir = under(OLD_ROOT, dir);
-            let names = k.read_dir(&host_dir).map_err(io_err("list the root directory", &host_dir))?;
+            let names = k
+                .read_dir(&host_dir)
+                .map_err(io_err("list the root directory", &host_dir))?;
             for name in names {
                 let target = Path::new("/").join(&name);
                 if provided_by_sandbox(spec, &target) {
@@ -166,11 +181,17 @@ pub(crate) fn mount_writable_and_binds(k: &mut impl Kernel, spec: &StepSpec) -> 
                 let source = under(OLD_ROOT, &b.source);
                 let target = under(NEW_ROOT, &b.target);
                 let what = format!("the bind of `{}`", b.source.display());
-                let mount_point_err =
-                    |source| RootfsError::MountPoint { what: what.clone(), target: b.target.clone(), source };
+                let mount_point_err = |source| RootfsError::MountPoint {
+                    what: what.clone(),
+                    target: b.target.clone(),
+                    source,
+                };
                 match k.kind(&source).map_err(io_err("inspect", &source))? {
                     FileKind::Missing => {
-                        return Err(RootfsError::MissingSource { what: "bind source", path: b.source.clone() });
+                        return Err(RootfsError::MissingSource {
+                            what: "bind source",
+                            path: b.source.clone(),
+                        });
                     }
                     FileKind::Dir => k.mkdir_all(&target, 0o755).map_err(mount_point_err)?,
                     FileKind::File | FileKind::Symlink => {
@@ -184,7 +205,8 @@ pub(crate) fn mount_writable_and_binds(k: &mut impl Kernel, spec: &StepSpec) -> 
                 }
                 k.bind(&source, &target).map_err(io_err("bind-mount onto", &target))?;
                 let attrs = if b.read_only { READ_ONLY } else { WRITABLE };
-                k.set_attrs(&target, attrs, true).map_err(io_err("set mount flags of", &target))?;
+                k.set_attrs(&target, attrs, true)
+                    .map_err(io_err("set mount flags of", &target))?;
             }
         }
     }
@@ -200,10 +222,12 @@ pub(crate) fn switch_root(k: &mut impl Kernel) -> Result<()> {
     // pivot_root(".", ".") stacks the staging root on top of the new one; detaching "." then drops it.
     let dot = Path::new(".");
     k.pivot_root(dot, dot).map_err(io_err("pivot_root into", new_root))?;
-    k.umount_detach(dot).map_err(io_err("detach the staging root at", dot))?;
+    k.umount_detach(dot)
+        .map_err(io_err("detach the staging root at", dot))?;
     let root = Path::new("/");
     k.chdir(root).map_err(io_err("chdir", root))?;
-    k.set_attrs(root, READ_ONLY, false).map_err(io_err("make read-only", root))
+    k.set_attrs(root, READ_ONLY, false)
+        .map_err(io_err("make read-only", root))
 }
 
 /// Paths the sandbox mounts itself, so a root entry there would only be hidden.
@@ -236,7 +260,12 @@ fn merge_etc(k: &mut impl Kernel, host_etc: &Path) -> Result<()> {
 fn place(k: &mut impl Kernel, source: &Path, target: &Path, what: &'static str) -> Result<()> {
     let dest = under(NEW_ROOT, target);
     match k.kind(source).map_err(io_err("inspect", source))? {
-        FileKind::Missing => return Err(RootfsError::MissingSource { what, path: source.to_path_buf() }),
+        FileKind::Missing => {
+            return Err(RootfsError::MissingSource {
+                what,
+                path: source.to_path_buf(),
+            })
+        }
         FileKind::Symlink => {
             let link = k.read_link(source).map_err(io_err("read the symlink", source))?;
             return k.symlink(&link, &dest).map_err(io_err("create the symlink", &dest));
@@ -245,7 +274,8 @@ fn place(k: &mut impl Kernel, source: &Path, target: &Path, what: &'static str) 
         FileKind::File => k.write_file(&dest, b"", 0o444).map_err(io_err("create", &dest))?,
     }
     k.bind(source, &dest).map_err(io_err("bind-mount onto", &dest))?;
-    k.set_attrs(&dest, READ_ONLY, true).map_err(io_err("make read-only", &dest))
+    k.set_attrs(&dest, READ_ONLY, true)
+        .map_err(io_err("make read-only", &dest))
 }
 
 #[cfg(test)]
@@ -264,13 +294,20 @@ mod tests {
         k.dir("/oldroot/usr");
         k.link("/oldroot/bin", "usr/bin");
         k.dir("/oldroot/etc/alternatives");
-        let s = spec(RootSpec::HostPaths(vec!["/usr".into(), "/bin".into(), "/etc/alternatives".into()]));
+        let s = spec(RootSpec::HostPaths(vec![
+            "/usr".into(),
+            "/bin".into(),
+            "/etc/alternatives".into(),
+        ]));
         assemble_root(&mut k, &s).unwrap();
         assert!(k.has("bind /oldroot/usr /newroot/usr"));
         assert!(k.has("attrs /newroot/usr ro recursive"));
         assert!(k.has("symlink /newroot/bin -> usr/bin"));
         // The parent of a nested root path is a plain directory in the root tmpfs.
-        assert!(k.position("mkdir /newroot/etc 755") < k.position("bind /oldroot/etc/alternatives /newroot/etc/alternatives"));
+        assert!(
+            k.position("mkdir /newroot/etc 755")
+                < k.position("bind /oldroot/etc/alternatives /newroot/etc/alternatives")
+        );
     }
 
     #[test]
@@ -284,7 +321,12 @@ mod tests {
     #[test]
     fn dir_root_skips_dev_proc_and_writable_dirs_and_merges_etc_without_generated_files() {
         let mut k = Recorder::default();
-        for d in ["/oldroot/base/usr", "/oldroot/base/dev", "/oldroot/base/proc", "/oldroot/base/tmp"] {
+        for d in [
+            "/oldroot/base/usr",
+            "/oldroot/base/dev",
+            "/oldroot/base/proc",
+            "/oldroot/base/tmp",
+        ] {
             k.dir(d);
         }
         k.link("/oldroot/base/lib", "usr/lib");
@@ -299,9 +341,17 @@ mod tests {
         assert!(k.has("bind /oldroot/base/etc/os-release /newroot/etc/os-release"));
         assert!(k.has("bind /oldroot/base/etc/ssl /newroot/etc/ssl"));
         for hidden in ["dev", "proc", "tmp"] {
-            assert!(!k.calls.iter().any(|c| c.contains(&format!("/base/{hidden}"))), "{hidden}: {:#?}", k.calls);
+            assert!(
+                !k.calls.iter().any(|c| c.contains(&format!("/base/{hidden}"))),
+                "{hidden}: {:#?}",
+                k.calls
+            );
         }
-        assert!(!k.calls.iter().any(|c| c.contains("etc/passwd")), "host passwd was bound: {:#?}", k.calls);
+        assert!(
+            !k.calls.iter().any(|c| c.contains("etc/passwd")),
+            "host passwd was bound: {:#?}",
+            k.calls
+        );
         assert!(!k.has("bind /oldroot/base/etc /newroot/etc"));
     }
 
@@ -320,9 +370,20 @@ mod tests {
         mount_writable_and_binds(&mut k, &s).unwrap();
         assert!(k.has("tmpfs /newroot/build mode=0755,uid=1000,gid=1000"));
         assert!(k.has("tmpfs /newroot/tmp mode=1777"));
-        assert!(!k.calls.iter().any(|c| c.starts_with("tmpfs /newroot/out")), "{:#?}", k.calls);
-        assert!(!k.calls.iter().any(|c| c.starts_with("tmpfs /newroot/dev")), "{:#?}", k.calls);
-        assert!(k.position("tmpfs /newroot/build mode=0755,uid=1000,gid=1000") < k.position("bind /oldroot/host/src /newroot/build/src"));
+        assert!(
+            !k.calls.iter().any(|c| c.starts_with("tmpfs /newroot/out")),
+            "{:#?}",
+            k.calls
+        );
+        assert!(
+            !k.calls.iter().any(|c| c.starts_with("tmpfs /newroot/dev")),
+            "{:#?}",
+            k.calls
+        );
+        assert!(
+            k.position("tmpfs /newroot/build mode=0755,uid=1000,gid=1000")
+                < k.position("bind /oldroot/host/src /newroot/build/src")
+        );
         assert!(k.has("attrs /newroot/build/src ro recursive"));
         assert!(k.has("attrs /newroot/out rw recursive"));
         assert!(k.has("attrs /newroot/farm/store/abc-node ro recursive"));

@@ -64,11 +64,19 @@ pub struct Bind {
 
 impl Bind {
     pub fn read_only(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
-        Bind { source: source.into(), target: target.into(), read_only: true }
+        Bind {
+            source: source.into(),
+            target: target.into(),
+            read_only: true,
+        }
     }
 
     pub fn writable(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
-        Bind { source: source.into(), target: target.into(), read_only: false }
+        Bind {
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        }
     }
 }
 
@@ -79,7 +87,8 @@ impl Bind {
 pub struct Limits {
     /// RLIMIT_NPROC. Since Linux 5.14 this counts the processes of the step's
     /// uid *in the sandbox's user namespace* only, so it bounds the step's own
-    /// process tree and not every process of the calling user.
+    /// process tree and not every process of the calling user. The kernel
+    /// does not enforce it when the caller is root (host uid 0 is exempt).
     pub nproc: Option<u64>,
     pub nofile: Option<u64>,
     /// RLIMIT_AS in bytes.
@@ -91,7 +100,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { nproc: Some(4096), nofile: Some(8192), address_space: None, fsize: None, cpu_seconds: None }
+        Limits {
+            nproc: Some(4096),
+            nofile: Some(8192),
+            address_space: None,
+            fsize: None,
+            cpu_seconds: None,
+        }
     }
 }
 
@@ -166,7 +181,10 @@ impl StepSpec {
             limits: Limits::default(),
             network: Network::None,
             stdio,
-            writable: ["/build", "/out", "/tmp", "/dev/shm"].iter().map(PathBuf::from).collect(),
+            writable: ["/build", "/out", "/tmp", "/dev/shm"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 
@@ -181,7 +199,11 @@ impl StepSpec {
             return Err(invalid("argv".into(), "at least the command", "an empty list".into()));
         }
         if let Some(bad) = self.argv.iter().find(|a| a.contains('\0')) {
-            return Err(invalid("argv".into(), "arguments without NUL bytes", format!("{bad:?}")));
+            return Err(invalid(
+                "argv".into(),
+                "arguments without NUL bytes",
+                format!("{bad:?}"),
+            ));
         }
         for (k, v) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -215,7 +237,11 @@ impl StepSpec {
         }
         match &self.root {
             RootSpec::Dir(dir) if !dir.is_absolute() => {
-                return Err(invalid("root".into(), "an absolute directory", dir.display().to_string()));
+                return Err(invalid(
+                    "root".into(),
+                    "an absolute directory",
+                    dir.display().to_string(),
+                ));
             }
             RootSpec::HostPaths(paths) => {
                 for (i, p) in paths.iter().enumerate() {
@@ -233,7 +259,10 @@ impl StepSpec {
         }
         let valid_hostname = !self.hostname.is_empty()
             && self.hostname.len() <= 64
-            && self.hostname.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+            && self
+                .hostname
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
         if !valid_hostname {
             return Err(invalid(
                 "hostname".into(),
@@ -261,7 +290,9 @@ fn is_reserved(p: &Path) -> bool {
 }
 
 fn check_sandbox_path(field: &str, p: &Path) -> Result<(), SandboxError> {
-    let normal = p.is_absolute() && p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    let normal = p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     if normal {
         Ok(())
     } else {
@@ -278,7 +309,11 @@ mod tests {
     use super::*;
 
     fn spec() -> StepSpec {
-        StepSpec::new(RootSpec::HostPaths(vec!["/usr".into()]), vec!["true".into()], Stdio::Inherit)
+        StepSpec::new(
+            RootSpec::HostPaths(vec!["/usr".into()]),
+            vec!["true".into()],
+            Stdio::Inherit,
+        )
     }
 
     #[test]
@@ -328,7 +363,10 @@ mod tests {
     fn standard_env_is_the_documented_set() {
         let env = standard_env("/farm/store/x-node/bin", 1700000000);
         let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_ALL", "SOURCE_DATE_EPOCH"]);
+        assert_eq!(
+            keys,
+            ["PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_ALL", "SOURCE_DATE_EPOCH"]
+        );
         assert!(env.contains(&("HOME".into(), "/homeless-shelter".into())));
         assert!(env.contains(&("SOURCE_DATE_EPOCH".into(), "1700000000".into())));
     }

@@ -58,25 +58,42 @@ pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxErro
         None => HelperIo::Inherit,
     };
     let timeout = spec.timeout;
-    let request = Request::Run { spec: Box::new(spec), resolv_conf };
+    let request = Request::Run {
+        spec: Box::new(spec),
+        resolv_conf,
+    };
     let ended = spawn(helper, &request, io)?.wait(timeout)?;
 
     if let Some(e) = first_failure(&ended.reports) {
         return Err(e);
     }
     if let (Err(source), Some(path)) = (ended.output, &log) {
-        return Err(SandboxError::Log { path: path.clone(), source });
+        return Err(SandboxError::Log {
+            path: path.clone(),
+            source,
+        });
     }
     let finished = ended.reports.iter().find_map(|r| match r {
         Report::Finished { status, peak_rss_kib } => Some((*status, *peak_rss_kib)),
         _ => None,
     });
     match finished {
-        Some((status, peak_rss_kib)) => Ok(Outcome { status, timed_out: false, log, peak_rss_kib }),
-        None if ended.timed_out => {
-            Ok(Outcome { status: 128 + libc::SIGKILL, timed_out: true, log, peak_rss_kib: None })
-        }
-        None => Err(SandboxError::HelperVanished { helper: helper.to_path_buf(), status: describe(ended.status) }),
+        Some((status, peak_rss_kib)) => Ok(Outcome {
+            status,
+            timed_out: false,
+            log,
+            peak_rss_kib,
+        }),
+        None if ended.timed_out => Ok(Outcome {
+            status: 128 + libc::SIGKILL,
+            timed_out: true,
+            log,
+            peak_rss_kib: None,
+        }),
+        None => Err(SandboxError::HelperVanished {
+            helper: helper.to_path_buf(),
+            status: describe(ended.status),
+        }),
     }
 }
 
@@ -89,7 +106,10 @@ pub(crate) fn probe(helper: &Path) -> Result<(), SandboxError> {
     if ended.reports.contains(&Report::ProbeOk) {
         return Ok(());
     }
-    Err(SandboxError::HelperVanished { helper: helper.to_path_buf(), status: describe(ended.status) })
+    Err(SandboxError::HelperVanished {
+        helper: helper.to_path_buf(),
+        status: describe(ended.status),
+    })
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -131,7 +151,11 @@ fn setup_error(stage: Stage, message: &str, errno: Option<i32>) -> SandboxError 
         ),
         _ => None,
     };
-    SandboxError::Setup { stage, message: message.to_string(), hint }
+    SandboxError::Setup {
+        stage,
+        message: message.to_string(),
+        hint,
+    }
 }
 
 /// Canonicalises host paths here, where the host's root is the real one:
@@ -193,18 +217,26 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
     let (rep_r, rep_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| channel_err("create the report pipe")(e.into()))?;
 
     let mut cmd = Command::new(helper);
-    cmd.arg(HELPER_ARG).arg(req_r.as_raw_fd().to_string()).arg(rep_w.as_raw_fd().to_string());
+    cmd.arg(HELPER_ARG)
+        .arg(req_r.as_raw_fd().to_string())
+        .arg(rep_w.as_raw_fd().to_string());
     // The helper needs no environment, and the step gets only its own.
     cmd.env_clear();
     let mut output_r = None;
     match io {
         HelperIo::Null => {
-            cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
         }
         HelperIo::Inherit => {}
         HelperIo::Capture { log, stream } => {
-            let file = File::create(log).map_err(|source| SandboxError::Log { path: log.to_path_buf(), source })?;
-            let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| channel_err("create the output pipe")(e.into()))?;
+            let file = File::create(log).map_err(|source| SandboxError::Log {
+                path: log.to_path_buf(),
+                source,
+            })?;
+            let (out_r, out_w) =
+                pipe2(OFlag::O_CLOEXEC).map_err(|e| channel_err("create the output pipe")(e.into()))?;
             let out_w2 = out_w.try_clone().map_err(channel_err("duplicate the output pipe"))?;
             cmd.stdin(std::process::Stdio::null()).stdout(out_w).stderr(out_w2);
             output_r = Some((out_r, file, stream, log.to_path_buf()));
@@ -228,7 +260,11 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
              it must exist and be executable by the calling user"
                 .to_string()
         });
-        SandboxError::Spawn { helper: helper.to_path_buf(), source, hint }
+        SandboxError::Spawn {
+            helper: helper.to_path_buf(),
+            source,
+            hint,
+        }
     })?;
     // Our copies of the child's ends must close, or EOF never comes.
     drop(cmd);
@@ -241,7 +277,12 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
 
     let reports = std::thread::spawn(move || channel::read_reports(File::from(rep_r)));
     let output = output_r.map(|(out_r, file, stream, _)| std::thread::spawn(move || copy_output(out_r, file, stream)));
-    Ok(Running { child, pidfd, reports, output })
+    Ok(Running {
+        child,
+        pidfd,
+        reports,
+        output,
+    })
 }
 
 /// Copies the step's output into the log (and to our stderr when streaming).
@@ -285,12 +326,23 @@ impl Running {
             let _ = self.child.kill();
         }
         let status = self.child.wait().map_err(channel_err("wait for the helper"))?;
-        let reports = self.reports.join().unwrap_or_else(|_| Ok(Vec::new())).map_err(channel_err("read reports"))?;
+        let reports = self
+            .reports
+            .join()
+            .unwrap_or_else(|_| Ok(Vec::new()))
+            .map_err(channel_err("read reports"))?;
         let output = match self.output {
-            Some(h) => h.join().unwrap_or_else(|_| Err(io::Error::other("output thread panicked"))),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("output thread panicked"))),
             None => Ok(()),
         };
-        Ok(Ended { status, timed_out, reports, output })
+        Ok(Ended {
+            status,
+            timed_out,
+            reports,
+            output,
+        })
     }
 
     /// True when the deadline passed with the helper still running.
@@ -331,14 +383,28 @@ mod tests {
     fn namespace_failures_become_user_namespace_errors_with_a_hint() {
         let e = setup_error(Stage::Namespaces, "unshare(...) failed: EPERM", Some(libc::EPERM));
         match e {
-            SandboxError::UserNamespacesUnavailable { message, hint: Some(hint) } => {
+            SandboxError::UserNamespacesUnavailable {
+                message,
+                hint: Some(hint),
+            } => {
                 assert!(message.contains("EPERM"));
                 assert!(!hint.is_empty());
             }
             other => panic!("unexpected {other:?}"),
         }
-        let e = setup_error(Stage::Rootfs, "bind-mount onto `/newroot/x`: ENOENT", Some(libc::ENOENT));
-        assert!(matches!(e, SandboxError::Setup { stage: Stage::Rootfs, hint: None, .. }));
+        let e = setup_error(
+            Stage::Rootfs,
+            "bind-mount onto `/newroot/x`: ENOENT",
+            Some(libc::ENOENT),
+        );
+        assert!(matches!(
+            e,
+            SandboxError::Setup {
+                stage: Stage::Rootfs,
+                hint: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -349,11 +415,17 @@ mod tests {
             Stdio::Inherit,
         );
         let e = resolve_host_paths(&spec).unwrap_err().to_string();
-        assert!(e.contains("root[0]") && e.contains("/nonexistent-farm-root") && e.contains("hint:"), "{e}");
+        assert!(
+            e.contains("root[0]") && e.contains("/nonexistent-farm-root") && e.contains("hint:"),
+            "{e}"
+        );
 
         spec.root = RootSpec::HostPaths(vec![]);
         spec.binds.push(crate::Bind::read_only("/nonexistent-farm-src", "/src"));
         let e = resolve_host_paths(&spec).unwrap_err().to_string();
-        assert!(e.contains("binds[0].source") && e.contains("/nonexistent-farm-src"), "{e}");
+        assert!(
+            e.contains("binds[0].source") && e.contains("/nonexistent-farm-src"),
+            "{e}"
+        );
     }
 }

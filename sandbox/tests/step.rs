@@ -60,7 +60,10 @@ fn outputs_written_to_a_writable_out_bind_reach_the_host() {
     s.spec.binds.push(Bind::writable(out_dir.path(), "/out"));
     let (out, log) = run(&s.spec);
     assert_eq!((out.status, log.as_str()), (0, "src-ro\n"));
-    assert_eq!(std::fs::read_to_string(out_dir.path().join("copied.txt")).unwrap(), "hellomore\n");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.path().join("copied.txt")).unwrap(),
+        "hellomore\n"
+    );
     assert!(!src_dir.path().join("x").exists());
 }
 
@@ -111,7 +114,10 @@ fn a_step_past_its_timeout_is_killed_and_marked_timed_out() {
     assert!(out.timed_out, "{out:?}");
     assert_eq!(out.status, 128 + libc::SIGKILL);
     assert_eq!(log, "begun\n");
-    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(20), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(20),
+        "took {took:?}"
+    );
     assert_eq!(host_processes_with(&mark), Vec::<u32>::new());
 }
 
@@ -120,8 +126,15 @@ fn a_missing_command_is_an_exec_error_naming_it_and_the_path() {
     let s = step(vec!["no-such-farm-tool".into()]);
     let e = Sandbox::with_helper(helper()).run(&s.spec).unwrap_err();
     match &e {
-        SandboxError::Setup { stage: Stage::Exec, message, .. } => {
-            assert!(message.contains("no-such-farm-tool") && message.contains("/usr/bin"), "{message}");
+        SandboxError::Setup {
+            stage: Stage::Exec,
+            message,
+            ..
+        } => {
+            assert!(
+                message.contains("no-such-farm-tool") && message.contains("/usr/bin"),
+                "{message}"
+            );
         }
         other => panic!("unexpected {other}"),
     }
@@ -140,14 +153,20 @@ fn a_missing_working_directory_is_an_exec_error() {
 fn an_invalid_spec_is_rejected_before_any_process_starts() {
     let mut s = shell("true");
     s.spec.binds.push(Bind::read_only("/usr", "relative/target"));
-    let e = Sandbox::with_helper("/nonexistent/helper").run(&s.spec).unwrap_err().to_string();
+    let e = Sandbox::with_helper("/nonexistent/helper")
+        .run(&s.spec)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("binds[0].target") && e.contains("relative/target"), "{e}");
 }
 
 #[test]
 fn a_helper_that_does_not_exist_is_reported_with_a_hint() {
     let s = shell("true");
-    let e = Sandbox::with_helper("/nonexistent/farm").run(&s.spec).unwrap_err().to_string();
+    let e = Sandbox::with_helper("/nonexistent/farm")
+        .run(&s.spec)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/farm") && e.contains("hint:"), "{e}");
 }
 
@@ -170,7 +189,9 @@ fn the_probe_succeeds_here_for_root_and_unprivileged_callers() {
         std::fs::copy(&bin, &copy).unwrap();
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&copy).arg("--probe");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy)
+            .arg("--probe");
         let out = c.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");

@@ -236,10 +236,9 @@ async fn fetch_one(
     job: &FetchJob,
     task: &crate::reporter::Task,
 ) -> Result<u64> {
-    let tmp_root = farm_home.join("tmp");
-    std::fs::create_dir_all(&tmp_root).with_context(|| tmp_root.display().to_string())?;
-    // Downloads land beside the store (same filesystem) and only enter it once verified.
-    let staging = tempfile::Builder::new().prefix("fetch-").tempdir_in(&tmp_root)?;
+    // Downloads land in the store's own staging area (same filesystem, locked
+    // against gc) and only enter the store once verified.
+    let staging = Store::open(farm_home)?.temp_dir()?;
     let dest = staging.path().join("download");
     match &job.source {
         Source::Url(url) => {
@@ -255,7 +254,13 @@ async fn fetch_one(
         } => {
             let registry = registry.context("the lock has models but farm.toml has no [models] registry")?;
             if *manifest {
-                let fetched = registry.get_manifest(repository, &digest.to_string(), &farm_lockfiles::oci::MODEL_MANIFEST_TYPES).await?;
+                let fetched = registry
+                    .get_manifest(
+                        repository,
+                        &digest.to_string(),
+                        &farm_lockfiles::oci::MODEL_MANIFEST_TYPES,
+                    )
+                    .await?;
                 let bytes = fetched.bytes;
                 if !digest.matches(&bytes) {
                     bail!("manifest {digest} of {repository}: the registry served different bytes");

@@ -4,3 +4,4 @@ pub mod cache;
 pub mod exec;
 pub mod fetch;
 pub mod lock;
+pub mod log;

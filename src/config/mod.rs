@@ -177,6 +177,10 @@ pub struct ModelsSection {
     pub models: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// Host part of the Ollama models directory (`manifests/<host>/…`), the
+    /// name Ollama will know the models by. Default: the registry's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The app's AI deployment config (providers, models, routing), project-relative.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<PathBuf>,
@@ -292,7 +296,10 @@ impl Project {
         })?;
         let config = parse(&shown, &text)?;
         validate(&shown, &config)?;
-        Ok(Project { root: root.to_path_buf(), config })
+        Ok(Project {
+            root: root.to_path_buf(),
+            config,
+        })
     }
 
     pub fn lock_path(&self) -> PathBuf {
@@ -511,7 +518,7 @@ pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
 
 fn git_commit_time(root: &Path) -> Option<u64> {
     let out = std::process::Command::new("git")
-        .args(["log", "-1", "--format=%ct"])
+        .args(["log", "-1", "--format=%ct", "--", "."])
         .current_dir(root)
         .stderr(std::process::Stdio::null())
         .output()

@@ -3,9 +3,9 @@
 //! entry, and the action cache. The schema is documented in spec/store.md.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
 /// Version in `PRAGMA user_version`; bump with a migration when the schema changes.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
@@ -52,6 +52,30 @@ impl From<rusqlite::Error> for OpenError {
 }
 
 pub(crate) fn open(path: &Path) -> Result<Connection, OpenError> {
+    // Switching a new database to WAL, and the first transaction after it,
+    // can fail with SQLITE_BUSY without consulting the busy handler while
+    // another process does the same; so the whole open is retried.
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match try_open(path) {
+            Err(OpenError::Sqlite(e)) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn try_open(path: &Path) -> Result<Connection, OpenError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -80,7 +104,10 @@ pub(crate) fn write_tx(conn: &mut Connection) -> rusqlite::Result<Transaction<'_
 }
 
 pub(crate) fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// One row of `entries`.
@@ -132,8 +159,12 @@ pub(crate) fn upsert_entry(
 }
 
 pub(crate) fn get_entry(conn: &Connection, file_name: &str) -> rusqlite::Result<Option<EntryRow>> {
-    conn.query_row(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE file_name = ?1"), [file_name], entry_row)
-        .optional()
+    conn.query_row(
+        &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE file_name = ?1"),
+        [file_name],
+        entry_row,
+    )
+    .optional()
 }
 
 /// All entries, least recently used first.
@@ -151,7 +182,12 @@ pub(crate) fn delete_entry(conn: &Connection, file_name: &str) -> rusqlite::Resu
 }
 
 pub(crate) fn artifact_entry(conn: &Connection, integrity: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT file_name FROM artifacts WHERE integrity = ?1", [integrity], |r| r.get(0)).optional()
+    conn.query_row(
+        "SELECT file_name FROM artifacts WHERE integrity = ?1",
+        [integrity],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 pub(crate) fn put_artifact(conn: &Connection, integrity: &str, file_name: &str) -> rusqlite::Result<()> {
@@ -165,13 +201,17 @@ pub(crate) fn put_artifact(conn: &Connection, integrity: &str, file_name: &str) 
 
 /// Drops the artifact row if it still points at `file_name` (not if it was re-recorded meanwhile).
 pub(crate) fn delete_artifact(conn: &Connection, integrity: &str, file_name: &str) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM artifacts WHERE integrity = ?1 AND file_name = ?2", [integrity, file_name])?;
+    conn.execute(
+        "DELETE FROM artifacts WHERE integrity = ?1 AND file_name = ?2",
+        [integrity, file_name],
+    )?;
     Ok(())
 }
 
 pub(crate) fn get_action(conn: &Connection, key: &str, now: i64) -> rusqlite::Result<Option<String>> {
-    let outputs: Option<String> =
-        conn.query_row("SELECT outputs FROM actions WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+    let outputs: Option<String> = conn
+        .query_row("SELECT outputs FROM actions WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?;
     if outputs.is_some() {
         conn.execute("UPDATE actions SET last_access = ?2 WHERE key = ?1", params![key, now])?;
     }
@@ -190,25 +230,34 @@ pub(crate) fn put_action(conn: &Connection, key: &str, outputs: &str, now: i64) 
 /// Removes (or with `dry_run` only counts) actions not used since `cutoff`.
 pub(crate) fn prune_actions(conn: &Connection, cutoff: i64, dry_run: bool) -> rusqlite::Result<usize> {
     if dry_run {
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM actions WHERE last_access < ?1", [cutoff], |r| r.get(0))?;
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM actions WHERE last_access < ?1", [cutoff], |r| {
+            r.get(0)
+        })?;
         return Ok(n as usize);
     }
     conn.execute("DELETE FROM actions WHERE last_access < ?1", [cutoff])
 }
 
 pub(crate) fn count_actions(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT COUNT(*) FROM actions", [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+    conn.query_row("SELECT COUNT(*) FROM actions", [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
 }
 
 /// (kind, count, bytes) for every kind.
 pub(crate) fn totals_by_kind(conn: &Connection) -> rusqlite::Result<Vec<(String, u64, u64)>> {
-    let mut stmt = conn.prepare("SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM entries GROUP BY kind ORDER BY kind")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))?;
+    let mut stmt =
+        conn.prepare("SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM entries GROUP BY kind ORDER BY kind")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+    })?;
     rows.collect()
 }
 
 #[cfg(test)]
 pub(crate) fn set_last_access(conn: &Connection, file_name: &str, when: i64) -> rusqlite::Result<()> {
-    conn.execute("UPDATE entries SET last_access = ?2 WHERE file_name = ?1", params![file_name, when])?;
+    conn.execute(
+        "UPDATE entries SET last_access = ?2 WHERE file_name = ?1",
+        params![file_name, when],
+    )?;
     Ok(())
 }

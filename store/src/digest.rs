@@ -46,7 +46,10 @@ impl Digest {
 
     /// Parses 64 lowercase hex digits (no prefix), as in store file names.
     pub fn from_hex(s: &str) -> Result<Digest, DigestParseError> {
-        let bad = || DigestParseError { found: s.to_string(), expected: "64 lowercase hex digits" };
+        let bad = || DigestParseError {
+            found: s.to_string(),
+            expected: "64 lowercase hex digits",
+        };
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(bad());
         }
@@ -115,7 +118,10 @@ fn node_digest(path: &Path) -> Result<(u8, Digest), TreeError> {
     let meta = lstat(path)?;
     let ft = meta.file_type();
     if let Some(file_type) = special_file_type(&ft) {
-        return Err(TreeError::SpecialFile { path: path.to_path_buf(), file_type });
+        return Err(TreeError::SpecialFile {
+            path: path.to_path_buf(),
+            file_type,
+        });
     }
     if ft.is_symlink() {
         let target = std::fs::read_link(path).map_err(TreeError::io(path, "reading symlink"))?;
@@ -131,8 +137,10 @@ fn node_digest(path: &Path) -> Result<(u8, Digest), TreeError> {
         return file_digest(path, executable, meta.len()).map(|d| (TYPE_FILE, d));
     }
     let names = sorted_children(path)?;
-    let children: Vec<(u8, Digest)> =
-        names.par_iter().map(|name| node_digest(&path.join(name))).collect::<Result<_, _>>()?;
+    let children: Vec<(u8, Digest)> = names
+        .par_iter()
+        .map(|name| node_digest(&path.join(name)))
+        .collect::<Result<_, _>>()?;
     let mut h = Sha256::new();
     h.update(TAG_DIRECTORY);
     h.update((names.len() as u64).to_be_bytes());
@@ -164,7 +172,11 @@ fn file_digest(path: &Path, executable: bool, len: u64) -> Result<Digest, TreeEr
     }
     // The length went into the hash before the contents, so they must agree.
     if read != len {
-        return Err(TreeError::Changed { path: path.to_path_buf(), expected: len, found: read });
+        return Err(TreeError::Changed {
+            path: path.to_path_buf(),
+            expected: len,
+            found: read,
+        });
     }
     Ok(Digest(h.finalize().into()))
 }
@@ -222,7 +234,11 @@ mod tests {
         fs::set_permissions(t.path().join("hello.txt"), fs::Permissions::from_mode(0o400)).unwrap();
         fs::set_permissions(t.path().join("bin/run"), fs::Permissions::from_mode(0o4500)).unwrap();
         fs::set_permissions(t.path().join("empty"), fs::Permissions::from_mode(0o700)).unwrap();
-        assert_eq!(tree_digest(t.path()).unwrap(), before, "mtimes, setuid and r/w bits must not count");
+        assert_eq!(
+            tree_digest(t.path()).unwrap(),
+            before,
+            "mtimes, setuid and r/w bits must not count"
+        );
     }
 
     #[test]
@@ -255,15 +271,22 @@ mod tests {
             reference_tree(t.path());
             tree_digest(t.path()).unwrap()
         };
-        let variants: [(&str, fn(&Path)); 6] = [
+        type Change = fn(&Path);
+        let variants: [(&str, Change); 6] = [
             ("content", |r| fs::write(r.join("hello.txt"), "hellO\n").unwrap()),
-            ("x bit", |r| fs::set_permissions(r.join("hello.txt"), fs::Permissions::from_mode(0o645)).unwrap()),
+            ("x bit", |r| {
+                fs::set_permissions(r.join("hello.txt"), fs::Permissions::from_mode(0o645)).unwrap()
+            }),
             ("symlink target", |r| {
                 fs::remove_file(r.join("link")).unwrap();
                 symlink("bin/run", r.join("link")).unwrap();
             }),
-            ("file name", |r| fs::rename(r.join("hello.txt"), r.join("hello.txT")).unwrap()),
-            ("empty dir name", |r| fs::rename(r.join("empty"), r.join("empty2")).unwrap()),
+            ("file name", |r| {
+                fs::rename(r.join("hello.txt"), r.join("hello.txT")).unwrap()
+            }),
+            ("empty dir name", |r| {
+                fs::rename(r.join("empty"), r.join("empty2")).unwrap()
+            }),
             ("extra empty dir", |r| fs::create_dir(r.join("empty/more")).unwrap()),
         ];
         let mut seen = std::collections::HashSet::from([base]);
@@ -283,8 +306,14 @@ mod tests {
         symlink("x", t.path().join("l")).unwrap();
         fs::write(t.path().join("e"), "").unwrap();
         fs::create_dir(t.path().join("d")).unwrap();
-        assert_ne!(tree_digest(&t.path().join("f")).unwrap(), tree_digest(&t.path().join("l")).unwrap());
-        assert_ne!(tree_digest(&t.path().join("e")).unwrap(), tree_digest(&t.path().join("d")).unwrap());
+        assert_ne!(
+            tree_digest(&t.path().join("f")).unwrap(),
+            tree_digest(&t.path().join("l")).unwrap()
+        );
+        assert_ne!(
+            tree_digest(&t.path().join("e")).unwrap(),
+            tree_digest(&t.path().join("d")).unwrap()
+        );
     }
 
     #[test]
@@ -292,15 +321,31 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let _listener = std::os::unix::net::UnixListener::bind(t.path().join("sock")).unwrap();
         let err = tree_digest(t.path()).unwrap_err();
-        assert!(matches!(err, TreeError::SpecialFile { file_type: "socket", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                TreeError::SpecialFile {
+                    file_type: "socket",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn digest_string_round_trips_and_rejects_malformed() {
         let d = Digest::from_bytes([0xab; 32]);
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
-        assert_eq!(serde_json::from_str::<Digest>(&serde_json::to_string(&d).unwrap()).unwrap(), d);
-        for bad in ["ab".repeat(32), format!("sha512:{}", "ab".repeat(32)), format!("sha256:{}", "AB".repeat(32))] {
+        assert_eq!(
+            serde_json::from_str::<Digest>(&serde_json::to_string(&d).unwrap()).unwrap(),
+            d
+        );
+        for bad in [
+            "ab".repeat(32),
+            format!("sha512:{}", "ab".repeat(32)),
+            format!("sha256:{}", "AB".repeat(32)),
+        ] {
             let err = bad.parse::<Digest>().unwrap_err();
             assert!(err.to_string().contains("64 lowercase hex"), "{err}");
         }

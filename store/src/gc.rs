@@ -59,7 +59,9 @@ impl Store {
         let mut total = before;
         let candidates: Vec<&EntryRow> = rows.iter().filter(|r| !options.keep.contains(&r.file_name)).collect();
         let mut chosen: Vec<&EntryRow> = Vec::new();
-        let cutoff = options.older_than.map(|age| db::now().saturating_sub(age.as_secs().min(i64::MAX as u64) as i64));
+        let cutoff = options
+            .older_than
+            .map(|age| db::now().saturating_sub(age.as_secs().min(i64::MAX as u64) as i64));
         if let Some(cutoff) = cutoff {
             for row in candidates.iter().filter(|r| r.last_access < cutoff) {
                 chosen.push(row);
@@ -96,7 +98,11 @@ impl Store {
         report.remaining = if options.dry_run {
             before - report.freed
         } else {
-            db::all_entries(&self.conn()).map_err(self.db_err("listing entries"))?.iter().map(|r| r.size).sum()
+            db::all_entries(&self.conn())
+                .map_err(self.db_err("listing entries"))?
+                .iter()
+                .map(|r| r.size)
+                .sum()
         };
         Ok(report)
     }
@@ -128,7 +134,13 @@ impl Store {
                     })?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(StoreError::Io { path, action: "inspecting the entry", source }),
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path,
+                        action: "inspecting the entry",
+                        source,
+                    })
+                }
             }
             tx.commit().map_err(self.db_err("removing an entry"))?;
         }
@@ -160,8 +172,13 @@ mod tests {
         for e in [&old, &old_but_kept] {
             db::set_last_access(&store.conn(), &e.file_name(), ten_days_ago).unwrap();
         }
-        store.action_put("stale-step", &serde_json::json!({"out": old.file_name()})).unwrap();
-        store.conn().execute("UPDATE actions SET last_access = ?1", [ten_days_ago]).unwrap();
+        store
+            .action_put("stale-step", &serde_json::json!({"out": old.file_name()}))
+            .unwrap();
+        store
+            .conn()
+            .execute("UPDATE actions SET last_access = ?1", [ten_days_ago])
+            .unwrap();
         store.action_put("fresh-step", &serde_json::json!({})).unwrap();
 
         let options = GcOptions {
@@ -176,5 +193,6 @@ mod tests {
         assert!(!old.path.exists() && recent.path.exists() && old_but_kept.path.exists());
         assert!(store.action_get("stale-step").unwrap().is_none());
         assert!(store.action_get("fresh-step").unwrap().is_some());
+        crate::tree::remove_tree(t.path()).unwrap(); // read-only entries defeat TempDir's cleanup
     }
 }

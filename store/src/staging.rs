@@ -47,7 +47,9 @@ pub(crate) fn remove_stale(tmp_root: &Path, grace: Duration) -> Result<usize, Tr
     let mut removed = 0;
     for name in crate::tree::sorted_children(tmp_root)? {
         let path = tmp_root.join(name);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         if meta.modified().map(|m| m > cutoff).unwrap_or(true) {
             continue;
         }
@@ -94,8 +96,14 @@ mod tests {
         }
         let removed = remove_stale(t.path(), Duration::from_secs(3600)).unwrap();
         assert_eq!(removed, 1);
-        assert!(live.path().exists(), "a locked staging dir belongs to a running process");
-        assert!(recent.exists(), "a dir younger than the grace period may be about to be locked");
+        assert!(
+            live.path().exists(),
+            "a locked staging dir belongs to a running process"
+        );
+        assert!(
+            recent.exists(),
+            "a dir younger than the grace period may be about to be locked"
+        );
         assert!(!abandoned.exists());
     }
 }

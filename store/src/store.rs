@@ -32,7 +32,11 @@ pub enum StoreError {
     #[error("{}: cannot create the store directory: {source}; hint: set FARM_HOME to a writable directory", path.display())]
     CreateDir { path: PathBuf, source: io::Error },
     #[error("{}: {action}: {source}", path.display())]
-    Database { path: PathBuf, action: &'static str, source: rusqlite::Error },
+    Database {
+        path: PathBuf,
+        action: &'static str,
+        source: rusqlite::Error,
+    },
     #[error("{}: SQLite kept journal mode `{found}`, expected `wal`; hint: put FARM_HOME on a local filesystem (WAL needs shared memory, which network filesystems lack)", path.display())]
     NotWal { path: PathBuf, found: String },
     #[error("{}: database schema version {found} is newer than this farm understands ({supported}); hint: upgrade farm, or point FARM_HOME elsewhere", path.display())]
@@ -42,15 +46,26 @@ pub enum StoreError {
     #[error("entry kind `{kind}`: expected a short lowercase word such as `npm`, `deb` or `output`")]
     InvalidKind { kind: String },
     #[error("{}: expected {expected}, found {found}", path.display())]
-    WrongSourceType { path: PathBuf, expected: &'static str, found: &'static str },
+    WrongSourceType {
+        path: PathBuf,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("{}: {action}: {source}", path.display())]
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     #[error(transparent)]
     Tree(#[from] TreeError),
     #[error(transparent)]
     Unpack(#[from] UnpackError),
     #[error("building store entry `{name}`: {source}")]
-    Build { name: String, source: Box<dyn std::error::Error + Send + Sync> },
+    Build {
+        name: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{}: not in the store; hint: it may have been removed by `farm cache gc`; fetch or build it again", path.display())]
     NotInStore { path: PathBuf },
     #[error("`{file_name}`: not a store entry name; expected `<64 hex digits>-<name>`")]
@@ -101,7 +116,12 @@ fn name_char_ok(c: char) -> bool {
 /// Entry names are 1 to [`MAX_NAME_LEN`] characters from `A-Za-z0-9+-._=@~`
 /// and do not start with a dot (so no entry is hidden, `.` or `..`).
 pub fn validate_entry_name(name: &str) -> Result<(), StoreError> {
-    let bad = |reason| Err(StoreError::InvalidName { name: name.to_string(), reason });
+    let bad = |reason| {
+        Err(StoreError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("is empty");
     }
@@ -132,7 +152,9 @@ pub fn sanitize_entry_name(raw: &str) -> String {
 fn validate_kind(kind: &str) -> Result<(), StoreError> {
     let ok = !kind.is_empty()
         && kind.len() <= 32
-        && kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -187,22 +209,44 @@ impl Store {
     /// Opens (creating if needed) the store at `root`: the directories
     /// `store/`, `tmp/`, `quarantine/`, `logs/` and the database `farm.db`.
     pub fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let root = std::path::absolute(root.as_ref())
-            .map_err(|source| StoreError::CreateDir { path: root.as_ref().to_path_buf(), source })?;
-        for dir in [root.clone(), root.join("store"), root.join("tmp"), root.join("quarantine"), root.join("logs")] {
-            fs::create_dir_all(&dir).map_err(|source| StoreError::CreateDir { path: dir.clone(), source })?;
+        let root = std::path::absolute(root.as_ref()).map_err(|source| StoreError::CreateDir {
+            path: root.as_ref().to_path_buf(),
+            source,
+        })?;
+        for dir in [
+            root.clone(),
+            root.join("store"),
+            root.join("tmp"),
+            root.join("quarantine"),
+            root.join("logs"),
+        ] {
+            fs::create_dir_all(&dir).map_err(|source| StoreError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let db_path = root.join("farm.db");
         let conn = db::open(&db_path).map_err(|e| match e {
-            OpenError::Sqlite(source) => {
-                StoreError::Database { path: db_path.clone(), action: "opening the store database", source }
-            }
-            OpenError::NotWal(found) => StoreError::NotWal { path: db_path.clone(), found },
-            OpenError::TooNew(found) => {
-                StoreError::SchemaTooNew { path: db_path.clone(), found, supported: db::SCHEMA_VERSION }
-            }
+            OpenError::Sqlite(source) => StoreError::Database {
+                path: db_path.clone(),
+                action: "opening the store database",
+                source,
+            },
+            OpenError::NotWal(found) => StoreError::NotWal {
+                path: db_path.clone(),
+                found,
+            },
+            OpenError::TooNew(found) => StoreError::SchemaTooNew {
+                path: db_path.clone(),
+                found,
+                supported: db::SCHEMA_VERSION,
+            },
         })?;
-        Ok(Store { root, db_path, db: Mutex::new(conn) })
+        Ok(Store {
+            root,
+            db_path,
+            db: Mutex::new(conn),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -251,7 +295,11 @@ impl Store {
     }
 
     pub(crate) fn db_err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Database { path: self.db_path.clone(), action, source }
+        move |source| StoreError::Database {
+            path: self.db_path.clone(),
+            action,
+            source,
+        }
     }
 
     /// Copies the regular file `src` into the store (`src` is left as it was).
@@ -284,7 +332,8 @@ impl Store {
         name: &str,
         kind: &str,
     ) -> Result<StoreEntry, StoreError> {
-        self.add_archive_with_stats(archive, format, name, kind).map(|(entry, _)| entry)
+        self.add_archive_with_stats(archive, format, name, kind)
+            .map(|(entry, _)| entry)
     }
 
     /// [`Store::add_archive`], also saying what was unpacked and skipped.
@@ -318,7 +367,10 @@ impl Store {
             action: "creating the build directory",
             source,
         })?;
-        fill(&staged).map_err(|e| StoreError::Build { name: name.to_string(), source: e.into() })?;
+        fill(&staged).map_err(|e| StoreError::Build {
+            name: name.to_string(),
+            source: e.into(),
+        })?;
         self.commit(staging, &staged, name, kind)
     }
 
@@ -382,7 +434,13 @@ impl Store {
         let size = tree_size(staged)?;
         let is_dir = lstat(staged)?.is_dir();
         let path = self.store_dir().join(entry_file_name(&digest, name));
-        let entry = StoreEntry { digest, name: name.to_string(), kind: kind.to_string(), size, path };
+        let entry = StoreEntry {
+            digest,
+            name: name.to_string(),
+            kind: kind.to_string(),
+            size,
+            path,
+        };
         // The rename and the row happen under the database's write lock, which
         // gc also holds while it drops a row and moves its entry out: so gc can
         // never take an entry between our rename and our row, and an entry we
@@ -402,7 +460,7 @@ impl Store {
                 }
             }
             // Another process stored the same tree first; ours is discarded with the staging dir.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(Errno::ENOTEMPTY as i32) => {}
+            Err(e) if already_exists(&e) => {}
             Err(source) => {
                 return Err(StoreError::Io {
                     path: entry.path.clone(),
@@ -411,8 +469,16 @@ impl Store {
                 })
             }
         }
-        db::upsert_entry(&tx, &entry.file_name(), &entry.digest.to_string(), &entry.name, &entry.kind, entry.size, db::now())
-            .map_err(self.db_err("recording an entry"))?;
+        db::upsert_entry(
+            &tx,
+            &entry.file_name(),
+            &entry.digest.to_string(),
+            &entry.name,
+            &entry.kind,
+            entry.size,
+            db::now(),
+        )
+        .map_err(self.db_err("recording an entry"))?;
         tx.commit().map_err(self.db_err("recording an entry"))?;
         Ok(entry)
     }
@@ -421,14 +487,26 @@ impl Store {
     /// else drops any row it has. Returns whether it is on disk. Checked under
     /// the write lock, so a concurrent gc cannot slip in between.
     fn mark_used(&self, entry: &StoreEntry, integrity: Option<&str>) -> Result<bool, StoreError> {
-        let action = if integrity.is_some() { "recording an artifact" } else { "recording an entry use" };
+        let action = if integrity.is_some() {
+            "recording an artifact"
+        } else {
+            "recording an entry use"
+        };
         let file_name = entry.file_name();
         let mut conn = self.conn();
         let tx = db::write_tx(&mut conn).map_err(self.db_err(action))?;
         let present = fs::symlink_metadata(&entry.path).is_ok();
         if present {
-            db::upsert_entry(&tx, &file_name, &entry.digest.to_string(), &entry.name, &entry.kind, entry.size, db::now())
-                .map_err(self.db_err(action))?;
+            db::upsert_entry(
+                &tx,
+                &file_name,
+                &entry.digest.to_string(),
+                &entry.name,
+                &entry.kind,
+                entry.size,
+                db::now(),
+            )
+            .map_err(self.db_err(action))?;
             if let Some(integrity) = integrity {
                 db::put_artifact(&tx, integrity, &file_name).map_err(self.db_err(action))?;
             }
@@ -445,7 +523,9 @@ impl Store {
         if self.mark_used(entry, None)? {
             Ok(())
         } else {
-            Err(StoreError::NotInStore { path: entry.path.clone() })
+            Err(StoreError::NotInStore {
+                path: entry.path.clone(),
+            })
         }
     }
 
@@ -454,7 +534,9 @@ impl Store {
     /// on disk without a row is registered (kind `recovered`).
     pub fn entry(&self, file_name: &str) -> Result<Option<StoreEntry>, StoreError> {
         let Some((digest, name)) = parse_file_name(file_name) else {
-            return Err(StoreError::BadFileName { file_name: file_name.to_string() });
+            return Err(StoreError::BadFileName {
+                file_name: file_name.to_string(),
+            });
         };
         let path = self.store_dir().join(file_name);
         let row = db::get_entry(&self.conn(), file_name).map_err(self.db_err("looking up an entry"))?;
@@ -466,7 +548,13 @@ impl Store {
                 Err(e) => return Err(e.into()),
             },
         };
-        let entry = StoreEntry { digest, name: name.to_string(), kind, size, path };
+        let entry = StoreEntry {
+            digest,
+            name: name.to_string(),
+            kind,
+            size,
+            path,
+        };
         Ok(self.mark_used(&entry, None)?.then_some(entry))
     }
 
@@ -476,15 +564,16 @@ impl Store {
         if self.mark_used(entry, Some(integrity))? {
             Ok(())
         } else {
-            Err(StoreError::NotInStore { path: entry.path.clone() })
+            Err(StoreError::NotInStore {
+                path: entry.path.clone(),
+            })
         }
     }
 
     /// The entry recorded for a lock artifact's integrity, marked as used;
     /// None if there is none or its path vanished (the stale row is dropped).
     pub fn artifact(&self, integrity: &str) -> Result<Option<StoreEntry>, StoreError> {
-        let file_name =
-            db::artifact_entry(&self.conn(), integrity).map_err(self.db_err("looking up an artifact"))?;
+        let file_name = db::artifact_entry(&self.conn(), integrity).map_err(self.db_err("looking up an artifact"))?;
         let Some(file_name) = file_name else { return Ok(None) };
         let found = match parse_file_name(&file_name) {
             Some(_) => self.entry(&file_name)?,
@@ -510,7 +599,10 @@ impl Store {
         outputs
             .map(|text| serde_json::from_str(&text))
             .transpose()
-            .map_err(|source| StoreError::ActionJson { key: key.to_string(), source })
+            .map_err(|source| StoreError::ActionJson {
+                key: key.to_string(),
+                source,
+            })
     }
 
     /// Records (or replaces) the outputs of a step key.
@@ -556,6 +648,11 @@ enum Transfer {
     Move,
 }
 
+/// What [`rename_noreplace`] reports when the target is taken.
+fn already_exists(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(Errno::ENOTEMPTY as i32)
+}
+
 /// rename(2) that fails with EEXIST instead of replacing an existing target.
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
@@ -589,7 +686,10 @@ mod tests {
         }
         let all = [("FARM_HOME", "/f"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
         assert_eq!(root_from_env(env(&all)), Path::new("/f"));
-        assert_eq!(root_from_env(env(&[("FARM_HOME", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])), Path::new("/x/farm"));
+        assert_eq!(
+            root_from_env(env(&[("FARM_HOME", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            Path::new("/x/farm")
+        );
         assert_eq!(
             root_from_env(env(&[("XDG_CACHE_HOME", "relative"), ("HOME", "/h")])),
             Path::new("/h/.cache/farm"),
@@ -600,12 +700,20 @@ mod tests {
 
     #[test]
     fn names_are_validated_and_sanitised() {
-        for good in ["node-v20.18.0", "@types_react-18.2.0", "python3.11_3.11.2-6+deb12u6", "a"] {
+        for good in [
+            "node-v20.18.0",
+            "@types_react-18.2.0",
+            "python3.11_3.11.2-6+deb12u6",
+            "a",
+        ] {
             validate_entry_name(good).unwrap();
         }
         for bad in ["", ".hidden", "a/b", "a b", "ü", &"x".repeat(181)] {
             let err = validate_entry_name(bad).unwrap_err();
-            assert!(err.to_string().contains("hint: farm_store::sanitize_entry_name"), "{err}");
+            assert!(
+                err.to_string().contains("hint: farm_store::sanitize_entry_name"),
+                "{err}"
+            );
         }
         assert_eq!(sanitize_entry_name("@types/react"), "@types_react");
         assert_eq!(sanitize_entry_name("..x:1.0"), "x_1.0");

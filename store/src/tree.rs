@@ -13,7 +13,11 @@ use nix::sys::time::TimeSpec;
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
     #[error("{}: {action}: {source}", path.display())]
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     #[error("{}: is a {file_type}; store entries hold only regular files, directories and symlinks", path.display())]
     SpecialFile { path: PathBuf, file_type: &'static str },
     #[error(
@@ -25,7 +29,11 @@ pub enum TreeError {
 
 impl TreeError {
     pub(crate) fn io<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> TreeError + 'a {
-        move |source| TreeError::Io { path: path.to_path_buf(), action, source }
+        move |source| TreeError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
     }
 
     /// True when the walked path itself disappeared (e.g. removed by a concurrent gc).
@@ -95,7 +103,10 @@ pub fn normalise_tree(path: &Path, mtime: i64) -> Result<(), TreeError> {
     let meta = lstat(path)?;
     let ft = meta.file_type();
     if let Some(file_type) = special_file_type(&ft) {
-        return Err(TreeError::SpecialFile { path: path.to_path_buf(), file_type });
+        return Err(TreeError::SpecialFile {
+            path: path.to_path_buf(),
+            file_type,
+        });
     }
     if ft.is_dir() {
         if meta.mode() & 0o700 != 0o700 {
@@ -119,7 +130,10 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), TreeError> {
     let meta = lstat(src)?;
     let ft = meta.file_type();
     if let Some(file_type) = special_file_type(&ft) {
-        return Err(TreeError::SpecialFile { path: src.to_path_buf(), file_type });
+        return Err(TreeError::SpecialFile {
+            path: src.to_path_buf(),
+            file_type,
+        });
     }
     if ft.is_symlink() {
         let target = fs::read_link(src).map_err(TreeError::io(src, "reading symlink"))?;
@@ -133,7 +147,11 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), TreeError> {
     } else {
         let copied = fs::copy(src, dst).map_err(TreeError::io(src, "copying file"))?;
         if copied != meta.len() {
-            return Err(TreeError::Changed { path: src.to_path_buf(), expected: meta.len(), found: copied });
+            return Err(TreeError::Changed {
+                path: src.to_path_buf(),
+                expected: meta.len(),
+                found: copied,
+            });
         }
         Ok(())
     }
@@ -169,7 +187,13 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), TreeError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(TreeError::Io { path: path.to_path_buf(), action: "reading metadata", source: e }),
+        Err(e) => {
+            return Err(TreeError::Io {
+                path: path.to_path_buf(),
+                action: "reading metadata",
+                source: e,
+            })
+        }
     };
     if meta.is_dir() {
         if meta.mode() & 0o700 != 0o700 {
@@ -211,7 +235,11 @@ mod tests {
         assert_eq!(mode(&root.join("sub/tool")), 0o555, "any x bit makes a file 0555");
         assert_eq!(mode(&root.join("sub")), 0o555, "sticky bit must go from directories");
         assert_eq!(mode(&root), 0o555);
-        assert_eq!(fs::read_link(root.join("link")).unwrap(), Path::new("plain"), "symlink target kept");
+        assert_eq!(
+            fs::read_link(root.join("link")).unwrap(),
+            Path::new("plain"),
+            "symlink target kept"
+        );
         for p in ["", "plain", "sub", "sub/tool", "link"] {
             let m = fs::symlink_metadata(root.join(p)).unwrap();
             assert_eq!(m.mtime(), 1, "mtime of {p:?}");

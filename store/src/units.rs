@@ -20,7 +20,10 @@ pub struct ParseDurationError {
 
 /// Parses `1024`, `500M`, `10GiB`, `1.5GB`, `2 tb` (case-insensitive) into bytes.
 pub fn parse_size(input: &str) -> Result<u64, ParseSizeError> {
-    let err = |problem: &str| ParseSizeError { input: input.to_string(), problem: problem.to_string() };
+    let err = |problem: &str| ParseSizeError {
+        input: input.to_string(),
+        problem: problem.to_string(),
+    };
     let s = input.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = (&s[..split], s[split..].trim());
@@ -47,7 +50,11 @@ pub fn parse_size(input: &str) -> Result<u64, ParseSizeError> {
         return Err(err("malformed number"));
     }
     let too_big = || err("too large");
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_big())? };
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| too_big())?
+    };
     let mut bytes = whole.checked_mul(multiplier).ok_or_else(too_big)?;
     if !fraction.is_empty() {
         // Exact decimal arithmetic: fraction digits × multiplier / 10^digits, rounded down.
@@ -61,7 +68,10 @@ pub fn parse_size(input: &str) -> Result<u64, ParseSizeError> {
 
 /// Parses `30d`, `12h`, `90m`, `45s`, `2w` or combinations like `1d12h`.
 pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
-    let err = |problem: &str| ParseDurationError { input: input.to_string(), problem: problem.to_string() };
+    let err = |problem: &str| ParseDurationError {
+        input: input.to_string(),
+        problem: problem.to_string(),
+    };
     let s = input.trim();
     if s.is_empty() {
         return Err(err("empty"));
@@ -87,7 +97,10 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
             "" => return Err(err("a number needs a unit (hint: `30d` for thirty days)")),
             _ => return Err(err(&format!("unknown unit `{unit}`"))),
         };
-        total = n.checked_mul(seconds).and_then(|x| total.checked_add(x)).ok_or_else(|| err("too large"))?;
+        total = n
+            .checked_mul(seconds)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(|| err("too large"))?;
     }
     Ok(Duration::from_secs(total))
 }
@@ -118,7 +131,10 @@ mod tests {
             ("99999999999T", "too large"),
         ] {
             let e = parse_size(input).unwrap_err().to_string();
-            assert!(e.contains(&format!("`{input}`")) && e.contains(problem), "{input:?}: {e}");
+            assert!(
+                e.contains(&format!("`{input}`")) && e.contains(problem),
+                "{input:?}: {e}"
+            );
         }
     }
 
@@ -127,15 +143,21 @@ mod tests {
         assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
         assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(12 * 3_600));
         assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(90 * 60));
-        assert_eq!(parse_duration("1d12h").unwrap(), Duration::from_secs(86_400 + 12 * 3_600));
+        assert_eq!(
+            parse_duration("1d12h").unwrap(),
+            Duration::from_secs(86_400 + 12 * 3_600)
+        );
         assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(14 * 86_400));
     }
 
     #[test]
     fn bad_durations_say_what_is_wrong() {
-        for (input, problem) in
-            [("30", "needs a unit"), ("", "empty"), ("3y", "unknown unit `y`"), ("d", "expected a number")]
-        {
+        for (input, problem) in [
+            ("30", "needs a unit"),
+            ("", "empty"),
+            ("3y", "unknown unit `y`"),
+            ("d", "expected a number"),
+        ] {
             let e = parse_duration(input).unwrap_err().to_string();
             assert!(e.contains(problem), "{input:?}: {e}");
         }

@@ -45,29 +45,67 @@ pub struct UnpackStats {
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     #[error("{archive}: {action}: {source}")]
-    Io { archive: String, action: &'static str, source: io::Error },
+    Io {
+        archive: String,
+        action: &'static str,
+        source: io::Error,
+    },
     #[error("{archive}: the file is empty; expected a tar archive")]
     Empty { archive: String },
     #[error("{archive}: {found}-compressed tar archives are not supported; expected gzip, xz, zstd or none; hint: recompress it with xz or zstd")]
     UnsupportedCompression { archive: String, found: &'static str },
     #[error("{archive}: not a tar archive ({compression:?} stream starting with {head}); expected the `ustar` magic at offset 257")]
-    NotTar { archive: String, compression: Compression, head: String },
+    NotTar {
+        archive: String,
+        compression: Compression,
+        head: String,
+    },
     #[error("{archive}: not a Debian binary package: {reason}")]
     NotDeb { archive: String, reason: String },
     #[error("{archive}: member `{entry}`: {reason}; farm refuses archive members that could land outside the unpack directory")]
-    UnsafePath { archive: String, entry: String, reason: &'static str },
+    UnsafePath {
+        archive: String,
+        entry: String,
+        reason: &'static str,
+    },
     #[error("{archive}: symlink `{entry}` -> `{target}` climbs above the archive root; farm refuses links that escape the unpacked tree")]
-    SymlinkEscapes { archive: String, entry: String, target: String },
+    SymlinkEscapes {
+        archive: String,
+        entry: String,
+        target: String,
+    },
     #[error("{archive}: member `{entry}` would be written through the symlink `{symlink}`; farm never writes through links while unpacking")]
-    ThroughSymlink { archive: String, entry: String, symlink: String },
+    ThroughSymlink {
+        archive: String,
+        entry: String,
+        symlink: String,
+    },
     #[error("{archive}: hardlink `{entry}` -> `{target}`: {reason}")]
-    BadHardlink { archive: String, entry: String, target: String, reason: String },
+    BadHardlink {
+        archive: String,
+        entry: String,
+        target: String,
+        reason: String,
+    },
     #[error("{archive}: member `{entry}`: {reason}")]
-    Conflict { archive: String, entry: String, reason: &'static str },
+    Conflict {
+        archive: String,
+        entry: String,
+        reason: &'static str,
+    },
     #[error("{archive}: member `{entry}`: unsupported tar entry type {type_byte:?}")]
-    UnsupportedEntry { archive: String, entry: String, type_byte: char },
+    UnsupportedEntry {
+        archive: String,
+        entry: String,
+        type_byte: char,
+    },
     #[error("{archive}: member `{entry}`: {action}: {source}")]
-    Member { archive: String, entry: String, action: &'static str, source: io::Error },
+    Member {
+        archive: String,
+        entry: String,
+        action: &'static str,
+        source: io::Error,
+    },
 }
 
 /// Unpacks `archive` into `dest`, which must not exist yet. Absolute paths,
@@ -80,7 +118,11 @@ pub enum UnpackError {
 /// execute bits; the store normalises the rest.
 pub fn unpack_archive(archive: &Path, format: ArchiveFormat, dest: &Path) -> Result<UnpackStats, UnpackError> {
     let label = archive.display().to_string();
-    let file = File::open(archive).map_err(|source| UnpackError::Io { archive: label.clone(), action: "opening", source })?;
+    let file = File::open(archive).map_err(|source| UnpackError::Io {
+        archive: label.clone(),
+        action: "opening",
+        source,
+    })?;
     fs::create_dir(dest).map_err(|source| UnpackError::Io {
         archive: label.clone(),
         action: "creating the unpack directory",
@@ -93,12 +135,17 @@ pub fn unpack_archive(archive: &Path, format: ArchiveFormat, dest: &Path) -> Res
 }
 
 fn unpack_deb(file: File, label: &str, dest: &Path) -> Result<UnpackStats, UnpackError> {
-    let not_deb = |reason: String| UnpackError::NotDeb { archive: label.to_string(), reason };
+    let not_deb = |reason: String| UnpackError::NotDeb {
+        archive: label.to_string(),
+        reason,
+    };
     let mut ar = ar::Archive::new(BufReader::new(file));
     let mut saw_version = false;
     while let Some(member) = ar.next_entry() {
         let mut member = member.map_err(|e| not_deb(format!("reading the ar archive: {e}")))?;
-        let id = String::from_utf8_lossy(member.header().identifier()).trim_end_matches([' ', '/']).to_string();
+        let id = String::from_utf8_lossy(member.header().identifier())
+            .trim_end_matches([' ', '/'])
+            .to_string();
         if id == "debian-binary" {
             let mut version = String::new();
             (&mut member)
@@ -106,7 +153,10 @@ fn unpack_deb(file: File, label: &str, dest: &Path) -> Result<UnpackStats, Unpac
                 .read_to_string(&mut version)
                 .map_err(|e| not_deb(format!("reading `debian-binary`: {e}")))?;
             if !version.starts_with("2.") {
-                return Err(not_deb(format!("`debian-binary` says {:?}; expected format 2.x", version.trim_end())));
+                return Err(not_deb(format!(
+                    "`debian-binary` says {:?}; expected format 2.x",
+                    version.trim_end()
+                )));
             }
             saw_version = true;
         } else if id.starts_with("data.tar") {
@@ -159,15 +209,26 @@ fn unpack_tar_stream<'r>(
     strip: u32,
     dest: &Path,
 ) -> Result<UnpackStats, UnpackError> {
-    let io_err = |action: &'static str| move |source| UnpackError::Io { archive: label.to_string(), action, source };
+    let io_err = |action: &'static str| {
+        move |source| UnpackError::Io {
+            archive: label.to_string(),
+            action,
+            source,
+        }
+    };
     let (head, raw) = peek(raw, 512).map_err(io_err("reading"))?;
     if head.is_empty() {
-        return Err(UnpackError::Empty { archive: label.to_string() });
+        return Err(UnpackError::Empty {
+            archive: label.to_string(),
+        });
     }
     let compression = match sniff(&head) {
         Sniffed::Known(c) => c,
         Sniffed::Unsupported(found) => {
-            return Err(UnpackError::UnsupportedCompression { archive: label.to_string(), found })
+            return Err(UnpackError::UnsupportedCompression {
+                archive: label.to_string(),
+                found,
+            })
         }
     };
     let decoded: Box<dyn Read + 'r> = match compression {
@@ -179,11 +240,21 @@ fn unpack_tar_stream<'r>(
     let (head, decoded) = peek(decoded, 512).map_err(io_err("decompressing"))?;
     if !looks_like_tar(&head) {
         let shown = &head[..head.len().min(8)];
-        return Err(UnpackError::NotTar { archive: label.to_string(), compression, head: hex::encode(shown) });
+        return Err(UnpackError::NotTar {
+            archive: label.to_string(),
+            compression,
+            head: hex::encode(shown),
+        });
     }
 
     let mut archive = tar::Archive::new(decoded);
-    let mut unpacker = Unpacker { dest, label, strip, stats: UnpackStats::default(), real_dirs: HashSet::new() };
+    let mut unpacker = Unpacker {
+        dest,
+        label,
+        strip,
+        stats: UnpackStats::default(),
+        real_dirs: HashSet::new(),
+    };
     for entry in archive.entries().map_err(io_err("reading the tar stream"))? {
         let entry = entry.map_err(io_err("reading the tar stream"))?;
         unpacker.unpack(entry)?;
@@ -207,7 +278,11 @@ impl Unpacker<'_> {
     fn unpack<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let raw_path = entry
             .path()
-            .map_err(|source| UnpackError::Io { archive: self.label.to_string(), action: "reading a member name", source })?
+            .map_err(|source| UnpackError::Io {
+                archive: self.label.to_string(),
+                action: "reading a member name",
+                source,
+            })?
             .into_owned();
         let name = raw_path.display().to_string();
         let kind = entry.header().entry_type();
@@ -219,12 +294,19 @@ impl Unpacker<'_> {
             }
             _ => {}
         }
-        let Some(rel) = self.relative(&raw_path, &name)? else { return Ok(()) };
+        let Some(rel) = self.relative(&raw_path, &name)? else {
+            return Ok(());
+        };
         let path = self.make_parents(&rel, &name)?;
         let label = self.label;
         let member_err = |action: &'static str| {
             let (archive, entry) = (label.to_string(), name.clone());
-            move |source| UnpackError::Member { archive, entry, action, source }
+            move |source| UnpackError::Member {
+                archive,
+                entry,
+                action,
+                source,
+            }
         };
         match kind {
             EntryType::Directory => {
@@ -262,7 +344,10 @@ impl Unpacker<'_> {
                 self.stats.symlinks += 1;
             }
             EntryType::Link => {
-                let raw_target = entry.link_name().map_err(member_err("reading hardlink target"))?.unwrap_or_default();
+                let raw_target = entry
+                    .link_name()
+                    .map_err(member_err("reading hardlink target"))?
+                    .unwrap_or_default();
                 let target_name = raw_target.display().to_string();
                 let bad = |reason: String| UnpackError::BadHardlink {
                     archive: label.to_string(),
@@ -301,7 +386,11 @@ impl Unpacker<'_> {
     /// The member's path relative to `dest` after stripping, or None when
     /// nothing is left of it. Absolute paths and `..` are refused.
     fn relative(&self, raw: &Path, name: &str) -> Result<Option<PathBuf>, UnpackError> {
-        let unsafe_path = |reason| UnpackError::UnsafePath { archive: self.label.to_string(), entry: name.to_string(), reason };
+        let unsafe_path = |reason| UnpackError::UnsafePath {
+            archive: self.label.to_string(),
+            entry: name.to_string(),
+            reason,
+        };
         let mut parts = Vec::new();
         for c in raw.components() {
             match c {
@@ -487,7 +576,10 @@ mod tests {
 
     #[test]
     fn parent_dir_member_is_refused() {
-        let tar = raw_tar(&[("ok", EntryType::Regular, b"x", None), ("../evil", EntryType::Regular, b"x", None)]);
+        let tar = raw_tar(&[
+            ("ok", EntryType::Regular, b"x", None),
+            ("../evil", EntryType::Regular, b"x", None),
+        ]);
         let (t, r) = unpack_bytes(&tar, 0);
         let err = r.unwrap_err();
         assert!(matches!(err, UnpackError::UnsafePath { .. }), "{err}");
@@ -499,7 +591,16 @@ mod tests {
     fn absolute_member_is_refused() {
         let tar = raw_tar(&[("/tmp/evil-farm-test", EntryType::Regular, b"x", None)]);
         let err = unpack_bytes(&tar, 0).1.unwrap_err();
-        assert!(matches!(err, UnpackError::UnsafePath { reason: "absolute path", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                UnpackError::UnsafePath {
+                    reason: "absolute path",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -524,8 +625,14 @@ mod tests {
         ]);
         let (t, r) = unpack_bytes(&fine, 0);
         assert_eq!(r.unwrap().symlinks, 2);
-        assert_eq!(fs::read_link(t.path().join("out/a/b/up")).unwrap(), Path::new("../../top"));
-        assert_eq!(fs::read_link(t.path().join("out/abs")).unwrap(), Path::new("/lib/x86_64-linux-gnu/ld.so"));
+        assert_eq!(
+            fs::read_link(t.path().join("out/a/b/up")).unwrap(),
+            Path::new("../../top")
+        );
+        assert_eq!(
+            fs::read_link(t.path().join("out/abs")).unwrap(),
+            Path::new("/lib/x86_64-linux-gnu/ld.so")
+        );
     }
 
     #[test]
@@ -539,11 +646,23 @@ mod tests {
         ]);
         let (t, r) = unpack_bytes(&tar, 1);
         let stats = r.unwrap();
-        assert_eq!(stats, UnpackStats { files: 1, directories: 0, symlinks: 0, hardlinks: 1, skipped_special: 2 });
+        assert_eq!(
+            stats,
+            UnpackStats {
+                files: 1,
+                directories: 0,
+                symlinks: 0,
+                hardlinks: 1,
+                skipped_special: 2
+            }
+        );
         let out = t.path().join("out");
         assert_eq!(fs::read(out.join("bin/alias")).unwrap(), b"binary");
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(fs::metadata(out.join("bin/alias")).unwrap().ino(), fs::metadata(out.join("bin/tool")).unwrap().ino());
+        assert_eq!(
+            fs::metadata(out.join("bin/alias")).unwrap().ino(),
+            fs::metadata(out.join("bin/tool")).unwrap().ino()
+        );
         assert!(!out.join("dev/null").exists() && !out.join("pipe").exists());
         assert!(!out.join("toplevel-file-stripped-away").exists());
     }
@@ -551,14 +670,23 @@ mod tests {
     #[test]
     fn hardlink_to_a_missing_or_outside_target_is_refused() {
         let missing = raw_tar(&[("a", EntryType::Link, b"", Some("nothing-here"))]);
-        assert!(matches!(unpack_bytes(&missing, 0).1.unwrap_err(), UnpackError::BadHardlink { .. }));
+        assert!(matches!(
+            unpack_bytes(&missing, 0).1.unwrap_err(),
+            UnpackError::BadHardlink { .. }
+        ));
         let outside = raw_tar(&[("a", EntryType::Link, b"", Some("../../etc/passwd"))]);
-        assert!(matches!(unpack_bytes(&outside, 0).1.unwrap_err(), UnpackError::UnsafePath { .. }));
+        assert!(matches!(
+            unpack_bytes(&outside, 0).1.unwrap_err(),
+            UnpackError::UnsafePath { .. }
+        ));
         let via_link = raw_tar(&[
             ("l", EntryType::Symlink, b"", Some("/etc")),
             ("a", EntryType::Link, b"", Some("l/passwd")),
         ]);
-        assert!(matches!(unpack_bytes(&via_link, 0).1.unwrap_err(), UnpackError::ThroughSymlink { .. }));
+        assert!(matches!(
+            unpack_bytes(&via_link, 0).1.unwrap_err(),
+            UnpackError::ThroughSymlink { .. }
+        ));
     }
 
     #[test]
@@ -577,7 +705,10 @@ mod tests {
     #[test]
     fn bzip2_and_garbage_get_clear_errors() {
         let err = unpack_bytes(b"BZh91AY&SY....", 0).1.unwrap_err();
-        assert!(matches!(err, UnpackError::UnsupportedCompression { found: "bzip2", .. }), "{err}");
+        assert!(
+            matches!(err, UnpackError::UnsupportedCompression { found: "bzip2", .. }),
+            "{err}"
+        );
         let err = unpack_bytes(&[7u8; 600], 0).1.unwrap_err();
         assert!(matches!(err, UnpackError::NotTar { .. }), "{err}");
         let err = unpack_bytes(b"", 0).1.unwrap_err();

@@ -104,7 +104,11 @@ impl Store {
             let actual = match result {
                 Ok(actual) if actual == *expected => {
                     report.checked += 1;
-                    if !rows.contains_key(name) && self.entry(name)?.is_some() {
+                    let unregistered = !rows.contains_key(name)
+                        && db::get_entry(&self.conn(), name)
+                            .map_err(self.db_err("looking up an entry"))?
+                            .is_none();
+                    if unregistered && self.entry(name)?.is_some() {
                         report.reregistered.push(name.clone());
                     }
                     continue;
@@ -116,7 +120,12 @@ impl Store {
             };
             report.checked += 1;
             let quarantined = self.quarantine(name, &path)?;
-            report.corrupt.push(Corrupt { name: name.clone(), expected: *expected, actual, quarantined });
+            report.corrupt.push(Corrupt {
+                name: name.clone(),
+                expected: *expected,
+                actual,
+                quarantined,
+            });
         }
         Ok(report)
     }

@@ -18,11 +18,16 @@ fn package_dir(parent: &Path) -> farm_store::Digest {
 
 #[test]
 fn gnu_tar_in_every_supported_compression_unpacks_to_the_original_tree() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let src = t.path().join("src");
     let expected = package_dir(&src);
     let store = Store::open(t.path().join("home")).unwrap();
-    for (file, flag) in [("p.tar", None), ("p.tgz", Some("--gzip")), ("p.txz", Some("--xz")), ("p.tzst", Some("--zstd"))] {
+    for (file, flag) in [
+        ("p.tar", None),
+        ("p.tgz", Some("--gzip")),
+        ("p.txz", Some("--xz")),
+        ("p.tzst", Some("--zstd")),
+    ] {
         let archive = t.path().join(file);
         let mut cmd = Command::new("tar");
         cmd.arg("-C").arg(&src).arg("-cf").arg(&archive);
@@ -30,25 +35,44 @@ fn gnu_tar_in_every_supported_compression_unpacks_to_the_original_tree() {
             cmd.arg(flag);
         }
         run(cmd.arg("package"));
-        let (entry, stats) =
-            store.add_archive_with_stats(&archive, ArchiveFormat::Tar { strip: 1 }, "pkg", "npm").unwrap();
-        assert_eq!(entry.digest, expected, "{file}: same tree as the directory tar was given");
-        assert_eq!(stats.hardlinks, 1, "{file}: GNU tar stores the second name of a hardlinked file as a link");
+        let (entry, stats) = store
+            .add_archive_with_stats(&archive, ArchiveFormat::Tar { strip: 1 }, "pkg", "npm")
+            .unwrap();
+        assert_eq!(
+            entry.digest, expected,
+            "{file}: same tree as the directory tar was given"
+        );
+        assert_eq!(
+            stats.hardlinks, 1,
+            "{file}: GNU tar stores the second name of a hardlinked file as a link"
+        );
         assert_eq!(stats.symlinks, 2, "{file}");
         assert_eq!(stats.skipped_special, 0, "{file}");
     }
-    assert_eq!(store.status().unwrap().entries, 1, "four archives of one tree are one entry");
+    assert_eq!(
+        store.status().unwrap().entries,
+        1,
+        "four archives of one tree are one entry"
+    );
 }
 
 #[test]
 fn pax_format_archive_unpacks_to_the_original_tree() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let src = t.path().join("src");
     let expected = package_dir(&src);
     let archive = t.path().join("p.tar.gz");
-    run(Command::new("tar").arg("--format=pax").arg("-C").arg(&src).arg("-czf").arg(&archive).arg("package"));
+    run(Command::new("tar")
+        .arg("--format=pax")
+        .arg("-C")
+        .arg(&src)
+        .arg("-czf")
+        .arg(&archive)
+        .arg("package"));
     let store = Store::open(t.path().join("home")).unwrap();
-    let entry = store.add_archive(&archive, ArchiveFormat::Tar { strip: 1 }, "pkg", "npm").unwrap();
+    let entry = store
+        .add_archive(&archive, ArchiveFormat::Tar { strip: 1 }, "pkg", "npm")
+        .unwrap();
     assert_eq!(entry.digest, expected);
 }
 
@@ -62,7 +86,7 @@ fn control(pkg: &Path) {
 
 #[test]
 fn deb_built_by_dpkg_deb_unpacks_its_data_tar_in_every_compression() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let reference = t.path().join("reference");
     payload(&reference);
     let expected = tree_digest(&reference).unwrap();
@@ -78,15 +102,20 @@ fn deb_built_by_dpkg_deb_unpacks_its_data_tar_in_every_compression() {
             .arg("--build")
             .arg(&pkg)
             .arg(&deb));
-        let entry = store.add_archive(&deb, ArchiveFormat::Deb, "farm-test_1.0_all", "deb").unwrap();
-        assert_eq!(entry.digest, expected, "data.tar of -Z{compression} is the payload, without DEBIAN/");
+        let entry = store
+            .add_archive(&deb, ArchiveFormat::Deb, "farm-test_1.0_all", "deb")
+            .unwrap();
+        assert_eq!(
+            entry.digest, expected,
+            "data.tar of -Z{compression} is the payload, without DEBIAN/"
+        );
         assert!(!entry.path.join("DEBIAN").exists());
     }
 }
 
 #[test]
 fn deb_assembled_with_ar_and_data_tar_xz_unpacks() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let data = t.path().join("data");
     payload(&data);
     let expected = tree_digest(&data).unwrap();
@@ -95,8 +124,18 @@ fn deb_assembled_with_ar_and_data_tar_xz_unpacks() {
     fs::write(parts.join("debian-binary"), "2.0\n").unwrap();
     let ctl = t.path().join("ctl");
     control(&ctl);
-    run(Command::new("tar").arg("-C").arg(ctl.join("DEBIAN")).arg("-cJf").arg(parts.join("control.tar.xz")).arg("."));
-    run(Command::new("tar").arg("-C").arg(&data).arg("-cJf").arg(parts.join("data.tar.xz")).arg("."));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(ctl.join("DEBIAN"))
+        .arg("-cJf")
+        .arg(parts.join("control.tar.xz"))
+        .arg("."));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&data)
+        .arg("-cJf")
+        .arg(parts.join("data.tar.xz"))
+        .arg("."));
     let deb = t.path().join("handmade.deb");
     run(Command::new("ar")
         .current_dir(&parts)
@@ -108,16 +147,24 @@ fn deb_assembled_with_ar_and_data_tar_xz_unpacks() {
     let store = Store::open(t.path().join("home")).unwrap();
     let entry = store.add_archive(&deb, ArchiveFormat::Deb, "handmade", "deb").unwrap();
     assert_eq!(entry.digest, expected);
-    assert_eq!(fs::read_link(entry.path.join("lib64/ld.so")).unwrap(), Path::new("/usr/lib/libx.so.1"));
+    assert_eq!(
+        fs::read_link(entry.path.join("lib64/ld.so")).unwrap(),
+        Path::new("/usr/lib/libx.so.1")
+    );
 }
 
 #[test]
 fn a_tarball_is_not_a_deb() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let src = t.path().join("src");
     package_dir(&src);
     let archive = t.path().join("p.tgz");
-    run(Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(&archive).arg("package"));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-czf")
+        .arg(&archive)
+        .arg("package"));
     let store = Store::open(t.path().join("home")).unwrap();
     let err = store.add_archive(&archive, ArchiveFormat::Deb, "p", "deb").unwrap_err();
     assert!(matches!(err, StoreError::Unpack(UnpackError::NotDeb { .. })), "{err}");
@@ -127,7 +174,7 @@ fn a_tarball_is_not_a_deb() {
 
 #[test]
 fn tar_with_dotdot_or_absolute_members_is_refused_and_leaves_no_trace() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let work = t.path().join("work/inner");
     fs::create_dir_all(&work).unwrap();
     write(&t.path().join("work/evil"), b"evil", 0o644);
@@ -136,8 +183,16 @@ fn tar_with_dotdot_or_absolute_members_is_refused_and_leaves_no_trace() {
 
     // -P keeps `..` and leading `/` exactly as given.
     let dotdot = t.path().join("dotdot.tar");
-    run(Command::new("tar").current_dir(&work).arg("-P").arg("-cf").arg(&dotdot).arg("fine").arg("../evil"));
-    let err = store.add_archive(&dotdot, ArchiveFormat::Tar { strip: 0 }, "dotdot", "test").unwrap_err();
+    run(Command::new("tar")
+        .current_dir(&work)
+        .arg("-P")
+        .arg("-cf")
+        .arg(&dotdot)
+        .arg("fine")
+        .arg("../evil"));
+    let err = store
+        .add_archive(&dotdot, ArchiveFormat::Tar { strip: 0 }, "dotdot", "test")
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::Unpack(UnpackError::UnsafePath { entry, .. }) if entry == "../evil"),
         "{err}"
@@ -148,15 +203,29 @@ fn tar_with_dotdot_or_absolute_members_is_refused_and_leaves_no_trace() {
     let absolute = t.path().join("absolute.tar");
     let abs_member = t.path().join("work/evil");
     run(Command::new("tar").arg("-P").arg("-cf").arg(&absolute).arg(&abs_member));
-    let err = store.add_archive(&absolute, ArchiveFormat::Tar { strip: 0 }, "absolute", "test").unwrap_err();
-    assert!(matches!(&err, StoreError::Unpack(UnpackError::UnsafePath { reason: "absolute path", .. })), "{err}");
-    assert!(err.to_string().contains(abs_member.to_str().unwrap()), "names the member: {err}");
+    let err = store
+        .add_archive(&absolute, ArchiveFormat::Tar { strip: 0 }, "absolute", "test")
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Unpack(UnpackError::UnsafePath {
+                reason: "absolute path",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(abs_member.to_str().unwrap()),
+        "names the member: {err}"
+    );
     assert_no_trace(&store);
 }
 
 #[test]
 fn symlink_then_write_through_it_is_refused() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let a = t.path().join("a");
     fs::create_dir(&a).unwrap();
     std::os::unix::fs::symlink(t.path().join("outside"), a.join("link")).unwrap();
@@ -164,10 +233,23 @@ fn symlink_then_write_through_it_is_refused() {
     write(&b.join("planted"), b"gotcha", 0o644);
     let archive = t.path().join("two-step.tar");
     // The same name, first as a symlink pointing outside, then as a directory with a file.
-    run(Command::new("tar").arg("-cf").arg(&archive).arg("-C").arg(&a).arg("link").arg("-C").arg(t.path().join("b")).arg("link/planted"));
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&a)
+        .arg("link")
+        .arg("-C")
+        .arg(t.path().join("b"))
+        .arg("link/planted"));
     let store = Store::open(t.path().join("home")).unwrap();
-    let err = store.add_archive(&archive, ArchiveFormat::Tar { strip: 0 }, "two-step", "test").unwrap_err();
-    assert!(matches!(err, StoreError::Unpack(UnpackError::ThroughSymlink { .. })), "{err}");
+    let err = store
+        .add_archive(&archive, ArchiveFormat::Tar { strip: 0 }, "two-step", "test")
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unpack(UnpackError::ThroughSymlink { .. })),
+        "{err}"
+    );
     assert!(!t.path().join("outside").exists(), "nothing was written outside");
     assert_no_trace(&store);
 }

@@ -41,10 +41,17 @@ fn assert_consistent(root: &Path, workers: usize) {
     let expected = SHARED + workers * UNIQUE;
     assert_eq!(list(&store.store_dir()).len(), expected, "one entry per distinct tree");
     assert_eq!(store.status().unwrap().entries, expected as u64, "one row per entry");
-    assert_eq!(list(&store.tmp_dir()), Vec::<String>::new(), "every staging directory was cleaned up");
+    assert_eq!(
+        list(&store.tmp_dir()),
+        Vec::<String>::new(),
+        "every staging directory was cleaned up"
+    );
     let report = store.verify().unwrap();
     assert!(report.is_clean(), "{report:?}");
-    assert!(report.reregistered.is_empty() && report.dropped_rows.is_empty(), "{report:?}");
+    assert!(
+        report.reregistered.is_empty() && report.dropped_rows.is_empty(),
+        "{report:?}"
+    );
     for i in 0..SHARED {
         assert!(store.artifact(&format!("sha256:shared-{i}")).unwrap().is_some());
     }
@@ -52,7 +59,7 @@ fn assert_consistent(root: &Path, workers: usize) {
 
 #[test]
 fn threads_with_separate_handles_add_at_once() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let root = t.path().join("home");
     let workers = 4;
     let barrier = Arc::new(Barrier::new(workers));
@@ -91,7 +98,7 @@ fn worker_process() {
 
 #[test]
 fn processes_add_at_once() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let root = t.path().join("home");
     let go = t.path().join("go");
     let workers = 3;
@@ -125,7 +132,7 @@ fn processes_add_at_once() {
 
 #[test]
 fn gc_beside_adds_never_breaks_an_add_or_the_database() {
-    let t = tempfile::tempdir().unwrap();
+    let t = common::scratch();
     let root = t.path().join("home");
     Store::open(&root).unwrap();
     let src = t.path().join("src");
@@ -143,7 +150,14 @@ fn gc_beside_adds_never_breaks_an_add_or_the_database() {
             let mut removed = 0;
             started.wait();
             while adding.load(Ordering::SeqCst) {
-                removed += store.gc(&GcOptions { max_size: Some(0), ..GcOptions::default() }).unwrap().removed.len();
+                removed += store
+                    .gc(&GcOptions {
+                        max_size: Some(0),
+                        ..GcOptions::default()
+                    })
+                    .unwrap()
+                    .removed
+                    .len();
             }
             removed
         })
@@ -160,6 +174,9 @@ fn gc_beside_adds_never_breaks_an_add_or_the_database() {
 
     let report = store.verify().unwrap();
     assert!(report.is_clean(), "{report:?}");
-    assert!(report.reregistered.is_empty() && report.dropped_rows.is_empty(), "disk and rows agree: {report:?}");
+    assert!(
+        report.reregistered.is_empty() && report.dropped_rows.is_empty(),
+        "disk and rows agree: {report:?}"
+    );
     assert_eq!(list(&store.tmp_dir()), Vec::<String>::new());
 }

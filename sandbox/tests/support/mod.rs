@@ -31,8 +31,16 @@ pub fn is_root() -> bool {
 /// A string no other process on the machine has in its argv.
 pub fn marker() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}{:09}{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{}{:09}{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A temporary directory that an unprivileged user can use too.
@@ -55,8 +63,11 @@ pub fn shell(script: &str) -> Step {
 
 pub fn step(argv: Vec<String>) -> Step {
     let dir = open_tempdir();
-    let root: Vec<PathBuf> =
-        ["/usr", "/lib", "/lib64", "/bin", "/sbin"].iter().map(PathBuf::from).filter(|p| p.exists()).collect();
+    let root: Vec<PathBuf> = ["/usr", "/lib", "/lib64", "/bin", "/sbin"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect();
     let log = dir.path().join("step.log");
     let mut spec = StepSpec::new(RootSpec::HostPaths(root), argv, Stdio::Capture { log, stream: false });
     spec.env = standard_env("/usr/local/bin:/usr/bin:/bin", EPOCH);
@@ -86,7 +97,10 @@ fn helper_copy() -> &'static Path {
     static COPY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &COPY
         .get_or_init(|| {
-            let dir = tempfile::Builder::new().prefix("farm-sandbox-helper-").tempdir().unwrap();
+            let dir = tempfile::Builder::new()
+                .prefix("farm-sandbox-helper-")
+                .tempdir()
+                .unwrap();
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
             let bin = dir.path().join("farm-sandbox-run");
             std::fs::copy(helper(), &bin).unwrap();
@@ -100,21 +114,38 @@ fn helper_copy() -> &'static Path {
 pub fn run_as(caller: Caller, spec: &StepSpec, extra_env: &[(&str, &str)]) -> Result<Outcome, String> {
     match caller {
         Caller::InProcess => {
-            assert!(extra_env.is_empty(), "in-process runs cannot change the environment safely");
-            Sandbox::with_helper(helper()).run(spec).map_err(|e: SandboxError| e.to_string())
+            assert!(
+                extra_env.is_empty(),
+                "in-process runs cannot change the environment safely"
+            );
+            Sandbox::with_helper(helper())
+                .run(spec)
+                .map_err(|e: SandboxError| e.to_string())
         }
         Caller::Unprivileged | Caller::Subprocess => {
             let mut cmd = if caller == Caller::Unprivileged && is_root() {
                 let mut c = Command::new("setpriv");
-                c.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into()]);
+                c.args([
+                    format!("--reuid={NOBODY}"),
+                    format!("--regid={NOBODY}"),
+                    "--clear-groups".into(),
+                ]);
                 c.arg(helper_copy());
                 c
             } else {
                 Command::new(helper_copy())
             };
-            cmd.envs(extra_env.iter().copied()).stdin(ProcStdio::piped()).stdout(ProcStdio::piped()).stderr(ProcStdio::piped());
+            cmd.envs(extra_env.iter().copied())
+                .stdin(ProcStdio::piped())
+                .stdout(ProcStdio::piped())
+                .stderr(ProcStdio::piped());
             let mut child = cmd.spawn().map_err(|e| format!("spawn farm-sandbox-run: {e}"))?;
-            child.stdin.take().unwrap().write_all(serde_json::to_string(spec).unwrap().as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(serde_json::to_string(spec).unwrap().as_bytes())
+                .unwrap();
             let out = child.wait_with_output().unwrap();
             if !out.status.success() {
                 return Err(String::from_utf8_lossy(&out.stderr).into_owned());
@@ -135,7 +166,9 @@ pub fn run(spec: &StepSpec) -> (Outcome, String) {
 pub fn host_processes_with(marker: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             if String::from_utf8_lossy(&cmdline).contains(marker) {
                 found.push(pid);

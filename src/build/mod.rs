@@ -1,0 +1,407 @@
+//! `farm build`: turn config + lock into steps, run them (in the sandbox
+//! with `--hermetic`) with an action cache, and write the output directory
+//! and its manifest atomically.
+
+pub mod analyze;
+pub mod deps;
+pub mod graph;
+pub mod manifest;
+pub mod models;
+pub mod output;
+pub mod scripts;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use farm_lockfiles::Lock;
+use farm_store::{Store, StoreEntry};
+
+use crate::config::Project;
+use crate::toolchain::{self, Toolchain};
+use crate::Context;
+use graph::{Step, StepAction};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Target {
+    Frontend,
+    Backend,
+    Models,
+    All,
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// What to build.
+    #[arg(value_enum, default_value = "all")]
+    targets: Vec<Target>,
+    /// Run every step in the sandbox with only the locked inputs, network off.
+    #[arg(long)]
+    hermetic: bool,
+    /// Steps run at once [default: the number of CPUs].
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Ignore the action cache: run every step.
+    #[arg(long)]
+    no_cache: bool,
+    /// The output directory [default: .farm/out in the project].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write a bundle report (bundle-report.json and .html) of the frontend.
+    #[arg(long)]
+    analyze: bool,
+    /// Fail when the frontend bundle (sourcemaps excluded) is larger than this (e.g. 500KiB).
+    #[arg(long, value_name = "SIZE")]
+    size_limit: Option<String>,
+    /// Write a Chrome trace-event JSON of the steps (open it in Perfetto).
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Kill a step after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    step_timeout: u64,
+}
+
+pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
+    let started = std::time::Instant::now();
+    let project = Project::load(&ctx.project_dir)?;
+    let root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
+    let lock_path = project.lock_path();
+    if !lock_path.exists() {
+        bail!(
+            "{}: no lock file\nhint: run `farm lock && farm fetch`",
+            lock_path.display()
+        );
+    }
+    let lock_bytes = std::fs::read(&lock_path)?;
+    let lock = Lock::read(&lock_path)?;
+    let stale = crate::commands::lock::stale_inputs(&lock, &crate::commands::lock::current_inputs(&project)?);
+    if !stale.is_empty() {
+        let msg = format!(
+            "{} is stale:\n  {}\nhint: run `farm lock`",
+            lock_path.display(),
+            stale.join("\n  ")
+        );
+        if args.hermetic {
+            bail!(msg);
+        }
+        ctx.reporter.warn(&msg);
+    }
+    let size_limit = args
+        .size_limit
+        .as_deref()
+        .map(analyze::parse_size)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--size-limit: {e}"))?;
+
+    let targets = select_targets(&project, &args.targets)?;
+    let store = Store::open(&ctx.farm_home)?;
+    if args.hermetic {
+        toolchain::require_fetched(&store, &lock)?;
+        for m in &lock.models {
+            for d in std::iter::once(&m.manifest)
+                .chain(std::iter::once(&m.config))
+                .chain(m.layers.iter())
+            {
+                if store.artifact(&d.digest.to_string())?.is_none() {
+                    bail!(
+                        "model {} ({}) is not in the store\nhint: run `farm fetch`",
+                        m.reference,
+                        d.digest
+                    );
+                }
+            }
+        }
+    }
+    let sde = project.source_date_epoch();
+    let env = BuildEnv::new(&store, &lock, args.hermetic, sde)?;
+
+    let mut sources = BTreeMap::new();
+    let mut steps: Vec<Step> = Vec::new();
+    if targets.contains(&Target::Backend) {
+        let b = project.config.backend.as_ref().expect("checked");
+        let src = source::snapshot(&store, &root.join(&b.path), "backend", &[])?;
+        sources.insert("backend".to_string(), src.digest.to_string());
+        let wheels = deps::wheelhouse(&store, &lock)?;
+        let pip = env
+            .pip
+            .clone()
+            .context("farm.lock has no [python] toolchain\nhint: run `farm lock`")?;
+        let script = scripts::backend(&env.paths(), &src, &wheels, &pip, &b.requirements, &b.app);
+        steps.push(env.sandboxed("backend", vec![], script, vec![src, wheels, pip], vec![]));
+    }
+    if targets.contains(&Target::Models) {
+        steps.push(models_step(&project, &lock, &store)?);
+    }
+    if targets.contains(&Target::Frontend) {
+        let f = project.config.frontend.as_ref().expect("checked");
+        let src = source::snapshot(&store, &root.join(&f.path), "frontend", &[f.output_dir.as_path()])?;
+        sources.insert("frontend".to_string(), src.digest.to_string());
+        let nm = deps::node_modules(&store, &lock)?;
+        let script = scripts::frontend(&env.paths(), &src, &nm, &f.build_script, &f.output_dir);
+        // After the backend, as in the FARM design (the API types come from it).
+        let after = if targets.contains(&Target::Backend) {
+            vec!["backend".to_string()]
+        } else {
+            vec![]
+        };
+        let extra = vec![(
+            "npm_config_cache".to_string(),
+            format!("{}/.npm-cache", env.paths().build),
+        )];
+        steps.push(env.sandboxed("frontend", after, script, vec![src, nm], extra));
+    }
+
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .max(1);
+    let runner = graph::Runner {
+        store: &store,
+        reporter: &ctx.reporter,
+        jobs,
+        no_cache: args.no_cache,
+        logs_dir: ctx.farm_home.join("logs"),
+        timeout: Duration::from_secs(args.step_timeout),
+    };
+    let record_path = root.join(".farm").join("last-build.json");
+    let results = runner.run(&steps, &env);
+    graph::write_record(&record_path, &results)?;
+    let results = results.into_result()?;
+
+    // Assemble the output directory beside the old one; swap only when complete.
+    let out_dir = match &args.out {
+        Some(o) if o.is_absolute() => o.clone(),
+        Some(o) => std::env::current_dir()?.join(o),
+        None => root.join(".farm").join("out"),
+    };
+    let mut outputs = BTreeMap::new();
+    let staging = output::Staging::new(&out_dir)?;
+    for r in &results.steps {
+        let entry = &r.entry;
+        match r.name.as_str() {
+            "frontend" => {
+                outputs.insert(
+                    "frontend".into(),
+                    output::place(&entry.path, &staging.path().join("frontend"), "frontend", sde)?,
+                );
+            }
+            "backend" => {
+                let mut o = output::place(
+                    &entry.path.join("backend"),
+                    &staging.path().join("backend"),
+                    "backend",
+                    sde,
+                )?;
+                o.metadata.insert(
+                    "packages".into(),
+                    output::count_dist_infos(&entry.path.join("backend/site-packages")).into(),
+                );
+                outputs.insert("backend".into(), o);
+                let mut api = output::place(
+                    &entry.path.join("openapi.json"),
+                    &staging.path().join("openapi.json"),
+                    "openapi.json",
+                    sde,
+                )?;
+                let (endpoints, schemas) = output::openapi_counts(&entry.path.join("openapi.json"))?;
+                api.metadata.insert("endpoints".into(), endpoints.into());
+                api.metadata.insert("schemas".into(), schemas.into());
+                outputs.insert("openapi".into(), api);
+            }
+            "models" => {
+                let mut o = output::place(&entry.path, &staging.path().join("models"), "models", sde)?;
+                let refs: Vec<String> = lock.models.iter().map(|m| m.reference.clone()).collect();
+                o.metadata.insert("models".into(), refs.into());
+                outputs.insert("models".into(), o);
+            }
+            other => bail!("internal: no output mapping for step {other}"),
+        }
+    }
+    if let Some(front) = outputs.get("frontend") {
+        let dist = staging.path().join(&front.path);
+        if args.analyze || size_limit.is_some() {
+            let report = analyze::analyze(&dist)?;
+            if args.analyze {
+                std::fs::write(staging.path().join("bundle-report.json"), report.to_json())?;
+                std::fs::write(
+                    staging.path().join("bundle-report.html"),
+                    report.to_html(&project.config.project.name),
+                )?;
+            }
+            if let Some(limit) = size_limit {
+                report.check_size_limit(limit).map_err(anyhow::Error::msg)?;
+            }
+        }
+    }
+
+    let mut manifest = manifest::Manifest {
+        schema: manifest::SCHEMA,
+        project: manifest::ProjectInfo {
+            name: project.config.project.name.clone(),
+            version: project.config.project.version.clone(),
+        },
+        hermetic: args.hermetic,
+        source_date_epoch: sde,
+        inputs: manifest::Inputs {
+            lock: farm_lockfiles::integrity::sha256_of(&lock_bytes).to_string(),
+            farm_toml: farm_lockfiles::integrity::sha256_of(&std::fs::read(root.join(crate::config::CONFIG_FILE))?)
+                .to_string(),
+            sources,
+        },
+        outputs,
+        digest: String::new(),
+    };
+    manifest.seal();
+    std::fs::write(staging.path().join(manifest::MANIFEST_FILE), manifest.to_bytes())?;
+    let metrics = results.metrics(started.elapsed());
+    std::fs::write(
+        staging.path().join(manifest::METRICS_FILE),
+        serde_json::to_string_pretty(&metrics)? + "\n",
+    )?;
+    if let Some(p) = &args.profile {
+        std::fs::write(p, manifest::trace_json(&results.trace())).with_context(|| p.display().to_string())?;
+    }
+    staging.commit()?;
+    ctx.reporter.info(&format!("wrote {}", out_dir.display()));
+    println!("{}", manifest.digest);
+    Ok(0)
+}
+
+fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
+    let c = &project.config;
+    let mut out = Vec::new();
+    let all = asked.is_empty() || asked.contains(&Target::All);
+    for (t, configured, section) in [
+        (Target::Backend, c.backend.is_some(), "[backend]"),
+        (Target::Models, c.models.is_some(), "[models]"),
+        (Target::Frontend, c.frontend.is_some(), "[frontend]"),
+    ] {
+        if all && configured || asked.contains(&t) {
+            if !configured {
+                bail!("target {t:?} needs a {section} section in farm.toml");
+            }
+            out.push(t);
+        }
+    }
+    if out.is_empty() {
+        bail!("nothing to build: farm.toml has no [frontend], [backend] or [models]");
+    }
+    Ok(out)
+}
+
+fn models_step(project: &Project, lock: &Lock, store: &Store) -> Result<Step> {
+    let m = project.config.models.as_ref().expect("checked");
+    let host = match &m.host {
+        Some(h) => h.clone(),
+        None => {
+            let reg = crate::endpoints::models_registry(project)?.unwrap_or_default();
+            url::Url::parse(&reg)
+                .ok()
+                .and_then(|u| {
+                    u.host_str().map(|h| match u.port() {
+                        Some(p) => format!("{h}:{p}"),
+                        None => h.to_string(),
+                    })
+                })
+                .context("models.host is not set and models.registry is not a URL with a host")?
+        }
+    };
+    let ai_config = m.config.as_ref().map(|c| project.root.join(c));
+    let mut key_parts = vec![format!("host={host}")];
+    for model in &lock.models {
+        key_parts.push(format!("{}={}", model.reference, model.manifest.digest));
+    }
+    if let Some(cfg) = &ai_config {
+        let bytes = std::fs::read(cfg).with_context(|| format!("models.config: {}", cfg.display()))?;
+        key_parts.push(format!("ai-config={}", farm_lockfiles::integrity::sha256_of(&bytes)));
+    }
+    let lock = lock.clone();
+    let store_root = store.root().to_path_buf();
+    Ok(Step {
+        name: "models".into(),
+        after: vec![],
+        action: StepAction::InProcess {
+            key_parts,
+            run: Box::new(move |out: &Path| {
+                let store = Store::open(&store_root)?;
+                models::write_models_dir(&store, &lock, &host, ai_config.as_deref(), out)?;
+                Ok(())
+            }),
+        },
+    })
+}
+
+/// How steps run: in the sandbox with the locked toolchain, or on the host.
+pub struct BuildEnv {
+    pub hermetic: bool,
+    pub toolchain: Option<Toolchain>,
+    pub pip: Option<StoreEntry>,
+    /// For host builds: versions of the host tools, part of every step key.
+    pub host_tools: Vec<String>,
+    pub source_date_epoch: u64,
+}
+
+impl BuildEnv {
+    fn new(store: &Store, lock: &Lock, hermetic: bool, source_date_epoch: u64) -> Result<BuildEnv> {
+        let pip = match &lock.python {
+            Some(p) => store.artifact(&p.pip.integrity.to_string())?,
+            None => None,
+        };
+        if hermetic {
+            let tc = toolchain::compose(store, lock)?;
+            return Ok(BuildEnv {
+                hermetic,
+                pip: tc.pip_wheel.clone(),
+                toolchain: Some(tc),
+                host_tools: vec![],
+                source_date_epoch,
+            });
+        }
+        let mut host_tools = Vec::new();
+        for (tool, arg) in [("node", "--version"), ("npm", "--version"), ("python3", "--version")] {
+            let v = std::process::Command::new(tool)
+                .arg(arg)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+            host_tools.push(format!("{tool}={}", v.unwrap_or_else(|| "missing".into())));
+        }
+        Ok(BuildEnv {
+            hermetic,
+            toolchain: None,
+            pip,
+            host_tools,
+            source_date_epoch,
+        })
+    }
+
+    pub fn paths(&self) -> scripts::Paths {
+        scripts::Paths {
+            hermetic: self.hermetic,
+            build: "/build".into(),
+            out: "/out".into(),
+        }
+    }
+
+    fn sandboxed(
+        &self,
+        name: &str,
+        after: Vec<String>,
+        script: String,
+        inputs: Vec<StoreEntry>,
+        extra_env: Vec<(String, String)>,
+    ) -> Step {
+        Step {
+            name: name.into(),
+            after,
+            action: StepAction::Script {
+                script,
+                inputs,
+                extra_env,
+            },
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The shell scripts of the built-in steps. The same script runs in the
+//! sandbox (store paths at /farm/store, /build, /out) or on the host
+//! (`--hermetic` off), so only [`Paths`] differs between the two.
+
+use std::path::Path;
+
+use farm_store::StoreEntry;
+
+use crate::toolchain::Toolchain;
+
+pub struct Paths {
+    pub hermetic: bool,
+    pub build: String,
+    pub out: String,
+}
+
+impl Paths {
+    pub fn store(&self, e: &StoreEntry) -> String {
+        if self.hermetic {
+            Toolchain::sandbox_path(e).display().to_string()
+        } else {
+            e.path.display().to_string()
+        }
+    }
+
+    /// Host builds get their real directories substituted for the placeholders.
+    pub fn with_dirs(&self, build: &Path, out: &Path) -> Paths {
+        Paths {
+            hermetic: self.hermetic,
+            build: build.display().to_string(),
+            out: out.display().to_string(),
+        }
+    }
+}
+
+/// Single-quotes `s` for sh.
+pub fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+pub const BUILD_PLACEHOLDER: &str = "@FARM_BUILD@";
+pub const OUT_PLACEHOLDER: &str = "@FARM_OUT@";
+
+/// frontend: copy the sources and the laid-out node_modules into a writable
+/// tree, run the app's build script, keep its output directory.
+pub fn frontend(p: &Paths, src: &StoreEntry, node_modules: &StoreEntry, script: &str, output_dir: &Path) -> String {
+    let (b, o) = (BUILD_PLACEHOLDER, OUT_PLACEHOLDER);
+    let out_dir = output_dir.display().to_string();
+    format!(
+        r#"set -eu
+mkdir -p "{b}/app/node_modules"
+cp -R {src}/. "{b}/app/"
+cp -R {nm}/. "{b}/app/node_modules/"
+chmod -R u+w "{b}/app"
+cd "{b}/app"
+npm run --no-update-notifier {script}
+if [ ! -d {out_dir} ]; then
+  echo "farm: the build script wrote no {out_dir}/ directory (frontend.output-dir in farm.toml)" >&2
+  exit 1
+fi
+cp -R {out_dir}/. "{o}/"
+"#,
+        src = q(&p.store(src)),
+        nm = q(&p.store(node_modules)),
+        script = q(script),
+        out_dir = q(&out_dir),
+    )
+}
+
+/// backend: install the locked wheels into a fixed prefix without bytecode,
+/// compile bytecode once (sorted, checked-hash, paths rewritten to /app),
+/// then import the ASGI app and write its OpenAPI schema with sorted keys.
+pub fn backend(
+    p: &Paths,
+    src: &StoreEntry,
+    wheelhouse: &StoreEntry,
+    pip: &StoreEntry,
+    requirements: &Path,
+    app: &str,
+) -> String {
+    let o = OUT_PLACEHOLDER;
+    let (module, attr) = app.split_once(':').unwrap_or((app, "app"));
+    format!(
+        r#"set -eu
+export PYTHONPATH={pip}
+python3 -m pip install --quiet --no-index --find-links {wheels} --only-binary :all: --no-compile \
+  --no-cache-dir --disable-pip-version-check --no-warn-script-location \
+  --target "{o}/backend/site-packages" -r {src}/{req}
+unset PYTHONPATH
+mkdir -p "{o}/backend/app"
+cp -R {src}/. "{o}/backend/app/"
+chmod -R u+w "{o}/backend"
+# One process compiles in sorted order; -s/-p make every path in the .pyc /app/...
+python3 -m compileall -q -j 1 --invalidation-mode checked-hash -s "{o}/backend" -p /app "{o}/backend"
+cd "{o}/backend/app"
+PYTHONPATH="{o}/backend/app:{o}/backend/site-packages" python3 - {module} {attr} > "{o}/openapi.json" <<'FARM_PY'
+import importlib, json, sys
+module, attr = sys.argv[1], sys.argv[2]
+app = getattr(importlib.import_module(module), attr)
+sys.stdout.write(json.dumps(app.openapi(), sort_keys=True, indent=2, ensure_ascii=False) + "\n")
+FARM_PY
+"#,
+        pip = q(&p.store(pip)),
+        wheels = q(&p.store(wheelhouse)),
+        src = q(&p.store(src)),
+        req = q(&requirements.display().to_string()),
+        module = q(module),
+        attr = q(attr),
+    )
+}
+
+/// The script with its placeholders replaced by the step's directories.
+pub fn render(script: &str, p: &Paths) -> String {
+    script
+        .replace(BUILD_PLACEHOLDER, &p.build)
+        .replace(OUT_PLACEHOLDER, &p.out)
+}
