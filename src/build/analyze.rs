@@ -963,6 +963,15 @@ impl BundleReport {
                     esc(&tip),
                     esc(&tip)
                 );
+                if let (Some(label), true) = (fit_label(&module.path, m.w), m.h >= 14.0) {
+                    let _ = writeln!(
+                        h,
+                        "<text class=\"ml\" x=\"{}\" y=\"{}\">{}</text>",
+                        num(m.x + 3.0),
+                        num(m.y + 12.0),
+                        esc(&label)
+                    );
+                }
             }
             let _ = writeln!(h, "</g>");
         }
@@ -1238,6 +1247,7 @@ h1{font-size:22px;margin:0 0 12px}h2{font-size:17px;margin:24px 0 8px}
 #treemap rect.mod{fill:#fff;fill-opacity:.55;stroke:rgba(0,0,0,.25);stroke-width:.5}
 #treemap rect.mod.dep{fill-opacity:.3}
 #treemap text{font-size:11px;fill:#fff;pointer-events:none}
+#treemap text.ml{fill:#1d1d1f}
 #treemap g.dim{opacity:.15}
 #treemap rect:hover{stroke:#111;stroke-width:1.5}
 .legend{margin-top:6px;font-size:12px;color:#444}.legend span{margin-right:14px}

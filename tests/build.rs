@@ -1,0 +1,254 @@
+//! `farm build` of the example app: hermetic builds are reproducible across
+//! stores and project paths, the action cache skips what did not change,
+//! failures keep the previous output, and bundle limits and reports work.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{farm, run, shared_farm_home, stderr, stdout, Registry};
+
+/// A copy of the example app outside any git repository (so its
+/// SOURCE_DATE_EPOCH is the documented fallback wherever it is copied).
+fn example_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    common::copy_tree(
+        &common::workspace().join("examples/farm-app"),
+        dir.path(),
+        &["node_modules", "dist", ".farm"],
+    );
+    dir
+}
+
+/// A second store, also kept between runs, for the cross-store comparison.
+fn other_farm_home() -> PathBuf {
+    let mut p = shared_farm_home();
+    p.set_file_name("farm-tests-other-home");
+    p
+}
+
+fn fetch(project: &Path, home: &Path) {
+    let registry = Registry::start(None).expect("docker-registry");
+    common::seed_model(&registry.url);
+    let mut c = farm(project, home, &["fetch"]);
+    c.env("FARM_OLLAMA_REGISTRY", &registry.url);
+    assert!(run(&mut c).status.success(), "fetch");
+}
+
+fn build(project: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["build"];
+    all.extend_from_slice(args);
+    run(&mut farm(project, home, &all))
+}
+
+fn manifest(project: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(project.join(".farm/out/farm-manifest.json")).unwrap()).unwrap()
+}
+
+fn metrics(project: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(project.join(".farm/out/farm-metrics.json")).unwrap()).unwrap()
+}
+
+fn cached(project: &Path, step: &str) -> bool {
+    metrics(project)["steps"][step]["cached"].as_bool().unwrap()
+}
+
+fn have_registry() -> bool {
+    common::require_program("docker-registry")
+}
+
+#[test]
+fn hermetic_build_is_reproducible_across_stores_and_paths_and_cached() {
+    if !have_registry() {
+        return;
+    }
+    let a = example_copy();
+    let b = example_copy();
+    let (home_a, home_b) = (shared_farm_home(), other_farm_home());
+    fetch(a.path(), &home_a);
+    fetch(b.path(), &home_b);
+
+    let out_a = build(a.path(), &home_a, &["--hermetic", "--no-cache"]);
+    assert!(out_a.status.success());
+    let out_b = build(b.path(), &home_b, &["--hermetic", "--no-cache"]);
+    assert!(out_b.status.success());
+    let (ma, mb) = (manifest(a.path()), manifest(b.path()));
+    assert_eq!(ma["hermetic"], true);
+    assert_eq!(
+        ma["digest"], mb["digest"],
+        "same commit, other store and path: same manifest digest"
+    );
+    assert_eq!(
+        stdout(&out_a).trim(),
+        ma["digest"].as_str().unwrap(),
+        "the build prints the manifest digest"
+    );
+    let manifest_bytes = |p: &Path| std::fs::read(p.join(".farm/out/farm-manifest.json")).unwrap();
+    assert_eq!(
+        manifest_bytes(a.path()),
+        manifest_bytes(b.path()),
+        "byte-identical manifests"
+    );
+    for (name, _) in ma["outputs"].as_object().unwrap() {
+        assert!(ma["outputs"][name]["digest"].as_str().unwrap().starts_with("sha256:"));
+    }
+    assert_eq!(
+        ma["outputs"]["openapi"]["metadata"]["endpoints"], 4,
+        "GET /health, GET /api/models, GET+POST /api/notes"
+    );
+    assert!(a.path().join(".farm/out/frontend/index.html").is_file());
+    assert!(a.path().join(".farm/out/models/ai-config.json").is_file());
+    let ai = std::fs::read_to_string(a.path().join(".farm/out/models/ai-config.json")).unwrap();
+    assert!(
+        !ai.contains("apiKey") && ai.contains("farm-tiny"),
+        "secrets stripped, the rest kept: {ai}"
+    );
+    let pyc_paths = Command::new("grep")
+        .args(["-rl", "--include=*.pyc", a.path().to_str().unwrap()])
+        .arg(a.path().join(".farm/out/backend"))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&pyc_paths).is_empty(),
+        "no .pyc names the build machine's project path"
+    );
+
+    // A no-op rebuild runs no step.
+    let again = build(a.path(), &home_a, &["--hermetic"]);
+    assert!(again.status.success());
+    for step in ["backend", "frontend", "models"] {
+        assert!(cached(a.path(), step), "{step} came from the action cache");
+    }
+    assert_eq!(manifest(a.path())["digest"], ma["digest"]);
+
+    // A backend edit re-runs only the backend; the frontend is untouched.
+    let main_py = a.path().join("apps/api/app/main.py");
+    let mut text = std::fs::read_to_string(&main_py).unwrap();
+    text.push_str("\n# an edit\n");
+    std::fs::write(&main_py, text).unwrap();
+    let edited = build(a.path(), &home_a, &["--hermetic"]);
+    assert!(edited.status.success());
+    assert!(!cached(a.path(), "backend"), "the backend re-ran");
+    assert!(
+        cached(a.path(), "frontend") && cached(a.path(), "models"),
+        "nothing else did"
+    );
+    let me = manifest(a.path());
+    assert_eq!(me["outputs"]["frontend"]["digest"], ma["outputs"]["frontend"]["digest"]);
+    assert_ne!(me["outputs"]["backend"]["digest"], ma["outputs"]["backend"]["digest"]);
+    assert_ne!(me["digest"], ma["digest"]);
+}
+
+#[test]
+fn failing_steps_show_their_log_and_keep_the_previous_output() {
+    if !have_registry() {
+        return;
+    }
+    let p = example_copy();
+    let home = shared_farm_home();
+    fetch(p.path(), &home);
+    assert!(build(p.path(), &home, &["--hermetic"]).status.success());
+    let good = std::fs::read(p.path().join(".farm/out/farm-manifest.json")).unwrap();
+
+    // A Python import error in the app.
+    let main_py = p.path().join("apps/api/app/main.py");
+    let original = std::fs::read_to_string(&main_py).unwrap();
+    std::fs::write(&main_py, format!("import no_such_module_farm\n{original}")).unwrap();
+    let out = build(p.path(), &home, &["--hermetic"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("step backend failed"), "{err}");
+    assert!(
+        err.contains("No module named 'no_such_module_farm'"),
+        "the log excerpt shows the cause: {err}"
+    );
+    assert!(err.contains("full log: "), "{err}");
+    assert_eq!(
+        std::fs::read(p.path().join(".farm/out/farm-manifest.json")).unwrap(),
+        good,
+        "previous output intact"
+    );
+    let log = run(&mut farm(p.path(), &home, &["log", "backend"]));
+    assert!(
+        log.status.success() && stdout(&log).contains("no_such_module_farm"),
+        "farm log shows the whole log"
+    );
+    std::fs::write(&main_py, original).unwrap();
+
+    // A frontend build error.
+    let app = p.path().join("apps/web/src/App.jsx");
+    let original = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{original}\nexport const broken = <div>;\n")).unwrap();
+    let out = build(p.path(), &home, &["--hermetic", "frontend"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("step frontend failed"), "{err}");
+    assert!(err.contains("App.jsx"), "the excerpt names the broken file: {err}");
+    assert_eq!(
+        std::fs::read(p.path().join(".farm/out/farm-manifest.json")).unwrap(),
+        good,
+        "previous output intact"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(p.path().join(".farm"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".new-") || n.contains(".old-"))
+        .collect();
+    assert!(leftovers.is_empty(), "no staging directories left: {leftovers:?}");
+}
+
+#[test]
+fn size_limit_and_bundle_report() {
+    if !have_registry() {
+        return;
+    }
+    let p = example_copy();
+    let home = shared_farm_home();
+    fetch(p.path(), &home);
+    let out = build(p.path(), &home, &["--hermetic", "frontend", "--size-limit", "10KiB"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("over the --size-limit"), "{err}");
+    assert!(
+        err.contains("assets/index-") && err.contains(".js"),
+        "names the largest chunk: {err}"
+    );
+    assert!(
+        !p.path().join(".farm/out").exists(),
+        "a failed build writes no output directory"
+    );
+
+    let out = build(
+        p.path(),
+        &home,
+        &["--hermetic", "frontend", "--size-limit", "5MiB", "--analyze"],
+    );
+    assert!(out.status.success());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join(".farm/out/bundle-report.json")).unwrap()).unwrap();
+    assert!(report.to_string().contains("index.html"), "{report}");
+    let html = std::fs::read_to_string(p.path().join(".farm/out/bundle-report.html")).unwrap();
+    assert!(
+        html.contains("<html") && !html.contains("https://"),
+        "a self-contained page"
+    );
+}
+
+#[test]
+fn host_build_says_it_is_not_hermetic() {
+    if !common::require_program("node") || !common::require_program("python3") || !have_registry() {
+        return;
+    }
+    let p = example_copy();
+    let home = shared_farm_home();
+    fetch(p.path(), &home);
+    let out = build(p.path(), &home, &["backend", "models"]);
+    assert!(out.status.success());
+    let m = manifest(p.path());
+    assert_eq!(m["hermetic"], false);
+    assert!(m["outputs"]["openapi"]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+}
