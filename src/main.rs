@@ -51,6 +51,12 @@ enum Command {
     Store(commands::cache::StoreCommand),
     /// Build the project: frontend, backend, models (all by default).
     Build(build::BuildArgs),
+    /// Rebuild under varied conditions and compare every output (exit 3 if any differs).
+    Check(commands::check::CheckArgs),
+    /// Rebuild hermetically and compare with a published farm-manifest.json.
+    Verify(commands::check::VerifyArgs),
+    /// Compare two farm-manifest.json files without building.
+    Diff(commands::check::DiffArgs),
     /// Show the log of a step of the last build.
     Log(commands::log::LogArgs),
     /// Run a command in the project's hermetic environment.
@@ -87,6 +93,9 @@ fn main() -> ExitCode {
         Command::Cache(c) => commands::cache::run_cache(&ctx, c),
         Command::Store(c) => commands::cache::run_store(&ctx, c),
         Command::Build(a) => build::run(&ctx, a),
+        Command::Check(a) => commands::check::run_check(&ctx, a),
+        Command::Verify(a) => commands::check::run_verify(&ctx, a),
+        Command::Diff(a) => commands::check::run_diff(&ctx, a),
         Command::Log(a) => commands::log::run(&ctx, a),
         Command::Exec(a) => commands::exec::run_exec(&ctx, a),
         Command::Shell(a) => commands::exec::run_shell(&ctx, a),

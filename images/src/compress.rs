@@ -6,7 +6,6 @@
 //! depend on the compressor library's version, so the cache key carries a
 //! fingerprint of the compressor's actual output (see [`Compression::compressor`]).
 
-use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

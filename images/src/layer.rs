@@ -600,7 +600,7 @@ mod tests {
     fn set_mtime(path: &Path, secs: i64) {
         let ts = nix::sys::time::TimeSpec::new(secs, 0);
         nix::sys::stat::utimensat(
-            None,
+            nix::fcntl::AT_FDCWD,
             path,
             &ts,
             &ts,

@@ -138,6 +138,7 @@ pub fn python_roots(version: &str) -> Vec<String> {
 /// - `base-files`: /etc/os-release and the base directory layout.
 /// - `dash`: /bin/sh, which npm runs package scripts with.
 /// - `coreutils`: `env` for `#!/usr/bin/env` shebangs, plus the usual tools.
+/// - `findutils`: `find`, which build scripts (farm's own included) walk trees with.
 /// - `libc6`, `libgcc-s1`, `libstdc++6`: what the Node binary links against.
 ///
 /// Left out on purpose: `ca-certificates` ships PEM sources only (its bundle
@@ -146,7 +147,7 @@ pub fn python_roots(version: &str) -> Vec<String> {
 /// which glibc handles without zone files (apps needing zones bring the
 /// `tzdata` wheel).
 pub fn default_base_roots() -> Vec<String> {
-    ["base-files", "dash", "coreutils", "libc6", "libgcc-s1", "libstdc++6"]
+    ["base-files", "dash", "coreutils", "findutils", "libc6", "libgcc-s1", "libstdc++6"]
         .map(String::from)
         .to_vec()
 }

@@ -60,7 +60,7 @@ impl Step {
                 serde_json::json!({
                     "v": KEY_VERSION, "name": self.name, "hermetic": env.hermetic, "script": script,
                     "inputs": ins, "env": extra_env, "host": env.host_tools,
-                    "source_date_epoch": env.source_date_epoch,
+                    "source_date_epoch": env.source_date_epoch, "variation": env.variation,
                 })
             }
             StepAction::InProcess { key_parts, .. } => {
@@ -78,6 +78,8 @@ pub struct Runner<'a> {
     pub no_cache: bool,
     pub logs_dir: PathBuf,
     pub timeout: Duration,
+    /// Start ready steps last-first (a `farm check` variation).
+    pub reverse_order: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,7 +181,12 @@ impl Runner<'_> {
         let (tx, rx) = mpsc::channel::<Done>();
         std::thread::scope(|scope| loop {
             if results.failure.is_none() {
-                for i in 0..steps.len() {
+                let order: Vec<usize> = if self.reverse_order {
+                    (0..steps.len()).rev().collect()
+                } else {
+                    (0..steps.len()).collect()
+                };
+                for i in order {
                     if state[i] != 0 {
                         continue;
                     }
@@ -332,7 +339,7 @@ impl Runner<'_> {
         };
         if let Err(e) = outcome {
             line.finish("FAILED");
-            return Err(e.context(failure_excerpt(&step.name, &log)));
+            return Err(anyhow::anyhow!("{e:#}; {}", failure_excerpt(&step.name, &log)));
         }
         let entry = self.store.adopt_tree(&out, &format!("out-{}", step.name), "output")?;
         self.store
@@ -374,7 +381,11 @@ impl Runner<'_> {
         let paths = env.paths();
         let mut spec = StepSpec::new(
             RootSpec::Dir(tc.root.path.clone()),
-            vec!["/bin/sh".into(), "-c".into(), scripts::render(script, &paths)],
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                variation_preamble(env, true) + &scripts::render(script, &paths),
+            ],
             Stdio::Capture {
                 log: log.to_path_buf(),
                 stream: false,
@@ -410,7 +421,7 @@ impl Runner<'_> {
         let logf = std::fs::File::create(log)?;
         let mut cmd = std::process::Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(scripts::render(script, &paths))
+            .arg(variation_preamble(env, false) + &scripts::render(script, &paths))
             .current_dir(build)
             .env("HOME", build.join("home"))
             .env("TZ", "UTC")
@@ -443,13 +454,44 @@ impl Runner<'_> {
     }
 }
 
+/// libfaketime's multi-threaded build, where Debian's `libfaketime` puts it.
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Shell lines that apply a `farm check` variation to a step.
+fn variation_preamble(env: &BuildEnv, hermetic: bool) -> String {
+    let v = &env.variation;
+    let mut s = String::new();
+    if let Some(m) = v.umask {
+        s.push_str(&format!("umask {m:04o}\n"));
+    }
+    if v.reverse_copy {
+        s.push_str("export FARM_REVERSE_COPY=1\n");
+    }
+    if let Some(ft) = &v.faketime {
+        let available = if hermetic {
+            env.toolchain
+                .as_ref()
+                .is_some_and(|tc| tc.root.path.join(FAKETIME_LIB.trim_start_matches('/')).exists())
+        } else {
+            Path::new(FAKETIME_LIB).exists()
+        };
+        if available {
+            s.push_str(&format!(
+                "export LD_PRELOAD={FAKETIME_LIB} FAKETIME={} DONT_FAKE_MONOTONIC=1\n",
+                scripts::q(ft)
+            ));
+        }
+    }
+    s
+}
+
 /// The last 30 lines of a step's log and where the whole log is.
 pub fn failure_excerpt(name: &str, log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = &lines[lines.len().saturating_sub(30)..];
     format!(
-        "step {name} failed; last {} lines of its log:\n  | {}\nfull log: {}\nhint: `farm log {name}` shows it again",
+        "last {} lines of its log:\n  | {}\nfull log: {}\nhint: `farm log {name}` shows it again",
         tail.len(),
         tail.join("\n  | "),
         log.display()

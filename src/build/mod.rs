@@ -3,6 +3,7 @@
 //! and its manifest atomically.
 
 pub mod analyze;
+pub mod compare;
 pub mod deps;
 pub mod graph;
 pub mod manifest;
@@ -64,8 +65,80 @@ pub struct BuildArgs {
 }
 
 pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
-    let started = std::time::Instant::now();
     let project = Project::load(&ctx.project_dir)?;
+    let size_limit = args
+        .size_limit
+        .as_deref()
+        .map(analyze::parse_size)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--size-limit: {e}"))?;
+    let opts = BuildOptions {
+        targets: args.targets,
+        hermetic: args.hermetic,
+        jobs: args.jobs,
+        no_cache: args.no_cache,
+        out: args
+            .out
+            .map(|o| {
+                if o.is_absolute() {
+                    Ok(o)
+                } else {
+                    std::env::current_dir().map(|d| d.join(o))
+                }
+            })
+            .transpose()?,
+        analyze: args.analyze,
+        size_limit,
+        profile: args.profile,
+        step_timeout: Duration::from_secs(args.step_timeout),
+        variation: Variation::default(),
+    };
+    let built = build_project(ctx, &project, &opts)?;
+    ctx.reporter.info(&format!("wrote {}", built.out_dir.display()));
+    println!("{}", built.manifest.digest);
+    Ok(0)
+}
+
+/// Everything a build can be asked to do; `farm build`, `farm check` and
+/// `farm verify` fill it in.
+pub struct BuildOptions {
+    pub targets: Vec<Target>,
+    pub hermetic: bool,
+    pub jobs: Option<usize>,
+    pub no_cache: bool,
+    /// Absolute; `None` is `.farm/out` in the project.
+    pub out: Option<PathBuf>,
+    pub analyze: bool,
+    pub size_limit: Option<u64>,
+    pub profile: Option<PathBuf>,
+    pub step_timeout: Duration,
+    pub variation: Variation,
+}
+
+/// Conditions `farm check` varies between rounds, beyond what the sandbox pins.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Variation {
+    /// Human description, for reports.
+    pub label: String,
+    /// The in-sandbox build directory (default `/build`).
+    pub build_dir: Option<String>,
+    /// Start ready steps in reverse order.
+    pub reverse_order: bool,
+    /// umask the step scripts run with.
+    pub umask: Option<u32>,
+    /// A libfaketime `FAKETIME` offset for the realtime clock (e.g. `+3650d`).
+    pub faketime: Option<String>,
+    /// Create source files in reverse-sorted order (changes readdir order on tmpfs).
+    pub reverse_copy: bool,
+}
+
+pub struct Built {
+    pub manifest: manifest::Manifest,
+    pub out_dir: PathBuf,
+}
+
+pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> Result<Built> {
+    let started = std::time::Instant::now();
     let root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
     let lock_path = project.lock_path();
     if !lock_path.exists() {
@@ -83,21 +156,14 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
             lock_path.display(),
             stale.join("\n  ")
         );
-        if args.hermetic {
+        if opts.hermetic {
             bail!(msg);
         }
         ctx.reporter.warn(&msg);
     }
-    let size_limit = args
-        .size_limit
-        .as_deref()
-        .map(analyze::parse_size)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--size-limit: {e}"))?;
-
-    let targets = select_targets(&project, &args.targets)?;
+    let targets = select_targets(project, &opts.targets)?;
     let store = Store::open(&ctx.farm_home)?;
-    if args.hermetic {
+    if opts.hermetic {
         toolchain::require_fetched(&store, &lock)?;
         for m in &lock.models {
             for d in std::iter::once(&m.manifest)
@@ -115,7 +181,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         }
     }
     let sde = project.source_date_epoch();
-    let env = BuildEnv::new(&store, &lock, args.hermetic, sde)?;
+    let env = BuildEnv::new(&store, &lock, opts.hermetic, sde, &opts.variation)?;
 
     let mut sources = BTreeMap::new();
     let mut steps: Vec<Step> = Vec::new();
@@ -132,7 +198,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         steps.push(env.sandboxed("backend", vec![], script, vec![src, wheels, pip], vec![]));
     }
     if targets.contains(&Target::Models) {
-        steps.push(models_step(&project, &lock, &store)?);
+        steps.push(models_step(project, &lock, &store)?);
     }
     if targets.contains(&Target::Frontend) {
         let f = project.config.frontend.as_ref().expect("checked");
@@ -153,7 +219,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         steps.push(env.sandboxed("frontend", after, script, vec![src, nm], extra));
     }
 
-    let jobs = args
+    let jobs = opts
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .max(1);
@@ -161,9 +227,10 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         store: &store,
         reporter: &ctx.reporter,
         jobs,
-        no_cache: args.no_cache,
+        no_cache: opts.no_cache,
         logs_dir: ctx.farm_home.join("logs"),
-        timeout: Duration::from_secs(args.step_timeout),
+        timeout: opts.step_timeout,
+        reverse_order: opts.variation.reverse_order,
     };
     let record_path = root.join(".farm").join("last-build.json");
     let results = runner.run(&steps, &env);
@@ -171,11 +238,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
     let results = results.into_result()?;
 
     // Assemble the output directory beside the old one; swap only when complete.
-    let out_dir = match &args.out {
-        Some(o) if o.is_absolute() => o.clone(),
-        Some(o) => std::env::current_dir()?.join(o),
-        None => root.join(".farm").join("out"),
-    };
+    let out_dir = opts.out.clone().unwrap_or_else(|| root.join(".farm").join("out"));
     let mut outputs = BTreeMap::new();
     let staging = output::Staging::new(&out_dir)?;
     for r in &results.steps {
@@ -221,16 +284,16 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
     }
     if let Some(front) = outputs.get("frontend") {
         let dist = staging.path().join(&front.path);
-        if args.analyze || size_limit.is_some() {
+        if opts.analyze || opts.size_limit.is_some() {
             let report = analyze::analyze(&dist)?;
-            if args.analyze {
+            if opts.analyze {
                 std::fs::write(staging.path().join("bundle-report.json"), report.to_json())?;
                 std::fs::write(
                     staging.path().join("bundle-report.html"),
                     report.to_html(&project.config.project.name),
                 )?;
             }
-            if let Some(limit) = size_limit {
+            if let Some(limit) = opts.size_limit {
                 report.check_size_limit(limit).map_err(anyhow::Error::msg)?;
             }
         }
@@ -242,7 +305,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
             name: project.config.project.name.clone(),
             version: project.config.project.version.clone(),
         },
-        hermetic: args.hermetic,
+        hermetic: opts.hermetic,
         source_date_epoch: sde,
         inputs: manifest::Inputs {
             lock: farm_lockfiles::integrity::sha256_of(&lock_bytes).to_string(),
@@ -260,13 +323,11 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         staging.path().join(manifest::METRICS_FILE),
         serde_json::to_string_pretty(&metrics)? + "\n",
     )?;
-    if let Some(p) = &args.profile {
+    if let Some(p) = &opts.profile {
         std::fs::write(p, manifest::trace_json(&results.trace())).with_context(|| p.display().to_string())?;
     }
     staging.commit()?;
-    ctx.reporter.info(&format!("wrote {}", out_dir.display()));
-    println!("{}", manifest.digest);
-    Ok(0)
+    Ok(Built { manifest, out_dir })
 }
 
 fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
@@ -341,10 +402,18 @@ pub struct BuildEnv {
     /// For host builds: versions of the host tools, part of every step key.
     pub host_tools: Vec<String>,
     pub source_date_epoch: u64,
+    pub variation: Variation,
 }
 
 impl BuildEnv {
-    fn new(store: &Store, lock: &Lock, hermetic: bool, source_date_epoch: u64) -> Result<BuildEnv> {
+    fn new(
+        store: &Store,
+        lock: &Lock,
+        hermetic: bool,
+        source_date_epoch: u64,
+        variation: &Variation,
+    ) -> Result<BuildEnv> {
+        let variation = variation.clone();
         let pip = match &lock.python {
             Some(p) => store.artifact(&p.pip.integrity.to_string())?,
             None => None,
@@ -357,6 +426,7 @@ impl BuildEnv {
                 toolchain: Some(tc),
                 host_tools: vec![],
                 source_date_epoch,
+                variation,
             });
         }
         let mut host_tools = Vec::new();
@@ -375,13 +445,15 @@ impl BuildEnv {
             pip,
             host_tools,
             source_date_epoch,
+            variation,
         })
     }
 
     pub fn paths(&self) -> scripts::Paths {
+        let build = self.variation.build_dir.clone().unwrap_or_else(|| "/build".into());
         scripts::Paths {
             hermetic: self.hermetic,
-            build: "/build".into(),
+            build,
             out: "/out".into(),
         }
     }

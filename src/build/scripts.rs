@@ -38,6 +38,18 @@ pub fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Copies a source tree. `farm check` sets FARM_REVERSE_COPY=1 in one round
+/// to create the files in reverse order, which changes readdir order on tmpfs.
+const COPY_FN: &str = r#"farm_copy() {
+  if [ "${FARM_REVERSE_COPY:-0}" = 1 ]; then
+    (cd "$1" && find . -mindepth 1 -type d | LC_ALL=C sort | while IFS= read -r d; do mkdir -p "$2/$d"; done)
+    (cd "$1" && find . -mindepth 1 ! -type d | LC_ALL=C sort -r | while IFS= read -r f; do cp -P "$f" "$2/$f"; done)
+  else
+    cp -R "$1"/. "$2"/
+  fi
+}
+"#;
+
 pub const BUILD_PLACEHOLDER: &str = "@FARM_BUILD@";
 pub const OUT_PLACEHOLDER: &str = "@FARM_OUT@";
 
@@ -48,8 +60,8 @@ pub fn frontend(p: &Paths, src: &StoreEntry, node_modules: &StoreEntry, script: 
     let out_dir = output_dir.display().to_string();
     format!(
         r#"set -eu
-mkdir -p "{b}/app/node_modules"
-cp -R {src}/. "{b}/app/"
+{copy_fn}mkdir -p "{b}/app/node_modules"
+farm_copy {src} "{b}/app"
 cp -R {nm}/. "{b}/app/node_modules/"
 chmod -R u+w "{b}/app"
 cd "{b}/app"
@@ -60,6 +72,7 @@ if [ ! -d {out_dir} ]; then
 fi
 cp -R {out_dir}/. "{o}/"
 "#,
+        copy_fn = COPY_FN,
         src = q(&p.store(src)),
         nm = q(&p.store(node_modules)),
         script = q(script),
@@ -82,13 +95,13 @@ pub fn backend(
     let (module, attr) = app.split_once(':').unwrap_or((app, "app"));
     format!(
         r#"set -eu
-export PYTHONPATH={pip}
+{copy_fn}export PYTHONPATH={pip}
 python3 -m pip install --quiet --no-index --find-links {wheels} --only-binary :all: --no-compile \
   --no-cache-dir --disable-pip-version-check --no-warn-script-location \
   --target "{o}/backend/site-packages" -r {src}/{req}
 unset PYTHONPATH
 mkdir -p "{o}/backend/app"
-cp -R {src}/. "{o}/backend/app/"
+farm_copy {src} "{o}/backend/app"
 chmod -R u+w "{o}/backend"
 # One process compiles in sorted order; -s/-p make every path in the .pyc /app/...
 python3 -m compileall -q -j 1 --invalidation-mode checked-hash -s "{o}/backend" -p /app "{o}/backend"
@@ -100,6 +113,7 @@ app = getattr(importlib.import_module(module), attr)
 sys.stdout.write(json.dumps(app.openapi(), sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 FARM_PY
 "#,
+        copy_fn = COPY_FN,
         pip = q(&p.store(pip)),
         wheels = q(&p.store(wheelhouse)),
         src = q(&p.store(src)),

@@ -263,18 +263,7 @@ async fn resolve(ctx: &Context, project: &Project, todo: &BTreeSet<Section>, loc
         }
         let d = &c.toolchains.debian;
         let (mirror, keyring) = endpoints::debian_source(project)?;
-        let mut roots: Vec<(String, String)> = farm_lockfiles::debian::default_base_roots()
-            .into_iter()
-            .map(|p| (p, "base".to_string()))
-            .collect();
-        roots.extend(d.packages.iter().map(|p| (p.clone(), "base".to_string())));
-        if let Some(p) = &c.toolchains.python {
-            roots.extend(
-                farm_lockfiles::debian::python_roots(&p.version)
-                    .into_iter()
-                    .map(|r| (r, "python".to_string())),
-            );
-        }
+        let roots = project.debian_roots();
         let req = farm_lockfiles::debian::DebianRequest {
             mirror: mirror.clone(),
             suite: d.suite.clone(),

@@ -1,6 +1,7 @@
 //! One module per `farm` command; shared steps live in the crate's other modules.
 
 pub mod cache;
+pub mod check;
 pub mod exec;
 pub mod fetch;
 pub mod lock;

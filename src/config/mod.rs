@@ -324,6 +324,33 @@ impl Project {
         git_commit_time(&self.root).unwrap_or(FALLBACK_SOURCE_DATE_EPOCH)
     }
 
+    /// The packages the Debian base is resolved from, each with its role:
+    /// farm's minimal base, the extra packages, Python's interpreter, and
+    /// libfaketime, which `farm check` preloads to move the clock.
+    pub fn debian_roots(&self) -> Vec<(String, String)> {
+        let c = &self.config;
+        let mut roots: Vec<(String, String)> = farm_lockfiles::debian::default_base_roots()
+            .into_iter()
+            .map(|p| (p, "base".to_string()))
+            .collect();
+        roots.extend(
+            c.toolchains
+                .debian
+                .packages
+                .iter()
+                .map(|p| (p.clone(), "base".to_string())),
+        );
+        if let Some(p) = &c.toolchains.python {
+            roots.extend(
+                farm_lockfiles::debian::python_roots(&p.version)
+                    .into_iter()
+                    .map(|r| (r, "python".to_string())),
+            );
+        }
+        roots.push(("libfaketime".to_string(), "check".to_string()));
+        roots
+    }
+
     /// Digest of each lock-relevant farm.toml section, keyed `farm.toml#<section>`.
     /// A change in one section marks only what depends on it stale.
     pub fn lock_section_digests(&self) -> BTreeMap<String, farm_lockfiles::Integrity> {
@@ -352,6 +379,8 @@ impl Project {
                 "packages": c.toolchains.debian.packages,
                 "exclude": c.toolchains.debian.exclude,
                 "python": c.toolchains.python.as_ref().map(|p| &p.version),
+                // farm's own defaults are inputs too: a new farm with other defaults re-resolves.
+                "roots": self.debian_roots(),
             }),
         );
         if let Some(p) = &c.toolchains.python {
