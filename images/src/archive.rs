@@ -68,14 +68,18 @@ fn check_reference(reference: &str) -> Result<(), ArchiveError> {
         _ => return Err(bad("no tag")),
     };
     if !valid_tag(tag) {
-        return Err(bad("the tag may hold only [A-Za-z0-9_.-], up to 128, not starting with `.` or `-`"));
+        return Err(bad(
+            "the tag may hold only [A-Za-z0-9_.-], up to 128, not starting with `.` or `-`",
+        ));
     }
     let path = match name.split_once('/') {
         Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => rest,
         _ => name,
     };
     if !valid_repository(path) {
-        return Err(bad("the repository must be lowercase letters and digits separated by `.`, `_`, `-` or `/`"));
+        return Err(bad(
+            "the repository must be lowercase letters and digits separated by `.`, `_`, `-` or `/`",
+        ));
     }
     Ok(())
 }
@@ -127,7 +131,13 @@ pub fn write_docker_archive(layout_dir: &Path, image_ref: &str, out: &Path) -> R
         layers: diff_ids.iter().map(|d| format!("{}/layer.tar", d.hex())).collect(),
     }];
     let manifest_json = to_canonical_vec(&manifest).expect("plain strings serialise");
-    append(&mut tar, "manifest.json", &manifest_json[..], manifest_json.len() as u64, out)?;
+    append(
+        &mut tar,
+        "manifest.json",
+        &manifest_json[..],
+        manifest_json.len() as u64,
+        out,
+    )?;
     append(
         &mut tar,
         &config_name,
@@ -181,7 +191,11 @@ fn header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.as_ustar_mut().expect("ustar").name[..name.len()].copy_from_slice(name.as_bytes());
     h.set_entry_type(kind);
-    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(0);

@@ -40,7 +40,9 @@ impl LayerCache {
             compression.level(),
             compression.compressor()
         );
-        self.dir.join("layers/v1").join(hex::encode(Sha256::digest(key.as_bytes())))
+        self.dir
+            .join("layers/v1")
+            .join(hex::encode(Sha256::digest(key.as_bytes())))
     }
 
     /// Puts the cached blob for `diff_id` into `layout`'s blobs, verified;

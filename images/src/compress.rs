@@ -129,7 +129,7 @@ fn probe() -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        if x % 3 == 0 {
+        if x.is_multiple_of(3) {
             out.extend_from_slice(b"def handler(request):\n    return {\"status\": \"ok\"}\n");
         } else {
             out.extend_from_slice(&x.to_le_bytes());
@@ -240,7 +240,12 @@ pub(crate) fn produce_layer(
         }
     }
     if let Some(cache) = cache {
-        cache.store(&produced.diff_id, compression, &blob_path(layout, &produced.digest), &produced.digest)?;
+        cache.store(
+            &produced.diff_id,
+            compression,
+            &blob_path(layout, &produced.digest),
+            &produced.digest,
+        )?;
     }
     Ok(produced)
 }

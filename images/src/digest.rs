@@ -48,5 +48,7 @@ pub(crate) fn blob_path(dir: &Path, digest: &Integrity) -> PathBuf {
 /// The digest a descriptor names, as farm's [`Integrity`]; only sha256 is
 /// produced or accepted, as every OCI tool supports it.
 pub(crate) fn parse_sha256(s: &str) -> Option<Integrity> {
-    Integrity::parse(s).ok().filter(|d| d.algorithm == Algorithm::Sha256 && s.contains(':'))
+    Integrity::parse(s)
+        .ok()
+        .filter(|d| d.algorithm == Algorithm::Sha256 && s.contains(':'))
 }

@@ -87,7 +87,14 @@ pub async fn load_into_engine(archive: &Path, docker_host: Option<&str>) -> Resu
         archive: archive.into(),
         message,
     };
-    let mut progress = docker.import_image_stream(ImportImageOptions { quiet: true, ..Default::default() }, body, None);
+    let mut progress = docker.import_image_stream(
+        ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        body,
+        None,
+    );
     let mut loaded_ids: Vec<String> = Vec::new();
     while let Some(message) = progress.next().await {
         let message = message.map_err(|e| load_err(e.to_string()))?;

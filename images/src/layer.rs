@@ -60,14 +60,13 @@ pub enum LayerError {
         first: String,
         second: String,
     },
-    #[error("layer `{layer}`: directory `/{entry}` is owned by {first_owner} in {first} but by {second_owner} in {second}; hint: give both contents the same uid/gid")]
+    /// `first` and `second` name each source with the owner it gives.
+    #[error("layer `{layer}`: directory `/{entry}` is owned by {first} but by {second}; hint: give both contents the same uid/gid")]
     OwnerConflict {
         layer: String,
         entry: String,
         first: String,
-        first_owner: String,
         second: String,
-        second_owner: String,
     },
     #[error("layer `{layer}`: {path} is {kind}; image layers hold only regular files, directories and symlinks")]
     Unsupported {
@@ -83,7 +82,11 @@ pub enum LayerError {
         found: String,
     },
     #[error("layer `{layer}`: the tar hashed to {second} when compressed but to {first} before; a source changed during the build")]
-    Unstable { layer: String, first: String, second: String },
+    Unstable {
+        layer: String,
+        first: String,
+        second: String,
+    },
     #[error("layer `{layer}`: writing {what}: {source}")]
     Write {
         layer: String,
@@ -122,7 +125,10 @@ enum Kind {
 enum Origin {
     Source(PathBuf),
     /// A parent directory that farm adds because `target` (from `source`) needs it.
-    Implied { target: String, source: PathBuf },
+    Implied {
+        target: String,
+        source: PathBuf,
+    },
 }
 
 impl Origin {
@@ -177,9 +183,25 @@ fn target_components(target: &str) -> Result<Vec<&str>, String> {
     Ok(parts)
 }
 
+/// Owner, mode and mtime of a directory some layer put in the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DirAttrs {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: u64,
+}
+
+/// Directories of the layers below, by in-layer path: a parent directory
+/// a layer only implies is written with these attributes, so an upper
+/// layer never resets an existing directory's owner (as a `COPY` into an
+/// existing directory would not).
+pub(crate) type LowerDirs = HashMap<Vec<u8>, DirAttrs>;
+
 struct Planner<'a> {
     layer: &'a str,
     epoch: u64,
+    lower: &'a LowerDirs,
     entries: BTreeMap<Vec<u8>, Entry>,
 }
 
@@ -209,16 +231,22 @@ impl Planner<'_> {
                 message: "only a directory's contents can go at `/`; give a file its full in-image path".into(),
             });
         }
-        // Parents of the target, root-owned unless a content provides them.
+        // Parents of the target: as a lower layer has them, else root-owned.
         for depth in 1..parts.len() {
             let path = parts[..depth].join("/").into_bytes();
+            let attrs = self.lower.get(&path).copied().unwrap_or(DirAttrs {
+                uid: 0,
+                gid: 0,
+                mode: DIR_OR_EXEC_MODE,
+                mtime: self.epoch,
+            });
             self.insert(Entry {
                 path,
                 kind: Kind::Dir,
-                mode: DIR_OR_EXEC_MODE,
-                uid: 0,
-                gid: 0,
-                mtime: self.epoch,
+                mode: attrs.mode,
+                uid: attrs.uid,
+                gid: attrs.gid,
+                mtime: attrs.mtime,
                 origin: Origin::Implied {
                     target: content.target.clone(),
                     source: content.source.clone(),
@@ -338,10 +366,8 @@ impl Planner<'_> {
                         return Err(LayerError::OwnerConflict {
                             layer: layer.into(),
                             entry: shown,
-                            first: existing.origin.describe(),
-                            first_owner: format!("{}:{}", existing.uid, existing.gid),
-                            second: entry.origin.describe(),
-                            second_owner: format!("{}:{}", entry.uid, entry.gid),
+                            first: format!("{}:{} in {}", existing.uid, existing.gid, existing.origin.describe()),
+                            second: format!("{}:{} in {}", entry.uid, entry.gid, entry.origin.describe()),
                         });
                     }
                     _ => {}
@@ -354,11 +380,13 @@ impl Planner<'_> {
 
 impl LayerPlan {
     /// Walks every content of `spec` (nothing is read but metadata) and
-    /// fixes the layer's entries. `epoch` is SOURCE_DATE_EPOCH.
-    pub(crate) fn new(spec: &LayerSpec, epoch: u64) -> Result<LayerPlan, LayerError> {
+    /// fixes the layer's entries. `epoch` is SOURCE_DATE_EPOCH; `lower`
+    /// holds the directories of the layers below.
+    pub(crate) fn new(spec: &LayerSpec, epoch: u64, lower: &LowerDirs) -> Result<LayerPlan, LayerError> {
         let mut planner = Planner {
             layer: &spec.name,
             epoch,
+            lower,
             entries: BTreeMap::new(),
         };
         for content in &spec.contents {
@@ -386,6 +414,19 @@ impl LayerPlan {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Adds this layer's directories to `lower`, for the layers above it.
+    pub(crate) fn record_dirs(&self, lower: &mut LowerDirs) {
+        for e in self.entries.iter().filter(|e| e.kind == Kind::Dir) {
+            let attrs = DirAttrs {
+                uid: e.uid,
+                gid: e.gid,
+                mode: e.mode,
+                mtime: e.mtime,
+            };
+            lower.insert(e.path.clone(), attrs);
+        }
     }
 
     /// Writes the layer's tar to `out`, reading each file as it goes.
@@ -582,7 +623,7 @@ mod tests {
     use super::*;
 
     fn tar_of(spec: &LayerSpec, epoch: u64) -> Vec<u8> {
-        let plan = LayerPlan::new(spec, epoch).unwrap();
+        let plan = LayerPlan::new(spec, epoch, &LowerDirs::new()).unwrap();
         let mut out = Vec::new();
         plan.write_tar(&mut out).unwrap();
         out
@@ -686,18 +727,37 @@ mod tests {
         );
         let by = |p: &str| seen.iter().find(|s| s.path == p).unwrap();
         let srv = by("srv/");
-        assert_eq!((srv.uid, srv.gid, srv.mode, srv.mtime), (0, 0, 0o755, 2_000), "implied parent");
+        assert_eq!(
+            (srv.uid, srv.gid, srv.mode, srv.mtime),
+            (0, 0, 0o755, 2_000),
+            "implied parent"
+        );
         let app = by("srv/app/");
-        assert_eq!((app.uid, app.gid, app.mode), (1000, 1000, 0o755), "the content's own root");
+        assert_eq!(
+            (app.uid, app.gid, app.mode),
+            (1000, 1000, 0o755),
+            "the content's own root"
+        );
         assert_eq!(by("srv/app/a-b").mode, 0o644, "setuid and write bits are not kept");
         assert_eq!(by("srv/app/a-b").mtime, 1, "an older mtime is kept");
-        assert_eq!(by("srv/app/a/x/f").mtime, 2_000, "a newer mtime is clamped to the epoch");
+        assert_eq!(
+            by("srv/app/a/x/f").mtime,
+            2_000,
+            "a newer mtime is clamped to the epoch"
+        );
         assert_eq!(by("srv/app/run.sh").mode, 0o755);
         let sym = by("srv/app/sym");
-        assert_eq!((sym.kind, sym.link.as_deref(), sym.mode), (tar::EntryType::Symlink, Some("a/x/f"), 0o777));
+        assert_eq!(
+            (sym.kind, sym.link.as_deref(), sym.mode),
+            (tar::EntryType::Symlink, Some("a/x/f"), 0o777)
+        );
         let link = by("srv/app/z-link");
         assert_eq!(link.kind, tar::EntryType::Link);
-        assert_eq!(link.link.as_deref(), Some("srv/app/a/x/f"), "hardlink to the first name");
+        assert_eq!(
+            link.link.as_deref(),
+            Some("srv/app/a/x/f"),
+            "hardlink to the first name"
+        );
         assert!(link.data.is_empty());
         assert_eq!(by("srv/app/a/x/f").data, b"hello");
         assert!(seen.iter().all(|s| s.uname_empty), "no user or group names");
@@ -772,7 +832,7 @@ mod tests {
         assert_eq!(paths, ["etc/", "etc/a", "etc/b"]);
 
         fs::write(two.join("etc/a"), b"other").unwrap();
-        let err = LayerPlan::new(&merged, 1).unwrap_err().to_string();
+        let err = LayerPlan::new(&merged, 1, &LowerDirs::new()).unwrap_err().to_string();
         assert!(
             err.contains("/etc/a")
                 && err.contains(&one.join("etc/a").display().to_string())
@@ -784,8 +844,50 @@ mod tests {
             name: "base".into(),
             contents: vec![content(&one, "/", 0), content(&two, "/", 1000)],
         };
-        let err = LayerPlan::new(&owners, 1).unwrap_err().to_string();
-        assert!(err.contains("/etc") && err.contains("0:0") && err.contains("1000:1000"), "{err}");
+        let err = LayerPlan::new(&owners, 1, &LowerDirs::new()).unwrap_err().to_string();
+        assert!(
+            err.contains("/etc") && err.contains("0:0") && err.contains("1000:1000"),
+            "{err}"
+        );
+    }
+
+    /// Proves an upper layer's implied parents copy the lower layer's
+    /// directory attributes instead of resetting them to root.
+    #[test]
+    fn implied_parents_keep_the_attributes_of_lower_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, web) = (dir.path().join("app"), dir.path().join("web"));
+        fs::create_dir_all(&app).unwrap();
+        fs::create_dir_all(&web).unwrap();
+        fs::write(web.join("index.html"), b"<p>").unwrap();
+        set_mtime(&app, 7);
+        let lower_spec = LayerSpec {
+            name: "app".into(),
+            contents: vec![content(&app, "/srv/app", 1000)],
+        };
+        let mut lower = LowerDirs::new();
+        LayerPlan::new(&lower_spec, 100, &lower)
+            .unwrap()
+            .record_dirs(&mut lower);
+        let upper = LayerSpec {
+            name: "web".into(),
+            contents: vec![content(&web, "/srv/app/static", 2000)],
+        };
+        let plan = LayerPlan::new(&upper, 100, &lower).unwrap();
+        let mut out = Vec::new();
+        plan.write_tar(&mut out).unwrap();
+        let seen = read_back(&out);
+        let attrs: Vec<(&str, u64, u32, u64)> =
+            seen.iter().map(|s| (s.path.as_str(), s.uid, s.mode, s.mtime)).collect();
+        assert_eq!(
+            attrs,
+            [
+                ("srv/", 0, 0o755, 100),
+                ("srv/app/", 1000, 0o755, 7),
+                ("srv/app/static/", 2000, 0o755, 100),
+                ("srv/app/static/index.html", 2000, 0o644, 100)
+            ]
+        );
     }
 
     #[test]
@@ -798,14 +900,17 @@ mod tests {
                 name: "l".into(),
                 contents: vec![content(&file, target, 0)],
             };
-            let err = LayerPlan::new(&spec, 1).unwrap_err().to_string();
-            assert!(err.contains(expect) && err.contains(&file.display().to_string()), "{err}");
+            let err = LayerPlan::new(&spec, 1, &LowerDirs::new()).unwrap_err().to_string();
+            assert!(
+                err.contains(expect) && err.contains(&file.display().to_string()),
+                "{err}"
+            );
         }
         let spec = LayerSpec {
             name: "l".into(),
             contents: vec![content(&dir.path().join("missing"), "/x", 0)],
         };
-        let err = LayerPlan::new(&spec, 1).unwrap_err().to_string();
+        let err = LayerPlan::new(&spec, 1, &LowerDirs::new()).unwrap_err().to_string();
         assert!(err.contains("missing") && err.contains("layer `l`"), "{err}");
     }
 
@@ -818,10 +923,13 @@ mod tests {
             name: "l".into(),
             contents: vec![content(&file, "/f", 0)],
         };
-        let plan = LayerPlan::new(&spec, 1).unwrap();
+        let plan = LayerPlan::new(&spec, 1, &LowerDirs::new()).unwrap();
         fs::write(&file, b"123456").unwrap();
         let err = plan.write_tar(&mut Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("changed while the layer was written") && err.contains("expected 5 bytes"), "{err}");
+        assert!(
+            err.contains("changed while the layer was written") && err.contains("expected 5 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

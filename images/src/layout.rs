@@ -14,9 +14,9 @@ use std::str::FromStr;
 
 use farm_lockfiles::integrity::Integrity;
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder,
-    ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, OciLayoutBuilder, Os,
-    PlatformBuilder, RootFsBuilder,
+    Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageIndex,
+    ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, OciLayoutBuilder, Os, PlatformBuilder,
+    RootFsBuilder,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use crate::cache::LayerCache;
 use crate::compress::{produce_layer, Compression, CompressionSettings, CompressorRuns};
 use crate::digest::{blob_path, parse_sha256};
 use crate::json::to_canonical_vec;
-use crate::layer::{LayerPlan, LayerSpec};
+use crate::layer::{LayerPlan, LayerSpec, LowerDirs};
 use crate::ImageError;
 
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -210,7 +210,8 @@ pub(crate) fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn validate(spec: &ImageSpec) -> Result<(), LayoutError> {
@@ -356,15 +357,19 @@ pub fn build_image(spec: &ImageSpec, layout_dir: &Path, cache_dir: Option<&Path>
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(|source| LayoutError::Io { path: blobs, source })?;
 
-    // Layers are independent: plan, tar and compress them in parallel.
+    // Planning reads only metadata and each layer needs the directories of
+    // those below; writing and compressing are independent, so parallel.
+    let mut lower = LowerDirs::new();
+    let mut plans = Vec::with_capacity(spec.layers.len());
+    for layer in &spec.layers {
+        let plan = LayerPlan::new(layer, epoch, &lower)?;
+        plan.record_dirs(&mut lower);
+        plans.push(plan);
+    }
     let runs = CompressorRuns::default();
-    let produced = spec
-        .layers
+    let produced = plans
         .par_iter()
-        .map(|layer| {
-            let plan = LayerPlan::new(layer, epoch)?;
-            produce_layer(&plan, spec.compression, dir, cache.as_ref(), &runs)
-        })
+        .map(|plan| produce_layer(plan, spec.compression, dir, cache.as_ref(), &runs))
         .collect::<Result<Vec<_>, ImageError>>()?;
 
     let media_type = spec.compression.media_type();
@@ -387,7 +392,9 @@ pub fn build_image(spec: &ImageSpec, layout_dir: &Path, cache_dir: Option<&Path>
 
     let mut annotations: HashMap<String, String> =
         spec.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    annotations.entry(ANNOTATION_CREATED.into()).or_insert_with(|| created.clone());
+    annotations
+        .entry(ANNOTATION_CREATED.into())
+        .or_insert_with(|| created.clone());
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -409,7 +416,10 @@ pub fn build_image(spec: &ImageSpec, layout_dir: &Path, cache_dir: Option<&Path>
     let (manifest_digest, manifest_size) = write_blob(dir, &manifest_bytes)?;
 
     let mut descriptor = Descriptor::new(MediaType::ImageManifest, manifest_size, oci_digest(&manifest_digest));
-    descriptor.set_annotations(Some(HashMap::from([(ANNOTATION_REF_NAME.to_string(), spec.tag.clone())])));
+    descriptor.set_annotations(Some(HashMap::from([(
+        ANNOTATION_REF_NAME.to_string(),
+        spec.tag.clone(),
+    )])));
     descriptor.set_platform(Some(
         PlatformBuilder::default()
             .architecture(Arch::from(spec.architecture.as_str()))
@@ -713,18 +723,27 @@ mod tests {
             assert!(!valid_repository(bad), "{bad}");
         }
         assert!(valid_tag("0.1.0") && valid_tag("_x") && valid_tag(&"a".repeat(128)));
-        assert!(!valid_tag("") && !valid_tag(".x") && !valid_tag("-x") && !valid_tag("a:b") && !valid_tag(&"a".repeat(129)));
+        assert!(
+            !valid_tag("") && !valid_tag(".x") && !valid_tag("-x") && !valid_tag("a:b") && !valid_tag(&"a".repeat(129))
+        );
     }
 
     #[test]
     fn invalid_specs_name_the_field_and_what_was_expected() {
-        let cases: Vec<(Box<dyn Fn(&mut ImageSpec)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut ImageSpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.name = "Farm".into()), "name"),
             (Box::new(|s| s.tag = ":x".into()), "tag"),
             (Box::new(|s| s.created = -1), "created"),
             (Box::new(|s| s.config.env = vec!["NOEQUALS".into()]), "config.env[0]"),
-            (Box::new(|s| s.config.exposed_ports = vec!["80/icmp".into()]), "config.exposed_ports[0]"),
-            (Box::new(|s| s.config.working_dir = Some("app".into())), "config.working_dir"),
+            (
+                Box::new(|s| s.config.exposed_ports = vec!["80/icmp".into()]),
+                "config.exposed_ports[0]",
+            ),
+            (
+                Box::new(|s| s.config.working_dir = Some("app".into())),
+                "config.working_dir",
+            ),
             (
                 Box::new(|s| {
                     s.layers = vec![

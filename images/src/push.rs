@@ -53,7 +53,7 @@ pub enum PushError {
     Registry {
         what: String,
         target: String,
-        source: OciError,
+        source: Box<OciError>,
     },
     #[error("{field} {value:?}: {message}")]
     BadName {
@@ -123,7 +123,7 @@ pub async fn push(
                 let fail = |source| PushError::Registry {
                     what: what.clone(),
                     target: target.clone(),
-                    source,
+                    source: Box::new(source),
                 };
                 if client.blob_exists(repository, &digest).await.map_err(fail)?.is_some() {
                     return Ok(Outcome::Skipped);
@@ -161,17 +161,12 @@ pub async fn push(
     };
     for reference in references_to_put {
         let stored = client
-            .put_manifest(
-                repository,
-                reference,
-                &image.manifest_bytes,
-                &image.manifest_media_type,
-            )
+            .put_manifest(repository, reference, &image.manifest_bytes, &image.manifest_media_type)
             .await
             .map_err(|source| PushError::Registry {
                 what: format!("manifest {} as {reference}", image.manifest_digest),
                 target: target.clone(),
-                source,
+                source: Box::new(source),
             })?;
         if stored != image.manifest_digest {
             return Err(PushError::DigestMismatch {

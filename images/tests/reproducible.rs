@@ -28,7 +28,11 @@ fn two_builds_from_different_places_are_byte_identical() {
     let s2 = sources(&tmp.path().join("elsewhere/two"));
     // Host mtimes after the epoch are clamped to it, so they must not matter.
     make_writable(&s2.app);
-    fs::write(s2.app.join("main.py"), b"from fastapi import FastAPI\napp = FastAPI()\n").unwrap();
+    fs::write(
+        s2.app.join("main.py"),
+        b"from fastapi import FastAPI\napp = FastAPI()\n",
+    )
+    .unwrap();
     set_mtimes(&s1.app, EPOCH + 60);
     set_mtimes(&s2.app, EPOCH + 86_400 * 365);
 
@@ -56,7 +60,11 @@ fn a_changed_file_changes_only_its_layer() {
     let s = sources(tmp.path());
     let before = build_image(&app_spec(&s), &tmp.path().join("before"), None).unwrap();
     make_writable(&s.app);
-    fs::write(s.app.join("main.py"), b"from fastapi import FastAPI\napp = FastAPI(title='v2')\n").unwrap();
+    fs::write(
+        s.app.join("main.py"),
+        b"from fastapi import FastAPI\napp = FastAPI(title='v2')\n",
+    )
+    .unwrap();
     normalise(&s.app);
     let after = build_image(&app_spec(&s), &tmp.path().join("after"), None).unwrap();
     for (b, a) in before.layers.iter().zip(&after.layers) {
@@ -89,16 +97,27 @@ fn cached_layers_are_never_compressed_again() {
     assert_eq!(warm.stats.layers_compressed, 0, "nothing compressed on a warm build");
     assert_eq!(warm.stats.layers_from_cache, 4);
     assert!(warm.layers.iter().all(|l| l.reused_from_cache));
-    assert_eq!(identity(&cold), identity(&warm), "a warm build's digests equal a cold one's");
+    assert_eq!(
+        identity(&cold),
+        identity(&warm),
+        "a warm build's digests equal a cold one's"
+    );
     assert_eq!(files(&tmp.path().join("cold")), files(&tmp.path().join("warm")));
     let uncached = build_image(&spec, &tmp.path().join("uncached"), None).unwrap();
-    assert_eq!(identity(&uncached), identity(&cold), "the cache never changes the result");
+    assert_eq!(
+        identity(&uncached),
+        identity(&cold),
+        "the cache never changes the result"
+    );
 
     make_writable(&s.frontend);
     fs::write(s.frontend.join("index.html"), b"<!doctype html><p>v2</p>\n").unwrap();
     normalise(&s.frontend);
     let changed = build_image(&spec, &tmp.path().join("changed"), Some(&cache)).unwrap();
-    assert_eq!(changed.stats.layers_compressed, 1, "only the frontend layer is compressed");
+    assert_eq!(
+        changed.stats.layers_compressed, 1,
+        "only the frontend layer is compressed"
+    );
     let reused: Vec<&str> = changed
         .layers
         .iter()
@@ -113,8 +132,15 @@ fn cached_layers_are_never_compressed_again() {
     fs::write(&cached, b"garbage").unwrap();
     let healed = build_image(&spec, &tmp.path().join("healed"), Some(&cache)).unwrap();
     assert_eq!(healed.stats.layers_compressed, 1);
-    assert_eq!((&healed.layers[2].diff_id, &healed.layers[2].digest), (&app.diff_id, &app.digest));
-    assert_eq!(fs::read(&cached).unwrap().len() as u64, app.size, "the cache entry is repaired");
+    assert_eq!(
+        (&healed.layers[2].diff_id, &healed.layers[2].digest),
+        (&app.diff_id, &app.digest)
+    );
+    assert_eq!(
+        fs::read(&cached).unwrap().len() as u64,
+        app.size,
+        "the cache entry is repaired"
+    );
 }
 
 /// Proves atomicity: a build that fails leaves the previous layout exactly
@@ -176,7 +202,10 @@ fn documents_carry_the_epoch_annotations_and_diff_ids() {
     let manifest = json(&blob(&out, &built.manifest_digest.to_string()));
     assert_eq!(manifest["schemaVersion"], 2);
     assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(manifest["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
     let ann = &manifest["annotations"];
     assert_eq!(ann["org.opencontainers.image.created"], "2023-11-14T22:13:20Z");
     assert_eq!(ann["org.opencontainers.image.revision"], "0123456789abcdef");
@@ -202,16 +231,28 @@ fn documents_carry_the_epoch_annotations_and_diff_ids() {
         assert_eq!(d["digest"], layer.digest.to_string());
         let compressed = fs::read(blob(&out, &layer.digest.to_string())).unwrap();
         assert_eq!(d["size"], compressed.len());
-        assert_eq!(&compressed[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255], "pinned gzip header");
+        assert_eq!(
+            &compressed[..10],
+            &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255],
+            "pinned gzip header"
+        );
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(&compressed[..]).read_to_end(&mut tar).unwrap();
-        assert_eq!(config["rootfs"]["diff_ids"][i], format!("sha256:{}", hex::encode(Sha256::digest(&tar))));
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(
+            config["rootfs"]["diff_ids"][i],
+            format!("sha256:{}", hex::encode(Sha256::digest(&tar)))
+        );
     }
 
     // Documents are canonical: sorted keys, no whitespace.
     let raw = String::from_utf8(fs::read(blob(&out, &built.config_digest.to_string())).unwrap()).unwrap();
     assert!(raw.starts_with(r#"{"architecture":"amd64","config":{"Cmd":"#), "{raw}");
-    assert!(!raw.contains('\n') && !raw.contains("\": ") && !raw.contains(", \""), "{raw}");
+    assert!(
+        !raw.contains('\n') && !raw.contains("\": ") && !raw.contains(", \""),
+        "{raw}"
+    );
 }
 
 /// Proves the zstd option: zstd media type and frames, same diffIDs as gzip.
@@ -262,7 +303,11 @@ fn docker_archive_is_deterministic_and_holds_the_diff_ids() {
             manifest = serde_json::from_slice(&data).unwrap();
         }
         if let Some(hexd) = name.strip_suffix("/layer.tar") {
-            assert_eq!(hex::encode(Sha256::digest(&data)), hexd, "layer file hashes to its diffID");
+            assert_eq!(
+                hex::encode(Sha256::digest(&data)),
+                hexd,
+                "layer file hashes to its diffID"
+            );
         }
         names.push(name);
     }
@@ -308,7 +353,11 @@ fn single_files_land_at_their_target() {
         .map(|e| {
             let e = e.unwrap();
             let h = e.header();
-            (e.path().unwrap().display().to_string(), h.uid().unwrap(), h.mode().unwrap())
+            (
+                e.path().unwrap().display().to_string(),
+                h.uid().unwrap(),
+                h.mode().unwrap(),
+            )
         })
         .collect();
     assert_eq!(
@@ -319,6 +368,11 @@ fn single_files_land_at_their_target() {
             ("etc/farm/config.toml".to_string(), 7, 0o644)
         ]
     );
-    let empty = build_image(&farm_images::ImageSpec::new("empty", "1", EPOCH), &tmp.path().join("e"), None).unwrap();
+    let empty = build_image(
+        &farm_images::ImageSpec::new("empty", "1", EPOCH),
+        &tmp.path().join("e"),
+        None,
+    )
+    .unwrap();
     assert!(empty.layers.is_empty());
 }

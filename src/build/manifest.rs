@@ -18,6 +18,10 @@ pub struct Manifest {
     pub schema: u32,
     pub project: ProjectInfo,
     pub hermetic: bool,
+    /// The `--env` the build ran for.
+    pub environment: String,
+    /// A `--dev` build (sourcemaps, no minification): not a release.
+    pub dev: bool,
     pub source_date_epoch: u64,
     pub inputs: Inputs,
     /// By output name: `frontend`, `backend`, `openapi`, `models`, …
@@ -134,6 +138,8 @@ mod tests {
                 version: "1".into(),
             },
             hermetic: true,
+            environment: "production".into(),
+            dev: false,
             source_date_epoch: 315532800,
             inputs: Inputs {
                 lock: "sha256:11".into(),

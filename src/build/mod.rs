@@ -59,6 +59,12 @@ pub struct BuildArgs {
     /// Write a Chrome trace-event JSON of the steps (open it in Perfetto).
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
+    /// The build environment: a `[env.NAME]` of farm.toml.
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+    env: String,
+    /// A development build: sourcemaps on, no minification.
+    #[arg(long)]
+    dev: bool,
     /// Kill a step after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     step_timeout: u64,
@@ -92,6 +98,8 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         profile: args.profile,
         step_timeout: Duration::from_secs(args.step_timeout),
         variation: Variation::default(),
+        env: args.env,
+        dev: args.dev,
     };
     let built = build_project(ctx, &project, &opts)?;
     ctx.reporter.info(&format!("wrote {}", built.out_dir.display()));
@@ -113,6 +121,45 @@ pub struct BuildOptions {
     pub profile: Option<PathBuf>,
     pub step_timeout: Duration,
     pub variation: Variation,
+    /// The `[env.NAME]` to build for.
+    pub env: String,
+    /// Development build: sourcemaps on, no minification.
+    pub dev: bool,
+}
+
+/// Build-time values the frontend sees, from the project and
+/// SOURCE_DATE_EPOCH, never the wall clock. Vite exposes the `VITE_`
+/// copies as `import.meta.env.VITE_FARM_*` without configuration.
+pub fn build_defines(version: &str, src: &StoreEntry, sde: u64, env: &str, dev: bool) -> Vec<(String, String)> {
+    let values = [
+        ("FARM_BUILD_VERSION", format!("{version}+{}", &src.digest.to_hex()[..12])),
+        ("FARM_BUILD_TIMESTAMP", iso8601(sde)),
+        ("FARM_DEV", if dev { "1" } else { "0" }.to_string()),
+    ];
+    let mut out = Vec::new();
+    for (k, v) in values {
+        out.push((k.to_string(), v.clone()));
+        out.push((format!("VITE_{k}"), v));
+    }
+    out.push(("VITE_FARM_ENVIRONMENT".to_string(), env.to_string()));
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC, proleptic Gregorian).
+pub fn iso8601(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Conditions `farm check` varies between rounds, beyond what the sandbox pins.
@@ -183,39 +230,36 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     let sde = project.source_date_epoch();
     let env = BuildEnv::new(&store, &lock, opts.hermetic, sde, &opts.variation)?;
 
+    let (config, vars) = project.config.for_env(&opts.env).map_err(anyhow::Error::msg)?;
+    // What every env-dependent step sees: the environment and its variables.
+    let mut env_vars: Vec<(String, String)> = vec![("FARM_ENVIRONMENT".into(), opts.env.clone())];
+    env_vars.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+
     let mut sources = BTreeMap::new();
     let mut steps: Vec<Step> = Vec::new();
     if targets.contains(&Target::Backend) {
-        let b = project.config.backend.as_ref().expect("checked");
+        let b = config.backend.as_ref().expect("checked");
         let src = source::snapshot(&store, &root.join(&b.path), "backend", &[])?;
         sources.insert("backend".to_string(), src.digest.to_string());
         let wheels = deps::wheelhouse(&store, &lock)?;
-        let pip = env
-            .pip
-            .clone()
-            .context("farm.lock has no [python] toolchain\nhint: run `farm lock`")?;
+        let pip = env.pip.clone().context("farm.lock has no [python] toolchain\nhint: run `farm lock`")?;
         let script = scripts::backend(&env.paths(), &src, &wheels, &pip, &b.requirements, &b.app);
-        steps.push(env.sandboxed("backend", vec![], script, vec![src, wheels, pip], vec![]));
+        steps.push(env.sandboxed("backend", vec![], script, vec![src, wheels, pip], env_vars.clone()));
     }
     if targets.contains(&Target::Models) {
         steps.push(models_step(project, &lock, &store)?);
     }
     if targets.contains(&Target::Frontend) {
-        let f = project.config.frontend.as_ref().expect("checked");
+        let f = config.frontend.as_ref().expect("checked");
         let src = source::snapshot(&store, &root.join(&f.path), "frontend", &[f.output_dir.as_path()])?;
         sources.insert("frontend".to_string(), src.digest.to_string());
         let nm = deps::node_modules(&store, &lock)?;
-        let script = scripts::frontend(&env.paths(), &src, &nm, &f.build_script, &f.output_dir);
+        let script = scripts::frontend(&env.paths(), &src, &nm, &f.build_script, &f.output_dir, opts.dev);
         // After the backend, as in the FARM design (the API types come from it).
-        let after = if targets.contains(&Target::Backend) {
-            vec!["backend".to_string()]
-        } else {
-            vec![]
-        };
-        let extra = vec![(
-            "npm_config_cache".to_string(),
-            format!("{}/.npm-cache", env.paths().build),
-        )];
+        let after = if targets.contains(&Target::Backend) { vec!["backend".to_string()] } else { vec![] };
+        let mut extra = env_vars.clone();
+        extra.extend(build_defines(&project.config.project.version, &src, sde, &opts.env, opts.dev));
+        extra.push(("npm_config_cache".to_string(), format!("{}/.npm-cache", env.paths().build)));
         steps.push(env.sandboxed("frontend", after, script, vec![src, nm], extra));
     }
 
@@ -306,6 +350,8 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
             version: project.config.project.version.clone(),
         },
         hermetic: opts.hermetic,
+        environment: opts.env.clone(),
+        dev: opts.dev,
         source_date_epoch: sde,
         inputs: manifest::Inputs {
             lock: farm_lockfiles::integrity::sha256_of(&lock_bytes).to_string(),
@@ -475,5 +521,18 @@ impl BuildEnv {
                 extra_env,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso8601;
+
+    #[test]
+    fn iso8601_matches_known_instants() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(315_532_800), "1980-01-01T00:00:00Z");
+        assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z", "a leap day");
     }
 }

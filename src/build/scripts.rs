@@ -55,7 +55,14 @@ pub const OUT_PLACEHOLDER: &str = "@FARM_OUT@";
 
 /// frontend: copy the sources and the laid-out node_modules into a writable
 /// tree, run the app's build script, keep its output directory.
-pub fn frontend(p: &Paths, src: &StoreEntry, node_modules: &StoreEntry, script: &str, output_dir: &Path) -> String {
+pub fn frontend(
+    p: &Paths,
+    src: &StoreEntry,
+    node_modules: &StoreEntry,
+    script: &str,
+    output_dir: &Path,
+    dev: bool,
+) -> String {
     let (b, o) = (BUILD_PLACEHOLDER, OUT_PLACEHOLDER);
     let out_dir = output_dir.display().to_string();
     format!(
@@ -65,7 +72,7 @@ farm_copy {src} "{b}/app"
 cp -R {nm}/. "{b}/app/node_modules/"
 chmod -R u+w "{b}/app"
 cd "{b}/app"
-npm run --no-update-notifier {script}
+npm run --no-update-notifier {script}{dev_args}
 if [ ! -d {out_dir} ]; then
   echo "farm: the build script wrote no {out_dir}/ directory (frontend.output-dir in farm.toml)" >&2
   exit 1
@@ -73,6 +80,8 @@ fi
 cp -R {out_dir}/. "{o}/"
 "#,
         copy_fn = COPY_FN,
+        // Vite's own flags for an unminified build with sourcemaps.
+        dev_args = if dev { " -- --mode development --sourcemap --minify false" } else { "" },
         src = q(&p.store(src)),
         nm = q(&p.store(node_modules)),
         script = q(script),

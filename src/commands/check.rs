@@ -157,6 +157,8 @@ pub fn run_check(ctx: &Context, args: CheckArgs) -> Result<u8> {
             profile: None,
             step_timeout: Duration::from_secs(3600),
             variation: v.clone(),
+            env: crate::config::DEFAULT_ENV.into(),
+            dev: false,
         };
         let built = with_process_conditions(cpus, aslr, || build::build_project(ctx, &project, &opts))
             .with_context(|| format!("round {i} of farm check"))?;
@@ -420,6 +422,8 @@ pub fn run_verify(ctx: &Context, args: VerifyArgs) -> Result<u8> {
         profile: None,
         step_timeout: Duration::from_secs(3600),
         variation: Variation::default(),
+        env: published.environment.clone(),
+        dev: published.dev,
     };
     let built = build::build_project(ctx, &project, &opts)?;
     let diffs = manifest_differences(&published, &built.manifest);

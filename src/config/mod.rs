@@ -31,7 +31,42 @@ pub struct Config {
     pub deploy: DeploySection,
     #[serde(default)]
     pub registries: RegistriesSection,
+    /// Named build environments (`farm build --env NAME`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvSection>,
 }
+
+/// `[env.NAME]`: what a build environment changes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EnvSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<FrontendOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendOverride>,
+    /// Build-time variables given to the frontend and backend steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FrontendOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_script: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BackendOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+}
+
+/// The environment a build runs for.
+pub const DEFAULT_ENV: &str = "production";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -523,6 +558,38 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+impl Config {
+    /// The configuration as environment `name` sees it. `production` need not
+    /// be declared; any other name must be.
+    pub fn for_env(&self, name: &str) -> Result<(Config, BTreeMap<String, String>), String> {
+        let Some(e) = self.env.get(name) else {
+            if name == DEFAULT_ENV {
+                return Ok((self.clone(), BTreeMap::new()));
+            }
+            let known: Vec<&str> = self.env.keys().map(String::as_str).collect();
+            return Err(format!(
+                "--env {name}: farm.toml has no [env.{name}] (declared: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ));
+        };
+        let mut c = self.clone();
+        if let (Some(f), Some(o)) = (c.frontend.as_mut(), &e.frontend) {
+            if let Some(s) = &o.build_script {
+                f.build_script = s.clone();
+            }
+            if let Some(d) = &o.output_dir {
+                f.output_dir = d.clone();
+            }
+        }
+        if let (Some(b), Some(o)) = (c.backend.as_mut(), &e.backend) {
+            if let Some(a) = &o.app {
+                b.app = a.clone();
+            }
+        }
+        Ok((c, e.vars.clone()))
+    }
 }
 
 /// Replaces `${VAR}` from the environment; an unset variable is an error naming it.

@@ -41,7 +41,11 @@ pub fn have(tool: &str, probe: &[&str], package: &str) -> bool {
 pub fn is_root() -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "this test must run as root in CI");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "this test must run as root in CI"
+        );
         eprintln!("\n*** SKIPPED: needs root ***\n");
     }
     root
@@ -125,25 +129,45 @@ pub fn sources(root: &Path) -> Sources {
     for applet in ["sh", "echo", "cat", "ls", "stat", "id"] {
         symlink("busybox", base.join("bin").join(applet)).unwrap();
     }
-    write(&base.join("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/app:/bin/sh\n", 0o644);
+    write(
+        &base.join("etc/passwd"),
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/app:/bin/sh\n",
+        0o644,
+    );
     write(&base.join("etc/group"), b"root:x:0:\napp:x:1000:\n", 0o644);
     fs::create_dir_all(base.join("tmp")).unwrap();
 
     let deps = root.join("deps");
     write(&deps.join("fastapi/__init__.py"), b"__version__ = '0.115.0'\n", 0o644);
     write(&deps.join("fastapi/routing.py"), &b"# routing\n".repeat(2000), 0o644);
-    write(&deps.join("bin/uvicorn"), b"#!/usr/bin/env python3\nprint('uvicorn')\n", 0o755);
+    write(
+        &deps.join("bin/uvicorn"),
+        b"#!/usr/bin/env python3\nprint('uvicorn')\n",
+        0o755,
+    );
 
     let app = root.join("app");
-    write(&app.join("main.py"), b"from fastapi import FastAPI\napp = FastAPI()\n", 0o644);
+    write(
+        &app.join("main.py"),
+        b"from fastapi import FastAPI\napp = FastAPI()\n",
+        0o644,
+    );
     write(&app.join("run.sh"), b"#!/bin/sh\necho app\n", 0o755);
     write(&app.join("data/model.txt"), b"weights", 0o644);
     fs::hard_link(app.join("data/model.txt"), app.join("data/model-alias.txt")).unwrap();
     symlink("data/model.txt", app.join("model")).unwrap();
 
     let frontend = root.join("frontend");
-    write(&frontend.join("index.html"), b"<!doctype html><div id=root></div>\n", 0o644);
-    write(&frontend.join("assets/index-abc123.js"), &b"console.log('farm');\n".repeat(500), 0o644);
+    write(
+        &frontend.join("index.html"),
+        b"<!doctype html><div id=root></div>\n",
+        0o644,
+    );
+    write(
+        &frontend.join("assets/index-abc123.js"),
+        &b"console.log('farm');\n".repeat(500),
+        0o644,
+    );
 
     for tree in [&base, &deps, &app, &frontend] {
         normalise(tree);
@@ -199,7 +223,10 @@ pub fn app_spec(s: &Sources) -> ImageSpec {
     spec.annotations = BTreeMap::from([
         ("org.opencontainers.image.revision".into(), "0123456789abcdef".into()),
         ("org.opencontainers.image.version".into(), "0.1.0".into()),
-        ("org.opencontainers.image.source".into(), "https://example.invalid/farm-app".into()),
+        (
+            "org.opencontainers.image.source".into(),
+            "https://example.invalid/farm-app".into(),
+        ),
     ]);
     spec
 }
@@ -230,7 +257,9 @@ pub fn json(path: &Path) -> serde_json::Value {
 
 /// `blobs/sha256/<hex>` of a `sha256:<hex>` digest.
 pub fn blob(layout: &Path, digest: &str) -> PathBuf {
-    layout.join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
 }
 
 fn free_port() -> u16 {
@@ -262,7 +291,10 @@ impl Registry {
                 let line = run(Command::new("htpasswd").args(["-nbB", user, password])).stdout;
                 let file = dir.path().join("htpasswd");
                 fs::write(&file, line).unwrap();
-                format!("auth: {{ htpasswd: {{ realm: farm-test, path: {} }} }}\n", file.display())
+                format!(
+                    "auth: {{ htpasswd: {{ realm: farm-test, path: {} }} }}\n",
+                    file.display()
+                )
             }
         };
         // The port can be taken between the probe and the registry's bind:
@@ -366,6 +398,7 @@ impl Drop for PodmanService {
 
 impl PodmanService {
     pub fn start(dir: &Path) -> PodmanService {
+        fs::create_dir_all(dir).unwrap();
         let socket = dir.join("podman.sock");
         let log = dir.join("service.log");
         let out = fs::File::create(&log).unwrap();

@@ -78,6 +78,22 @@ function NoteForm({ onCreated }) {
   );
 }
 
+// Build-time values farm passes to the frontend step (from the project and
+// SOURCE_DATE_EPOCH, never the build machine's clock); absent in `vite dev`.
+const build = {
+  version: import.meta.env.VITE_FARM_BUILD_VERSION ?? 'dev',
+  timestamp: import.meta.env.VITE_FARM_BUILD_TIMESTAMP ?? 'not built by farm',
+  environment: import.meta.env.VITE_FARM_ENVIRONMENT ?? 'development',
+};
+
+function BuildInfo() {
+  return (
+    <footer className="build-info">
+      {build.environment} build {build.version}, {build.timestamp}
+    </footer>
+  );
+}
+
 export default function App() {
   const [notes, setNotes] = useState([]);
 
@@ -97,6 +113,7 @@ export default function App() {
           </li>
         ))}
       </ul>
+      <BuildInfo />
     </main>
   );
 }
