@@ -57,6 +57,8 @@ enum Command {
     Verify(commands::check::VerifyArgs),
     /// Compare two farm-manifest.json files without building.
     Diff(commands::check::DiffArgs),
+    /// The bundle report of the last build's frontend, without building.
+    Analyze(commands::analyze::AnalyzeArgs),
     /// Show the log of a step of the last build.
     Log(commands::log::LogArgs),
     /// Run a command in the project's hermetic environment.
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run_check(&ctx, a),
         Command::Verify(a) => commands::check::run_verify(&ctx, a),
         Command::Diff(a) => commands::check::run_diff(&ctx, a),
+        Command::Analyze(a) => commands::analyze::run(&ctx, a),
         Command::Log(a) => commands::log::run(&ctx, a),
         Command::Exec(a) => commands::exec::run_exec(&ctx, a),
         Command::Shell(a) => commands::exec::run_shell(&ctx, a),

@@ -252,3 +252,57 @@ fn host_build_says_it_is_not_hermetic() {
         .unwrap()
         .starts_with("sha256:"));
 }
+
+#[test]
+fn cache_clean_keeps_the_lock_and_last_build_and_analyze_reads_the_last_build() {
+    if !have_registry() {
+        return;
+    }
+    let p = example_copy();
+    let home = shared_farm_home();
+    fetch(p.path(), &home);
+    // A backend output the final build will not reference.
+    let main_py = p.path().join("apps/api/app/main.py");
+    let original = std::fs::read_to_string(&main_py).unwrap();
+    std::fs::write(&main_py, format!("{original}\n# {}\n", std::process::id())).unwrap();
+    assert!(build(p.path(), &home, &["--hermetic", "backend"]).status.success());
+    let stale_entry = metrics(p.path())["steps"]["backend"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stale_out = manifest(p.path())["outputs"]["backend"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&main_py, original).unwrap();
+    assert!(build(p.path(), &home, &["--hermetic"]).status.success());
+    let kept_out = manifest(p.path())["outputs"]["backend"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!stale_entry.is_empty());
+
+    let out = run(&mut farm(p.path(), &home, &["cache", "clean", "--dry-run"]));
+    assert!(out.status.success());
+    let err = stderr(&out);
+    // Output entries are named by their tree digest, which the manifest records.
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join(".farm/last-build.json")).unwrap()).unwrap();
+    let kept: Vec<String> = serde_json::from_value(record["entries"].clone()).unwrap();
+    assert!(
+        kept.iter().any(|e| e.ends_with("-out-frontend")),
+        "the last build's outputs are recorded: {kept:?}"
+    );
+    for e in &kept {
+        assert!(!err.contains(&format!("would delete {e} ")), "{e} is kept: {err}");
+    }
+    assert_ne!(stale_out, kept_out);
+    assert!(err.contains("would delete"), "{err}");
+    assert!(!err.contains("-node-22.19.0 "), "locked artifacts stay: {err}");
+
+    let analyzed = run(&mut farm(p.path(), &home, &["analyze"]));
+    assert!(analyzed.status.success());
+    assert!(stdout(&analyzed).contains("assets/index-"), "{}", stdout(&analyzed));
+    assert!(p.path().join(".farm/out/bundle-report.html").is_file());
+}

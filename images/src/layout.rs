@@ -546,8 +546,10 @@ fn replace_dir(new: &Path, dest: &Path) -> Result<(), LayoutError> {
     {
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         if renameat2(AT_FDCWD, new, AT_FDCWD, dest, RenameFlags::RENAME_EXCHANGE).is_ok() {
-            // `new` now holds the old layout.
-            return fs::remove_dir_all(new).map_err(io_err(new));
+            // `new` now holds the old layout. The new one is in place, so a
+            // failure to delete the old one must not fail the build.
+            let _ = fs::remove_dir_all(new);
+            return Ok(());
         }
     }
     // No atomic exchange here: move the old one aside, then the new one in.
@@ -557,7 +559,8 @@ fn replace_dir(new: &Path, dest: &Path) -> Result<(), LayoutError> {
         let _ = fs::rename(&old, dest);
         return Err(io_err(dest)(e));
     }
-    fs::remove_dir_all(&old).map_err(io_err(&old))
+    let _ = fs::remove_dir_all(&old);
+    Ok(())
 }
 
 /// One image of a layout, its documents read and verified against their digests.

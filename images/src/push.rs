@@ -75,9 +75,10 @@ enum Outcome {
     Mounted,
 }
 
-/// Pushes the image in `layout_dir` (which must hold exactly one, as
-/// [`crate::build_image`] writes) to `repository` on `client`'s registry
-/// and tags it with each of `tags` (with none, the manifest is put by digest).
+/// Pushes the image in `layout_dir` (its only one, as [`crate::build_image`]
+/// writes; in a layout with several, the one whose ref name is `tags[0]`)
+/// to `repository` on `client`'s registry and tags it with each of `tags`
+/// (with none, the manifest is put by digest only).
 pub async fn push(
     layout_dir: &Path,
     client: &RegistryClient,
@@ -101,7 +102,8 @@ pub async fn push(
         }
         .into());
     }
-    let image = LayoutImage::open(layout_dir, None)?;
+    // A layout from build_image holds one image; with several, the first tag picks it.
+    let image = LayoutImage::open(layout_dir, tags.first().map(String::as_str))?;
     let target = format!("{}/{repository}", client.host());
 
     let mut blobs: Vec<(Integrity, u64, PathBuf, String)> = vec![(

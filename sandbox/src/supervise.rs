@@ -183,7 +183,7 @@ fn resolve_host_paths(spec: &StepSpec) -> Result<StepSpec, SandboxError> {
         }
         RootSpec::HostPaths(paths) => {
             for (i, p) in paths.iter().enumerate() {
-                if let Err(e) = fs::symlink_metadata(&*p) {
+                if let Err(e) = fs::symlink_metadata(p) {
                     let hint = "leave out root paths this host does not have (e.g. /lib64 on some architectures)";
                     return Err(host_err(format!("root[{i}]"), p, e.to_string(), Some(hint)));
                 }

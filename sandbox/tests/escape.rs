@@ -420,6 +420,11 @@ fn background_processes_do_not_outlive_the_step() {
 
     // The scan itself finds such a process when there is one.
     let mut control = Command::new("sleep").arg(format!("1002.{mark}")).spawn().unwrap();
+    // The new argv becomes visible a moment after spawn returns (vfork resumes the parent mid-exec).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_processes_with(&mark).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(host_processes_with(&mark), vec![control.id()]);
     control.kill().unwrap();
     control.wait().unwrap();

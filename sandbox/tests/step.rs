@@ -94,7 +94,7 @@ fn a_directory_root_supplies_the_tree_and_etc_is_merged_with_generated_files() {
 
 #[test]
 fn limits_are_applied_to_the_step() {
-    let mut s = shell("ulimit -n; ulimit -u; ulimit -c; ulimit -f");
+    let mut s = shell("ulimit -n; ulimit -p; ulimit -c; ulimit -f");
     s.spec.limits.nofile = Some(512);
     s.spec.limits.nproc = Some(100);
     s.spec.limits.fsize = Some(1024 * 1024);

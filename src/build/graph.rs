@@ -139,13 +139,33 @@ impl Results {
     }
 }
 
-/// `.farm/last-build.json`: what `farm log STEP` reads.
-pub fn write_record(path: &Path, results: &Results) -> Result<()> {
+/// `.farm/last-build.json`: what `farm log STEP` reads, and the store
+/// entries the build used and made (which `farm cache clean` keeps).
+pub fn write_record(path: &Path, results: &Results, steps: &[Step], env: &BuildEnv) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let v = serde_json::json!({"steps": results.records});
+    let mut entries: std::collections::BTreeSet<String> = results.steps.iter().map(|s| s.entry.file_name()).collect();
+    for step in steps {
+        if let StepAction::Script { inputs, .. } = &step.action {
+            entries.extend(inputs.iter().map(|e| e.file_name()));
+        }
+    }
+    if let Some(tc) = &env.toolchain {
+        entries.extend(tc.inputs.iter().map(|e| e.file_name()));
+        entries.insert(tc.root.file_name());
+    }
+    let v = serde_json::json!({"steps": results.records, "entries": entries});
     std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n").with_context(|| path.display().to_string())
+}
+
+/// The store entries recorded by the last build (empty when there was none).
+pub fn recorded_entries(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| serde_json::from_value(v["entries"].clone()).ok())
+        .unwrap_or_default()
 }
 
 pub fn read_record(path: &Path) -> Result<BTreeMap<String, StepRecord>> {

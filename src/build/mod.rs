@@ -278,7 +278,7 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     };
     let record_path = root.join(".farm").join("last-build.json");
     let results = runner.run(&steps, &env);
-    graph::write_record(&record_path, &results)?;
+    graph::write_record(&record_path, &results, &steps, &env)?;
     let results = results.into_result()?;
 
     // Assemble the output directory beside the old one; swap only when complete.

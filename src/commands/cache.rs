@@ -34,6 +34,12 @@ pub enum CacheCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Delete everything the project's farm.lock and last build do not reference.
+    Clean {
+        /// Show what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -63,6 +69,22 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<u8> {
                 println!("{kind:<12} {n:>8} {:>12}", human_bytes(*b));
             }
             println!("{:<12} {:>8} {:>12}", "total", s.entries, human_bytes(s.bytes));
+            Ok(0)
+        }
+        CacheCommand::Clean { dry_run } => {
+            let mut keep = locked_entries(ctx, &store)?;
+            let record = ctx.project_dir.join(".farm").join("last-build.json");
+            keep.extend(crate::build::graph::recorded_entries(&record));
+            let report = store.gc(&GcOptions { max_size: Some(0), older_than: None, keep, dry_run })?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for (name, size) in &report.removed {
+                ctx.reporter.info(&format!("{verb} {name} ({})", human_bytes(*size)));
+            }
+            ctx.reporter.info(&format!(
+                "{verb} {} entries, {}; kept what farm.lock and the last build reference",
+                report.removed.len(),
+                human_bytes(report.freed)
+            ));
             Ok(0)
         }
         CacheCommand::Gc {

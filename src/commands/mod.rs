@@ -1,5 +1,6 @@
 //! One module per `farm` command; shared steps live in the crate's other modules.
 
+pub mod analyze;
 pub mod cache;
 pub mod check;
 pub mod exec;
