@@ -526,19 +526,17 @@ impl LayerPlan {
         } else {
             h.set_size(size);
         }
-        for (key, id, field) in [("uid", entry.uid, 0), ("gid", entry.gid, 1)] {
-            let value = if id > USTAR_ID_MAX {
+        let mut id_field = |key: &'static str, id: u32| {
+            if id > USTAR_ID_MAX {
                 pax.push((key, id.to_string().into_bytes()));
                 0
             } else {
-                id
-            };
-            if field == 0 {
-                h.set_uid(value.into());
-            } else {
-                h.set_gid(value.into());
+                u64::from(id)
             }
-        }
+        };
+        let (uid, gid) = (id_field("uid", entry.uid), id_field("gid", entry.gid));
+        h.set_uid(uid);
+        h.set_gid(gid);
         h.set_mode(entry.mode);
         h.set_mtime(entry.mtime);
         h.set_cksum();
@@ -930,6 +928,39 @@ mod tests {
             err.contains("changed while the layer was written") && err.contains("expected 5 bytes"),
             "{err}"
         );
+    }
+
+    /// Proves ids beyond ustar's 7 octal digits go into PAX records (and
+    /// only those records).
+    #[test]
+    fn large_ids_use_pax_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let spec = LayerSpec {
+            name: "ids".into(),
+            contents: vec![LayerContent {
+                source: file,
+                target: "/f".into(),
+                uid: 3_000_000,
+                gid: 5,
+            }],
+        };
+        let bytes = tar_of(&spec, 1);
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut records = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if let Some(pax) = entry.pax_extensions().unwrap() {
+                for ext in pax {
+                    let ext = ext.unwrap();
+                    records.push((ext.key().unwrap().to_string(), ext.value().unwrap().to_string()));
+                }
+                assert_eq!(entry.path().unwrap(), Path::new("f"));
+                assert_eq!(entry.header().gid().unwrap(), 5);
+            }
+        }
+        assert_eq!(records, [("uid".to_string(), "3000000".to_string())]);
     }
 
     #[test]

@@ -160,3 +160,42 @@ fn oci_image_tool_validates_the_layout() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("Validation succeeded"), "{text}");
 }
+
+/// Proves GNU tar reads farm's PAX headers: a path and a symlink target too
+/// long for ustar come back whole, and `tar --list` shows no PaxHeaders files.
+#[test]
+fn gnu_tar_extracts_names_only_pax_can_hold() {
+    if !have("tar", &["--version"], "tar") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let long_dir = "d".repeat(120);
+    let long_file = "f".repeat(130);
+    write(&src.join(&long_dir).join(&long_file), b"deep\n", 0o444);
+    std::os::unix::fs::symlink("t".repeat(150), src.join("link")).unwrap();
+    let mut spec = farm_images::ImageSpec::new("pax", "1", EPOCH);
+    spec.layers = vec![farm_images::LayerSpec {
+        name: "long".into(),
+        contents: vec![farm_images::LayerContent {
+            source: src,
+            target: "/x".into(),
+            uid: 0,
+            gid: 0,
+        }],
+    }];
+    let layout = tmp.path().join("layout");
+    let built = build_image(&spec, &layout, None).unwrap();
+    let layer = blob(&layout, &built.layers[0].digest.to_string());
+    let listing = run(Command::new("tar").arg("-tzf").arg(&layer));
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert!(!listing.contains("PaxHeaders"), "{listing}");
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    run(Command::new("tar").arg("-xzf").arg(&layer).arg("-C").arg(&out));
+    assert_eq!(
+        fs::read(out.join("x").join(&long_dir).join(&long_file)).unwrap(),
+        b"deep\n"
+    );
+    assert_eq!(fs::read_link(out.join("x/link")).unwrap(), Path::new(&"t".repeat(150)));
+}

@@ -109,6 +109,13 @@ fn cached_layers_are_never_compressed_again() {
         identity(&cold),
         "the cache never changes the result"
     );
+    let mut zstd = spec.clone();
+    zstd.compression = Compression::Zstd;
+    let other = build_image(&zstd, &tmp.path().join("zstd"), Some(&cache)).unwrap();
+    assert_eq!(
+        other.stats.layers_compressed, 4,
+        "the compression settings are part of the key"
+    );
 
     make_writable(&s.frontend);
     fs::write(s.frontend.join("index.html"), b"<!doctype html><p>v2</p>\n").unwrap();

@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{fork, getegid, geteuid, pipe2, setsid, ForkResult, Pid};
 
@@ -96,7 +97,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
     }
-    let request = read_request(request_fd).and_then(|r| {
+    let request = read_request(&request_fd).and_then(|r| {
         if thread_count() == Some(1) {
             Ok(r)
         } else {
@@ -110,8 +111,8 @@ pub(crate) fn main(args: &[String]) -> i32 {
         }
     });
     let result = match request {
-        Ok(Request::Probe) => probe(report.as_fd()),
-        Ok(Request::Run { spec, resolv_conf }) => run(&spec, resolv_conf, report.as_fd()),
+        Ok(Request::Probe) => probe(report.as_fd(), request_fd.as_fd()),
+        Ok(Request::Run { spec, resolv_conf }) => run(&spec, resolv_conf, report.as_fd(), request_fd.as_fd()),
         Err(f) => Err(f),
     };
     match result {
@@ -127,10 +128,21 @@ fn parse_fd(arg: Option<&String>) -> Option<i32> {
     arg?.parse().ok().filter(|fd| *fd > 2)
 }
 
-fn read_request(fd: OwnedFd) -> Result<Request, Failure> {
-    let mut text = String::new();
-    File::from(fd).read_to_string(&mut text).stage(Stage::Request)?;
-    serde_json::from_str(&text).stage(Stage::Request)
+/// The request is one JSON line. The caller keeps the pipe open afterwards:
+/// it is the helper's lifeline (EOF means the caller died).
+fn read_request(fd: &OwnedFd) -> Result<Request, Failure> {
+    let mut line = Vec::new();
+    let mut file = File::from(fd.try_clone().stage(Stage::Request)?);
+    let mut byte = [0u8; 1];
+    // Byte by byte, so nothing past the newline is consumed.
+    loop {
+        match file.read(&mut byte).stage(Stage::Request)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    serde_json::from_slice(&line).stage(Stage::Request)
 }
 
 fn thread_count() -> Option<usize> {
@@ -152,7 +164,12 @@ fn enter_namespaces(network: Network, uid: u32, gid: u32) -> Result<SigSet, Fail
     Ok(signals)
 }
 
-fn run(spec: &StepSpec, resolv_conf: Option<String>, report: BorrowedFd<'_>) -> Result<i32, Failure> {
+fn run(
+    spec: &StepSpec,
+    resolv_conf: Option<String>,
+    report: BorrowedFd<'_>,
+    lifeline: BorrowedFd<'_>,
+) -> Result<i32, Failure> {
     let signals = enter_namespaces(spec.network, spec.uid, spec.gid)?;
     let (alive_r, alive_w) = pipe2(OFlag::O_CLOEXEC).stage(Stage::Fork)?;
     // SAFETY: the helper is single-threaded (checked in `main`).
@@ -171,7 +188,7 @@ fn run(spec: &StepSpec, resolv_conf: Option<String>, report: BorrowedFd<'_>) -> 
         }
         ForkResult::Parent { child } => {
             drop(alive_r);
-            let code = wait_forwarding(child, &signals);
+            let code = wait_forwarding(child, &signals, lifeline).stage(Stage::Reaper)?;
             drop(alive_w);
             Ok(code)
         }
@@ -279,28 +296,47 @@ fn die_with_helper(alive: OwnedFd) -> nix::Result<()> {
     Ok(())
 }
 
-/// The helper waits for PID 1 and passes on termination signals.
-fn wait_forwarding(pid1: Pid, signals: &SigSet) -> i32 {
+/// The helper waits for PID 1 and passes on termination signals; if the
+/// caller dies (its end of the lifeline closes), the sandbox is killed too,
+/// so no step outlives the farm process that started it.
+fn wait_forwarding(pid1: Pid, signals: &SigSet, lifeline: BorrowedFd<'_>) -> nix::Result<i32> {
+    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC)?;
+    let mut lifeline_open = true;
     loop {
-        match signals.wait() {
-            Ok(Signal::SIGCHLD) => {
-                if let Ok(status) = waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
-                    if let Some(code) = pid1::exit_code(status) {
-                        return code;
-                    }
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if lifeline_open {
+            fds.push(PollFd::new(lifeline, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let caller_gone = fds.get(1).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        if caller_gone {
+            lifeline_open = false;
+            let _ = kill(pid1, Signal::SIGKILL);
+        }
+        while let Some(info) = sfd.read_signal()? {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => {}
+                Ok(sig) => {
+                    let _ = kill(pid1, sig);
                 }
+                Err(_) => {}
             }
-            Ok(sig) => {
-                let _ = kill(pid1, sig);
+        }
+        if let Ok(status) = waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
+            if let Some(code) = pid1::exit_code(status) {
+                return Ok(code);
             }
-            Err(_) => {}
         }
     }
 }
 
 /// Checks that everything `run` needs works here: namespaces, id maps, a
 /// private tmpfs and a new /proc.
-fn probe(report: BorrowedFd<'_>) -> Result<i32, Failure> {
+fn probe(report: BorrowedFd<'_>, lifeline: BorrowedFd<'_>) -> Result<i32, Failure> {
     let signals = enter_namespaces(Network::None, crate::spec::BUILD_UID, crate::spec::BUILD_UID)?;
     // SAFETY: the helper is single-threaded (checked in `main`).
     match unsafe { fork() }.stage(Stage::Fork)? {
@@ -325,7 +361,7 @@ fn probe(report: BorrowedFd<'_>) -> Result<i32, Failure> {
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            let code = wait_forwarding(child, &signals);
+            let code = wait_forwarding(child, &signals, lifeline).stage(Stage::Reaper)?;
             if code == 0 {
                 channel::send(report, &Report::ProbeOk);
             }

@@ -31,6 +31,8 @@ enum HelperIo<'a> {
 struct Running {
     child: Child,
     pidfd: Option<OwnedFd>,
+    /// Write end of the request pipe, held until the helper has ended.
+    lifeline: File,
     reports: JoinHandle<io::Result<Vec<Report>>>,
     output: Option<JoinHandle<io::Result<()>>>,
 }
@@ -272,14 +274,19 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
     drop(rep_w);
     let pidfd = pidfd_open(child.id());
 
-    // A helper that died at once closes its end: the reports then say why.
-    let _ = File::from(req_w).write_all(&serde_json::to_vec(request).unwrap_or_default());
+    // One line; the pipe then stays open as the helper's lifeline until we have waited for it.
+    // A helper that died at once closed its end: the reports then say why.
+    let mut lifeline = File::from(req_w);
+    let mut line = serde_json::to_vec(request).unwrap_or_default();
+    line.push(b'\n');
+    let _ = lifeline.write_all(&line);
 
     let reports = std::thread::spawn(move || channel::read_reports(File::from(rep_r)));
     let output = output_r.map(|(out_r, file, stream, _)| std::thread::spawn(move || copy_output(out_r, file, stream)));
     Ok(Running {
         child,
         pidfd,
+        lifeline,
         reports,
         output,
     })
@@ -326,6 +333,7 @@ impl Running {
             let _ = self.child.kill();
         }
         let status = self.child.wait().map_err(channel_err("wait for the helper"))?;
+        drop(self.lifeline);
         let reports = self
             .reports
             .join()

@@ -487,3 +487,31 @@ fn devices_other_than_the_minimal_set_are_absent() {
         "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero \nptmx\n"
     );
 }
+
+#[test]
+fn killing_the_caller_kills_the_whole_sandbox() {
+    let mark = marker();
+    let mut s = shell(&format!("sleep 1000.{mark} & sleep 1001.{mark}"));
+    s.spec.timeout = None;
+    let spec_file = s.dir.path().join("spec.json");
+    std::fs::write(&spec_file, serde_json::to_string(&s.spec).unwrap()).unwrap();
+    let mut caller = Command::new(helper())
+        .arg("--spec")
+        .arg(&spec_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || host_processes_with(&mark).len() == 2),
+        "the step never started"
+    );
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    // The helper sees its lifeline close and kills PID 1, which takes the namespace with it.
+    assert!(
+        wait_until(Duration::from_secs(20), || host_processes_with(&mark).is_empty()),
+        "processes of the step outlived their caller: {:?}",
+        host_processes_with(&mark)
+    );
+}

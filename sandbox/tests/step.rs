@@ -226,3 +226,34 @@ fn inherit_mode_passes_the_callers_stdio_through() {
     assert_eq!((outcome.status, outcome.log), (0, None));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "to-stderr\n");
 }
+
+#[test]
+fn sigterm_to_the_sandbox_is_forwarded_to_the_command() {
+    let flag_dir = open_tempdir();
+    let mut s = shell("trap 'echo got-term; exit 3' TERM; sleep 1000 & touch /out/ready; wait");
+    s.spec.binds.push(Bind::writable(flag_dir.path(), "/out"));
+    let spec_file = s.dir.path().join("spec.json");
+    std::fs::write(&spec_file, serde_json::to_string(&s.spec).unwrap()).unwrap();
+    let caller = Command::new(helper())
+        .arg("--spec")
+        .arg(&spec_file)
+        .stdout(ProcStdio::piped())
+        .stderr(ProcStdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || flag_dir.path().join("ready").exists()),
+        "step never got ready"
+    );
+    let helper_pid = helper_of(caller.id()).expect("the helper process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = caller.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let outcome: farm_sandbox::Outcome = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome.status, 3, "the command's trap decided the status");
+    assert_eq!(log_of(&outcome), "got-term\n");
+}

@@ -177,3 +177,37 @@ pub fn host_processes_with(marker: &str) -> Vec<u32> {
     }
     found
 }
+
+/// Polls `done` until it holds or `within` passes; true if it held.
+pub fn wait_until(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The sandbox helper started by the caller process `caller_pid`.
+pub fn helper_of(caller_pid: u32) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(|p| p.trim().to_string());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(caller_pid.to_string()) && String::from_utf8_lossy(&cmdline).contains(farm_sandbox::HELPER_ARG)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
