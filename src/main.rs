@@ -39,6 +39,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a farm.toml for an existing FARM or Vite + FastAPI app.
+    Init(commands::init::InitArgs),
     /// Resolve toolchains and dependencies and write farm.lock.
     Lock(commands::lock::LockArgs),
     /// Download everything farm.lock names into the store.
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         reporter: reporter::Reporter::new(cli.quiet),
     };
     let result = match cli.command {
+        Command::Init(a) => commands::init::run(&ctx, a),
         Command::Lock(a) => commands::lock::run(&ctx, a),
         Command::Fetch(a) => commands::fetch::run(&ctx, a),
         Command::Cache(c) => commands::cache::run_cache(&ctx, c),

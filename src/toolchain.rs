@@ -128,7 +128,7 @@ const MERGED_USR: [&str; 4] = ["bin", "sbin", "lib", "lib64"];
 
 /// One root filesystem from the unpacked .debs, merged-/usr as Debian's
 /// installer lays it out. Cached by the set of packages.
-fn merged_root(store: &Store, debs: &[StoreEntry]) -> Result<StoreEntry> {
+pub fn merged_root(store: &Store, debs: &[StoreEntry]) -> Result<StoreEntry> {
     let mut key = sha2::Sha256::new();
     key.update(b"farm merged debian root v1\0");
     let mut names: Vec<String> = debs.iter().map(|d| d.file_name()).collect();
@@ -204,6 +204,17 @@ fn merge_tree(src_root: &Path, dst_root: &Path, rel: &Path) -> std::io::Result<(
         }
     }
     Ok(())
+}
+
+/// The root filesystem of the app image: the Debian packages the base and
+/// Python need, without what only `farm check` uses (libfaketime).
+pub fn runtime_root(store: &Store, lock: &Lock) -> Result<StoreEntry> {
+    let debian = lock.debian.as_ref().context("farm.lock has no Debian base\nhint: run `farm lock`")?;
+    let mut debs = Vec::new();
+    for p in debian.packages.iter().filter(|p| p.roles.iter().any(|r| r == "base" || r == "python")) {
+        debs.push(entry_for(store, &p.artifact)?);
+    }
+    merged_root(store, &debs)
 }
 
 /// Fails early, naming what is missing, when the store lacks the lock's artifacts.

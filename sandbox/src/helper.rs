@@ -300,7 +300,8 @@ fn die_with_helper(alive: OwnedFd) -> nix::Result<()> {
 /// caller dies (its end of the lifeline closes), the sandbox is killed too,
 /// so no step outlives the farm process that started it.
 fn wait_forwarding(pid1: Pid, signals: &SigSet, lifeline: BorrowedFd<'_>) -> nix::Result<i32> {
-    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC)?;
+    // Non-blocking: poll waits; draining must stop when no signal is pending.
+    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     let mut lifeline_open = true;
     loop {
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];

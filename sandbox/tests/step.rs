@@ -31,6 +31,20 @@ fn a_step_runs_as_uid_1000_with_the_fixed_home_epoch_and_hostname() {
 }
 
 #[test]
+fn run_returns_as_soon_as_the_step_ends_not_at_its_timeout() {
+    let mut s = shell("true");
+    s.spec.timeout = Some(Duration::from_secs(60));
+    let started = Instant::now();
+    let (out, _) = run(&s.spec);
+    assert_eq!((out.status, out.timed_out), (0, false));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn a_step_runs_the_same_for_an_unprivileged_caller() {
     let s = shell(IDENTITY);
     let out = run_as(Caller::Unprivileged, &s.spec, &[]).unwrap();

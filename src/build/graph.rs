@@ -22,12 +22,16 @@ use crate::toolchain::Toolchain;
 /// Bumped when the meaning of a step key changes, so old cache entries miss.
 const KEY_VERSION: &str = "farm-step-v1";
 
-pub type InProcessFn = Box<dyn Fn(&Path) -> Result<()> + Send + Sync>;
+/// An in-process step: fills its output directory from store entries,
+/// given the outputs of the steps it takes inputs from.
+pub type InProcessFn = Box<dyn Fn(&Path, &BTreeMap<String, StoreEntry>) -> Result<()> + Send + Sync>;
 
 pub struct Step {
     pub name: String,
     /// Steps that must finish first.
     pub after: Vec<String>,
+    /// Steps whose outputs are inputs of this one (part of its key); each is also in `after`.
+    pub inputs_from: Vec<String>,
     pub action: StepAction,
 }
 
@@ -44,7 +48,8 @@ pub enum StepAction {
 
 impl Step {
     /// SHA-256 over a canonical description of everything the step can see.
-    pub fn key(&self, env: &BuildEnv) -> String {
+    pub fn key(&self, env: &BuildEnv, deps: &BTreeMap<String, StoreEntry>) -> String {
+        let deps: BTreeMap<&String, String> = deps.iter().map(|(k, e)| (k, e.file_name())).collect();
         let desc = match &self.action {
             StepAction::Script {
                 script,
@@ -61,10 +66,11 @@ impl Step {
                     "v": KEY_VERSION, "name": self.name, "hermetic": env.hermetic, "script": script,
                     "inputs": ins, "env": extra_env, "host": env.host_tools,
                     "source_date_epoch": env.source_date_epoch, "variation": env.variation,
+                    "deps": deps,
                 })
             }
             StepAction::InProcess { key_parts, .. } => {
-                serde_json::json!({"v": KEY_VERSION, "name": self.name, "parts": key_parts})
+                serde_json::json!({"v": KEY_VERSION, "name": self.name, "parts": key_parts, "deps": deps})
             }
         };
         hex::encode(sha2::Sha256::digest(serde_json::to_vec(&desc).expect("json")))
@@ -190,7 +196,8 @@ impl Runner<'_> {
     pub fn run(&self, steps: &[Step], env: &BuildEnv) -> Results {
         let t0 = Instant::now();
         let names: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
-        let keys: Vec<String> = steps.iter().map(|s| s.key(env)).collect();
+        let mut keys: Vec<String> = vec![String::new(); steps.len()];
+        let mut outputs: BTreeMap<String, StoreEntry> = BTreeMap::new();
         let mut state = vec![0u8; steps.len()]; // 0 waiting, 1 running, 2 done, 3 failed
         let mut lanes = vec![false; self.jobs];
         let mut results = Results {
@@ -222,10 +229,16 @@ impl Runner<'_> {
                     }
                     state[i] = 1;
                     lanes[lane] = true;
+                    let deps: BTreeMap<String, StoreEntry> = steps[i]
+                        .inputs_from
+                        .iter()
+                        .filter_map(|d| outputs.get(d).map(|e| (d.clone(), e.clone())))
+                        .collect();
+                    keys[i] = steps[i].key(env, &deps);
                     let (tx, step, key) = (tx.clone(), &steps[i], keys[i].clone());
                     let start = t0.elapsed();
                     scope.spawn(move || {
-                        let result = self.run_step(step, &key, env);
+                        let result = self.run_step(step, &key, env, &deps);
                         let _ = tx.send(Done {
                             index: i,
                             lane,
@@ -244,6 +257,7 @@ impl Runner<'_> {
             match done.result {
                 Ok((entry, record)) => {
                     state[done.index] = 2;
+                    outputs.insert(name.clone(), entry.clone());
                     results.records.insert(name.clone(), record.clone());
                     results.steps.push(StepResult {
                         name,
@@ -284,7 +298,13 @@ impl Runner<'_> {
         self.logs_dir.join(format!("{name}-{}.log", &key[..16]))
     }
 
-    fn run_step(&self, step: &Step, key: &str, env: &BuildEnv) -> Result<(StoreEntry, StepRecord)> {
+    fn run_step(
+        &self,
+        step: &Step,
+        key: &str,
+        env: &BuildEnv,
+        deps: &BTreeMap<String, StoreEntry>,
+    ) -> Result<(StoreEntry, StepRecord)> {
         let line = self.reporter.step(&step.name);
         let cache_key = format!("step:{key}");
         if !self.no_cache {
@@ -326,7 +346,7 @@ impl Runner<'_> {
                     &log,
                     format!("{}: assembled in-process from store entries\n", step.name),
                 )?;
-                run(&out)
+                run(&out, deps)
             }
             StepAction::Script {
                 script,

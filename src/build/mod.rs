@@ -6,11 +6,13 @@ pub mod analyze;
 pub mod compare;
 pub mod deps;
 pub mod graph;
+pub mod images;
 pub mod manifest;
 pub mod models;
 pub mod output;
 pub mod scripts;
 pub mod source;
+pub mod typegen;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ pub enum Target {
     Frontend,
     Backend,
     Models,
+    /// The OCI images and deploy files (builds what they contain first).
+    Images,
     All,
 }
 
@@ -65,6 +69,9 @@ pub struct BuildArgs {
     /// A development build: sourcemaps on, no minification.
     #[arg(long)]
     dev: bool,
+    /// Layer compression of the images [default: farm.toml's images.compression].
+    #[arg(long, value_enum)]
+    compression: Option<crate::config::Compression>,
     /// Kill a step after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     step_timeout: u64,
@@ -100,6 +107,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         variation: Variation::default(),
         env: args.env,
         dev: args.dev,
+        compression: args.compression,
     };
     let built = build_project(ctx, &project, &opts)?;
     ctx.reporter.info(&format!("wrote {}", built.out_dir.display()));
@@ -125,6 +133,8 @@ pub struct BuildOptions {
     pub env: String,
     /// Development build: sourcemaps on, no minification.
     pub dev: bool,
+    /// Overrides farm.toml's images.compression.
+    pub compression: Option<crate::config::Compression>,
 }
 
 /// Build-time values the frontend sees, from the project and
@@ -263,6 +273,38 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         steps.push(env.sandboxed("frontend", after, script, vec![src, nm], extra));
     }
 
+    if targets.contains(&Target::Images) {
+        let deps: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
+        let plan = images_plan(project, &config, &lock, &store, opts, sde, &ctx.farm_home)?;
+        steps.push(Step {
+            name: "images".into(),
+            after: deps.clone(),
+            inputs_from: deps,
+            action: StepAction::InProcess {
+                key_parts: plan.key_parts(),
+                run: Box::new(move |out: &Path, deps| images::build(&plan, out, deps)),
+            },
+        });
+        if config.deploy.compose || config.deploy.kubernetes {
+            let (cfg, lk) = (config.clone(), lock.clone());
+            let mut key_parts = vec!["deploy-v1".to_string(), serde_json::to_string(&cfg.deploy)?, serde_json::to_string(&cfg.images)?];
+            key_parts.extend(lock.images.iter().map(|i| format!("{}={}", i.name, i.digest)));
+            key_parts.push(cfg.project.name.clone());
+            steps.push(Step {
+                name: "deploy".into(),
+                after: vec!["images".into()],
+                inputs_from: vec!["images".into()],
+                action: StepAction::InProcess {
+                    key_parts,
+                    run: Box::new(move |out: &Path, deps| {
+                        let images = deps.get("images").context("the images step's output")?;
+                        images::write_deploy(&cfg, &lk, &images.path, out)
+                    }),
+                },
+            });
+        }
+    }
+
     let jobs = opts
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
@@ -323,6 +365,21 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
                 o.metadata.insert("models".into(), refs.into());
                 outputs.insert("models".into(), o);
             }
+            "images" => {
+                let built: BTreeMap<String, serde_json::Value> =
+                    serde_json::from_slice(&std::fs::read(entry.path.join("images.json"))?)?;
+                for (name, info) in built {
+                    let rel = format!("images/{name}");
+                    let mut o = output::place(&entry.path.join(&name), &staging.path().join(&rel), &rel, sde)?;
+                    if let serde_json::Value::Object(m) = info {
+                        o.metadata = m;
+                    }
+                    outputs.insert(format!("image.{name}"), o);
+                }
+            }
+            "deploy" => {
+                outputs.insert("deploy".into(), output::place(&entry.path, &staging.path().join("deploy"), "deploy", sde)?);
+            }
             other => bail!("internal: no output mapping for step {other}"),
         }
     }
@@ -378,24 +435,87 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
 
 fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
     let c = &project.config;
-    let mut out = Vec::new();
     let all = asked.is_empty() || asked.contains(&Target::All);
+    let images_configured = c.images.app && c.backend.is_some();
+    let want_images = asked.contains(&Target::Images) || (all && images_configured);
+    if asked.contains(&Target::Images) && !images_configured {
+        bail!("target images needs a [backend] section in farm.toml and images.app = true");
+    }
+    let mut out = Vec::new();
     for (t, configured, section) in [
         (Target::Backend, c.backend.is_some(), "[backend]"),
         (Target::Models, c.models.is_some(), "[models]"),
         (Target::Frontend, c.frontend.is_some(), "[frontend]"),
     ] {
-        if all && configured || asked.contains(&t) {
+        // The images contain the other outputs, so they are built too.
+        if (all || want_images) && configured || asked.contains(&t) {
             if !configured {
                 bail!("target {t:?} needs a {section} section in farm.toml");
             }
             out.push(t);
         }
     }
+    if want_images {
+        out.push(Target::Images);
+    }
     if out.is_empty() {
         bail!("nothing to build: farm.toml has no [frontend], [backend] or [models]");
     }
     Ok(out)
+}
+
+fn images_plan(
+    project: &Project,
+    config: &crate::config::Config,
+    lock: &Lock,
+    store: &Store,
+    opts: &BuildOptions,
+    sde: u64,
+    farm_home: &Path,
+) -> Result<images::ImagesPlan> {
+    let ollama = match (&lock.ollama, config.images.ollama && config.models.is_some()) {
+        (Some(o), true) => Some(store.artifact(&o.integrity.to_string())?.with_context(|| {
+            format!("ollama {} is not in the store\nhint: run `farm fetch`", o.version)
+        })?),
+        _ => None,
+    };
+    let compression = match opts.compression.unwrap_or(config.images.compression) {
+        crate::config::Compression::Gzip => farm_images::Compression::Gzip,
+        crate::config::Compression::Zstd => farm_images::Compression::Zstd,
+    };
+    Ok(images::ImagesPlan {
+        project: config.project.name.clone(),
+        version: config.project.version.clone(),
+        image_name: config.images.name.clone().unwrap_or_else(|| config.project.name.clone()),
+        python: lock.python.as_ref().map(|p| p.version.clone()),
+        asgi_app: config.backend.as_ref().map(|b| b.app.clone()),
+        runtime_root: toolchain::runtime_root(store, lock)?,
+        image_files: images::image_files(store)?,
+        ollama,
+        compression,
+        created: sde,
+        revision: git_revision(&project.root),
+        layer_cache: farm_home.join("cache").join("layers"),
+    })
+}
+
+/// The commit the project is built from, when it is a clean git checkout.
+fn git_revision(root: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let dirty = git(&["status", "--porcelain", "--", "."])?;
+    if !dirty.is_empty() {
+        return None;
+    }
+    git(&["rev-parse", "HEAD"]).filter(|r| !r.is_empty())
 }
 
 fn models_step(project: &Project, lock: &Lock, store: &Store) -> Result<Step> {
@@ -429,9 +549,10 @@ fn models_step(project: &Project, lock: &Lock, store: &Store) -> Result<Step> {
     Ok(Step {
         name: "models".into(),
         after: vec![],
+        inputs_from: vec![],
         action: StepAction::InProcess {
             key_parts,
-            run: Box::new(move |out: &Path| {
+            run: Box::new(move |out: &Path, _deps| {
                 let store = Store::open(&store_root)?;
                 models::write_models_dir(&store, &lock, &host, ai_config.as_deref(), out)?;
                 Ok(())
@@ -515,6 +636,7 @@ impl BuildEnv {
         Step {
             name: name.into(),
             after,
+            inputs_from: vec![],
             action: StepAction::Script {
                 script,
                 inputs,

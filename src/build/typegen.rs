@@ -58,12 +58,8 @@ pub fn check(openapi: &Value, committed: &str) -> Result<(), String> {
         return Ok(());
     }
     // Compare lines without the final newline, so a missing one is reported as that.
-    let (want, have) = (
-        expected.strip_suffix('\n').unwrap_or(&expected),
-        committed.strip_suffix('\n'),
-    );
-    let mut want = want.split('\n');
-    let mut have = have.unwrap_or(committed).split('\n');
+    let mut want = expected.strip_suffix('\n').unwrap_or(&expected).split('\n');
+    let mut have = committed.strip_suffix('\n').unwrap_or(committed).split('\n');
     let mut number = 1;
     let what = loop {
         match (want.next(), have.next()) {
@@ -627,8 +623,10 @@ impl<'a> Generator<'a> {
                 for (i, s) in prefix.iter().enumerate() {
                     tuple.push(self.schema_type(s, &format!("{at}/prefixItems/{i}"))?);
                 }
-                // Without `items`, more elements of any kind may follow the prefix.
+                // Without `items` (or a `maxItems` that rules it out), more elements may follow the prefix.
+                let closed = schema.get("maxItems").and_then(Value::as_u64) == Some(tuple.len() as u64);
                 let rest = match items {
+                    _ if closed => None,
                     Some(t) if t == TsType::atom("never") => None,
                     Some(t) => Some(Box::new(t)),
                     None => Some(Box::new(TsType::atom("unknown"))),
@@ -673,10 +671,14 @@ impl<'a> Generator<'a> {
                 doc: doc_lines(value, name),
             });
         }
-        // TypeScript wants every property's type to fit the index signature.
+        // TypeScript wants every property's type to fit the index signature,
+        // and under `strict` an optional property's type includes `undefined`.
         let index = index.map(|t| {
             let mut all = vec![t];
             all.extend(members.iter().map(|m| m.ty.clone()));
+            if members.iter().any(|m| m.optional) {
+                all.push(TsType::atom("undefined"));
+            }
             Box::new(TsType::union(all))
         });
         Ok(TsType::Object(ObjectType { members, index }))
@@ -858,7 +860,8 @@ fn escape_pointer(key: &str) -> String {
 fn doc_lines(schema: &Value, name: &str) -> Vec<String> {
     let mut text = Vec::new();
     let title = schema.get("title").and_then(Value::as_str);
-    if let Some(title) = title.filter(|t| squash(t) != squash(name)) {
+    // Pydantic titles repeat the name ("Note Id" for note_id, "Owner" for Owner-Input).
+    if let Some(title) = title.filter(|t| !squash(name).starts_with(&squash(t))) {
         text.push(title);
     }
     text.extend(schema.get("description").and_then(Value::as_str));
@@ -1414,6 +1417,13 @@ mod tests {
                         "additionalProperties": {"type": "boolean"}
                     },
                     "Pair": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}], "items": false},
+                    "Pydantic_Pair": {"type": "array", "prefixItems": [{"type": "string"}], "minItems": 1, "maxItems": 1},
+                    "Open_Pair": {"type": "array", "prefixItems": [{"type": "string"}]},
+                    "Sparse": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}},
+                        "additionalProperties": {"type": "integer"}
+                    },
                     "Kind": {"const": "note"},
                     "MaybeList": {"type": ["array", "null"], "items": {"anyOf": [{"type": "string"}, {"type": "boolean"}]}},
                     "Anything": {}
@@ -1428,6 +1438,10 @@ mod tests {
             "export type Loose = Record<string, unknown>;\n",
             "export interface Tagged {\n  name: string;\n  [key: string]: boolean | string;\n}\n",
             "export type Pair = [string, number];\n",
+            "export type Pydantic_Pair = [string];\n",
+            "export type Open_Pair = [string, ...unknown[]];\n",
+            // `strict` TypeScript rejects an optional property whose type (with undefined) misses the index type.
+            "export interface Sparse {\n  name?: string;\n  [key: string]: number | string | undefined;\n}\n",
             "export type Kind = \"note\";\n",
             "export type MaybeList = (string | boolean)[] | null;\n",
             "export type Anything = unknown;\n",

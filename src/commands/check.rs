@@ -88,6 +88,7 @@ struct CheckReport {
 fn step_of(output: &str) -> &str {
     match output {
         "openapi" => "backend",
+        o if o.starts_with("image.") => "images",
         other => other,
     }
 }
@@ -159,6 +160,7 @@ pub fn run_check(ctx: &Context, args: CheckArgs) -> Result<u8> {
             variation: v.clone(),
             env: crate::config::DEFAULT_ENV.into(),
             dev: false,
+            compression: None,
         };
         let built = with_process_conditions(cpus, aslr, || build::build_project(ctx, &project, &opts))
             .with_context(|| format!("round {i} of farm check"))?;
@@ -424,6 +426,7 @@ pub fn run_verify(ctx: &Context, args: VerifyArgs) -> Result<u8> {
         variation: Variation::default(),
         env: published.environment.clone(),
         dev: published.dev,
+        compression: None,
     };
     let built = build::build_project(ctx, &project, &opts)?;
     let diffs = manifest_differences(&published, &built.manifest);

@@ -5,5 +5,6 @@ pub mod cache;
 pub mod check;
 pub mod exec;
 pub mod fetch;
+pub mod init;
 pub mod lock;
 pub mod log;

@@ -233,6 +233,10 @@ pub struct ImagesSection {
     pub name: Option<String>,
     #[serde(default)]
     pub compression: Compression,
+    /// Registry prefix the deploy files use for farm's images
+    /// (`<registry>/<name>@sha256:…`); without it they name the bare repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
 }
 
 impl Default for ImagesSection {
@@ -241,12 +245,12 @@ impl Default for ImagesSection {
             app: true,
             ollama: true,
             name: None,
-            compression: Compression::default(),
+            compression: Compression::default(), registry: None
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
     #[default]
