@@ -12,6 +12,7 @@
 # Environment: HOST_NPM_CACHE, HOST_WHEELHOUSE (where prepare puts them) and
 # HOST_PYTHON (the python3 to use; default: the one on PATH).
 set -euo pipefail
+export npm_config_update_notifier=false
 
 : "${HOST_NPM_CACHE:?set HOST_NPM_CACHE to the npm cache directory}"
 : "${HOST_WHEELHOUSE:?set HOST_WHEELHOUSE to the wheel directory}"

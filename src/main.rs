@@ -61,6 +61,11 @@ enum Command {
     Diff(commands::check::DiffArgs),
     /// The bundle report of the last build's frontend, without building.
     Analyze(commands::analyze::AnalyzeArgs),
+    /// Push the last build's images to an OCI registry.
+    Push(commands::image::PushArgs),
+    /// Work with the last build's images.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
     /// Show the log of a step of the last build.
     Log(commands::log::LogArgs),
     /// Run a command in the project's hermetic environment.
@@ -102,6 +107,8 @@ fn main() -> ExitCode {
         Command::Verify(a) => commands::check::run_verify(&ctx, a),
         Command::Diff(a) => commands::check::run_diff(&ctx, a),
         Command::Analyze(a) => commands::analyze::run(&ctx, a),
+        Command::Push(a) => commands::image::run_push(&ctx, a),
+        Command::Image(c) => commands::image::run_image(&ctx, c),
         Command::Log(a) => commands::log::run(&ctx, a),
         Command::Exec(a) => commands::exec::run_exec(&ctx, a),
         Command::Shell(a) => commands::exec::run_shell(&ctx, a),

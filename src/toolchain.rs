@@ -129,8 +129,22 @@ const MERGED_USR: [&str; 4] = ["bin", "sbin", "lib", "lib64"];
 /// One root filesystem from the unpacked .debs, merged-/usr as Debian's
 /// installer lays it out. Cached by the set of packages.
 pub fn merged_root(store: &Store, debs: &[StoreEntry]) -> Result<StoreEntry> {
+    merged_root_without(store, debs, "debian-root", &[])
+}
+
+/// Paths a runtime image leaves out: package manager state and documentation.
+const NOT_IN_IMAGES: [&str; 6] =
+    ["var/lib/dpkg", "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/locale"];
+
+/// [`merged_root`] without `exclude` (paths relative to the root).
+fn merged_root_without(store: &Store, debs: &[StoreEntry], name: &str, exclude: &[&str]) -> Result<StoreEntry> {
     let mut key = sha2::Sha256::new();
     key.update(b"farm merged debian root v1\0");
+    key.update(name.as_bytes());
+    for x in exclude {
+        key.update(b"\0-");
+        key.update(x.as_bytes());
+    }
     let mut names: Vec<String> = debs.iter().map(|d| d.file_name()).collect();
     names.sort();
     for n in &names {
@@ -148,8 +162,9 @@ pub fn merged_root(store: &Store, debs: &[StoreEntry]) -> Result<StoreEntry> {
     let mut sorted: Vec<&StoreEntry> = debs.iter().collect();
     sorted.sort_by_key(|e| e.file_name());
     let sources: Vec<PathBuf> = sorted.iter().map(|e| e.path.clone()).collect();
+    let exclude: Vec<String> = exclude.iter().map(|x| x.to_string()).collect();
     let entry = store
-        .build_entry("debian-root", "root", move |dir| {
+        .build_entry(name, "root", move |dir| {
             for top in MERGED_USR {
                 std::fs::create_dir_all(dir.join("usr").join(top))?;
                 std::os::unix::fs::symlink(format!("usr/{top}"), dir.join(top))?;
@@ -164,6 +179,12 @@ pub fn merged_root(store: &Store, debs: &[StoreEntry]) -> Result<StoreEntry> {
             }
             for d in ["etc", "var/tmp", "root", "home"] {
                 std::fs::create_dir_all(dir.join(d))?;
+            }
+            for x in &exclude {
+                let p = dir.join(x);
+                if p.symlink_metadata().is_ok() {
+                    std::fs::remove_dir_all(&p)?;
+                }
             }
             Ok(())
         })
@@ -214,7 +235,7 @@ pub fn runtime_root(store: &Store, lock: &Lock) -> Result<StoreEntry> {
     for p in debian.packages.iter().filter(|p| p.roles.iter().any(|r| r == "base" || r == "python")) {
         debs.push(entry_for(store, &p.artifact)?);
     }
-    merged_root(store, &debs)
+    merged_root_without(store, &debs, "runtime-root", &NOT_IN_IMAGES)
 }
 
 /// Fails early, naming what is missing, when the store lacks the lock's artifacts.

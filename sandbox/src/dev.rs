@@ -6,7 +6,7 @@ use std::path::Path;
 
 use nix::mount::MsFlags;
 
-use crate::kernel::{Kernel, MountAttrs};
+use crate::kernel::{FileKind, Kernel, MountAttrs};
 use crate::rootfs::{io_err, under, Result, NEW_ROOT, OLD_ROOT};
 
 /// Host devices bound into the sandbox (the same set as Nix and bubblewrap).
@@ -21,6 +21,10 @@ pub(crate) fn populate(k: &mut impl Kernel) -> Result<()> {
     for name in DEVICES {
         let target = dev.join(name);
         let source = under(OLD_ROOT, &Path::new("/dev").join(name));
+        // Some containers have no /dev/tty; a step never needs one to build.
+        if name == "tty" && k.kind(&source).map_err(io_err("inspect", &source))? == FileKind::Missing {
+            continue;
+        }
         k.write_file(&target, b"", 0o666).map_err(io_err("create", &target))?;
         k.bind(&source, &target)
             .map_err(io_err("bind the host device onto", &target))?;
@@ -74,6 +78,9 @@ mod tests {
     #[test]
     fn dev_has_the_listed_devices_a_private_devpts_and_is_read_only_last() {
         let mut k = Recorder::default();
+        for name in DEVICES {
+            k.file(&format!("/oldroot/dev/{name}"));
+        }
         populate(&mut k).unwrap();
         for name in DEVICES {
             let bind = format!("bind /oldroot/dev/{name} /newroot/dev/{name}");
@@ -90,5 +97,13 @@ mod tests {
             "only the listed host devices are bound: {:#?}",
             k.calls
         );
+    }
+
+    #[test]
+    fn a_host_without_dev_tty_gets_a_dev_without_tty() {
+        let mut k = Recorder::default();
+        populate(&mut k).unwrap();
+        assert!(!k.calls.iter().any(|c| c.contains("/dev/tty")), "{:#?}", k.calls);
+        assert!(k.has("bind /oldroot/dev/null /newroot/dev/null"));
     }
 }

@@ -4,7 +4,6 @@
 mod support;
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio as ProcStdio};
 use std::time::{Duration, Instant};
 
@@ -196,25 +195,17 @@ fn a_binary_that_ignores_the_helper_argument_is_reported() {
 #[test]
 fn the_probe_succeeds_here_for_root_and_unprivileged_callers() {
     Sandbox::with_helper(helper()).probe().unwrap();
-    let bin = helper();
-    let mut cmd = if is_root() {
-        let copy_dir = open_tempdir();
-        let copy = copy_dir.path().join("farm-sandbox-run");
-        std::fs::copy(&bin, &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&copy)
-            .arg("--probe");
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
-        return;
-    } else {
-        Command::new(bin)
-    };
-    let out = cmd.arg("--probe").output().unwrap();
+    let out = spawn_retrying(
+        unprivileged_command()
+            .arg("--probe")
+            .stdout(ProcStdio::piped())
+            .stderr(ProcStdio::piped()),
+    )
+    .unwrap()
+    .wait_with_output()
+    .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
 }
 
 #[test]
@@ -255,11 +246,14 @@ fn sigterm_to_the_sandbox_is_forwarded_to_the_command() {
         .stderr(ProcStdio::piped())
         .spawn()
         .unwrap();
+    // If an assertion fails below, the caller's death ends the sandbox (its lifeline closes).
+    let caller_pid = caller.id();
+    let _cleanup = scopeguard_kill(caller_pid);
     assert!(
         wait_until(Duration::from_secs(20), || flag_dir.path().join("ready").exists()),
         "step never got ready"
     );
-    let helper_pid = helper_of(caller.id()).expect("the helper process");
+    let helper_pid = helper_of(caller_pid).expect("the helper process");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(helper_pid as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -270,4 +264,36 @@ fn sigterm_to_the_sandbox_is_forwarded_to_the_command() {
     let outcome: farm_sandbox::Outcome = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome.status, 3, "the command's trap decided the status");
     assert_eq!(log_of(&outcome), "got-term\n");
+}
+
+/// Kills `pid` when dropped, unless it has already been reaped by then.
+fn scopeguard_kill(pid: u32) -> impl Drop {
+    struct Guard(u32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.0 as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    Guard(pid)
+}
+
+#[test]
+fn streaming_copies_the_output_to_the_callers_stderr_as_well_as_the_log() {
+    let mut s = shell("echo streamed-out; echo streamed-err >&2");
+    let log = s.dir.path().join("step.log");
+    s.spec.stdio = Stdio::Capture {
+        log: log.clone(),
+        stream: true,
+    };
+    let spec_file = s.dir.path().join("spec.json");
+    std::fs::write(&spec_file, serde_json::to_string(&s.spec).unwrap()).unwrap();
+    let out = Command::new(helper()).arg("--spec").arg(&spec_file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "streamed-out\nstreamed-err\n");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "streamed-out\nstreamed-err\n");
 }

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod check;
 pub mod exec;
 pub mod fetch;
+pub mod image;
 pub mod init;
 pub mod lock;
 pub mod log;

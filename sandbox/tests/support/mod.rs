@@ -92,22 +92,67 @@ pub enum Caller {
 }
 
 /// A world-readable copy of the helper binary: the build directory may not
-/// be reachable by the unprivileged user.
+/// be reachable by the unprivileged user. Kept in one directory and keyed
+/// by the binary's size and mtime, so runs reuse it and stale copies go.
 fn helper_copy() -> &'static Path {
-    static COPY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &COPY
-        .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("farm-sandbox-helper-")
-                .tempdir()
-                .unwrap();
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-            let bin = dir.path().join("farm-sandbox-run");
-            std::fs::copy(helper(), &bin).unwrap();
-            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-            (dir, bin)
-        })
-        .1
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        let src = helper();
+        let meta = std::fs::metadata(&src).unwrap();
+        let mtime = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("farm-sandbox-test-helper-{}", nix::unistd::geteuid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join(format!("farm-sandbox-run-{}-{mtime}", meta.len()));
+        if !bin.exists() {
+            for stale in std::fs::read_dir(&dir).unwrap().flatten() {
+                let _ = std::fs::remove_file(stale.path());
+            }
+            // Copied by `cp`, not by this process: a child another test thread forks while we held the
+            // file open for writing would keep it busy (ETXTBSY) for every later exec.
+            let partial = dir.join(format!(".partial-{}", std::process::id()));
+            let status = Command::new("cp").arg(&src).arg(&partial).status().unwrap();
+            assert!(status.success(), "cp of the helper failed");
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&partial, &bin).unwrap();
+        }
+        bin
+    })
+}
+
+/// `farm-sandbox-run` as the unprivileged user (or as the current user when the suite is not root).
+pub fn unprivileged_command() -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ]);
+        c.arg(helper_copy());
+        c
+    } else {
+        Command::new(helper_copy())
+    }
+}
+
+/// Spawns, retrying on ETXTBSY: a process that another test thread forked while the helper copy was being
+/// written holds it open for writing until that process execs.
+pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Runs the step as `caller`; `extra_env` is added to the *caller's* environment.
@@ -123,15 +168,8 @@ pub fn run_as(caller: Caller, spec: &StepSpec, extra_env: &[(&str, &str)]) -> Re
                 .map_err(|e: SandboxError| e.to_string())
         }
         Caller::Unprivileged | Caller::Subprocess => {
-            let mut cmd = if caller == Caller::Unprivileged && is_root() {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    format!("--reuid={NOBODY}"),
-                    format!("--regid={NOBODY}"),
-                    "--clear-groups".into(),
-                ]);
-                c.arg(helper_copy());
-                c
+            let mut cmd = if caller == Caller::Unprivileged {
+                unprivileged_command()
             } else {
                 Command::new(helper_copy())
             };
@@ -139,13 +177,13 @@ pub fn run_as(caller: Caller, spec: &StepSpec, extra_env: &[(&str, &str)]) -> Re
                 .stdin(ProcStdio::piped())
                 .stdout(ProcStdio::piped())
                 .stderr(ProcStdio::piped());
-            let mut child = cmd.spawn().map_err(|e| format!("spawn farm-sandbox-run: {e}"))?;
-            child
+            let mut child = spawn_retrying(&mut cmd).map_err(|e| format!("spawn farm-sandbox-run: {e}"))?;
+            // A caller that failed early closed stdin; its stderr below says why.
+            let _ = child
                 .stdin
                 .take()
                 .unwrap()
-                .write_all(serde_json::to_string(spec).unwrap().as_bytes())
-                .unwrap();
+                .write_all(serde_json::to_string(spec).unwrap().as_bytes());
             let out = child.wait_with_output().unwrap();
             if !out.status.success() {
                 return Err(String::from_utf8_lossy(&out.stderr).into_owned());
@@ -210,4 +248,14 @@ pub fn helper_of(caller_pid: u32) -> Option<u32> {
         }
     }
     None
+}
+
+/// A child process that is killed and reaped when the test ends, pass or fail.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
