@@ -66,6 +66,9 @@ enum Command {
     /// Work with the last build's images.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
+    /// Generate the frontend's TypeScript API types from the backend (sync) or check them.
+    #[command(subcommand)]
+    Types(commands::types::TypesCommand),
     /// Show the log of a step of the last build.
     Log(commands::log::LogArgs),
     /// Run a command in the project's hermetic environment.
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Analyze(a) => commands::analyze::run(&ctx, a),
         Command::Push(a) => commands::image::run_push(&ctx, a),
         Command::Image(c) => commands::image::run_image(&ctx, c),
+        Command::Types(c) => commands::types::run(&ctx, c),
         Command::Log(a) => commands::log::run(&ctx, a),
         Command::Exec(a) => commands::exec::run_exec(&ctx, a),
         Command::Shell(a) => commands::exec::run_shell(&ctx, a),

@@ -20,7 +20,7 @@ use crate::reporter::Reporter;
 use crate::toolchain::Toolchain;
 
 /// Bumped when the meaning of a step key changes, so old cache entries miss.
-const KEY_VERSION: &str = "farm-step-v1";
+const KEY_VERSION: &str = concat!("farm-step-v1 farm-", env!("CARGO_PKG_VERSION"));
 
 /// An in-process step: fills its output directory from store entries,
 /// given the outputs of the steps it takes inputs from.
@@ -353,10 +353,14 @@ impl Runner<'_> {
                 inputs,
                 extra_env,
             } => {
+                // Outputs of earlier steps join the inputs; the script names them by placeholder.
+                let mut inputs = inputs.clone();
+                inputs.extend(deps.values().cloned());
+                let script = scripts::render_deps(script, deps, env.hermetic);
                 let r = if env.hermetic {
-                    self.run_sandboxed(script, inputs, extra_env, env, &out, &log)
+                    self.run_sandboxed(&script, &inputs, extra_env, env, &out, &log)
                 } else {
-                    self.run_on_host(script, extra_env, env, &staging.path().join("build"), &out, &log)
+                    self.run_on_host(&script, extra_env, env, &staging.path().join("build"), &out, &log)
                 };
                 r.map(|(status, timed_out, rss)| {
                     peak = rss;

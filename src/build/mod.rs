@@ -34,6 +34,8 @@ pub enum Target {
     Models,
     /// The OCI images and deploy files (builds what they contain first).
     Images,
+    /// The TypeScript API types (builds the backend first).
+    Types,
     All,
 }
 
@@ -108,6 +110,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         env: args.env,
         dev: args.dev,
         compression: args.compression,
+        skip_types_check: false,
     };
     let built = build_project(ctx, &project, &opts)?;
     ctx.reporter.info(&format!("wrote {}", built.out_dir.display()));
@@ -135,6 +138,8 @@ pub struct BuildOptions {
     pub dev: bool,
     /// Overrides farm.toml's images.compression.
     pub compression: Option<crate::config::Compression>,
+    /// Don't fail a hermetic build on a stale committed types file (`farm types sync`).
+    pub skip_types_check: bool,
 }
 
 /// Build-time values the frontend sees, from the project and
@@ -259,18 +264,29 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     if targets.contains(&Target::Models) {
         steps.push(models_step(project, &lock, &store)?);
     }
+    let types_on = targets.contains(&Target::Backend)
+        && (targets.contains(&Target::Frontend) || targets.contains(&Target::Types))
+        && config.frontend.as_ref().is_some_and(|f| f.api_types.is_some());
+    if types_on {
+        steps.push(types_step(&root, &config)?);
+    }
     if targets.contains(&Target::Frontend) {
         let f = config.frontend.as_ref().expect("checked");
         let src = source::snapshot(&store, &root.join(&f.path), "frontend", &[f.output_dir.as_path()])?;
         sources.insert("frontend".to_string(), src.digest.to_string());
         let nm = deps::node_modules(&store, &lock)?;
-        let script = scripts::frontend(&env.paths(), &src, &nm, &f.build_script, &f.output_dir, opts.dev);
+        let script = scripts::frontend(&env.paths(), &src, &nm, &f.build_script, &f.output_dir, opts.dev, f.api_types.as_deref().filter(|_| types_on));
         // After the backend, as in the FARM design (the API types come from it).
         let after = if targets.contains(&Target::Backend) { vec!["backend".to_string()] } else { vec![] };
         let mut extra = env_vars.clone();
         extra.extend(build_defines(&project.config.project.version, &src, sde, &opts.env, opts.dev));
         extra.push(("npm_config_cache".to_string(), format!("{}/.npm-cache", env.paths().build)));
-        steps.push(env.sandboxed("frontend", after, script, vec![src, nm], extra));
+        let mut step = env.sandboxed("frontend", after, script, vec![src, nm], extra);
+        if types_on {
+            step.after.push("types".into());
+            step.inputs_from.push("types".into());
+        }
+        steps.push(step);
     }
 
     if targets.contains(&Target::Images) {
@@ -377,6 +393,20 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
                     outputs.insert(format!("image.{name}"), o);
                 }
             }
+            "types" => {
+                let ts = entry.path.join("api-types.ts");
+                outputs.insert("api-types".into(), output::place(&ts, &staging.path().join("api-types.ts"), "api-types.ts", sde)?);
+                let f = config.frontend.as_ref().expect("types need a frontend");
+                let committed_rel = f.path.join(f.api_types.as_ref().expect("types are on"));
+                let generated = std::fs::read_to_string(&ts)?;
+                if let Err(why) = types_up_to_date(&root.join(&committed_rel), &generated) {
+                    let msg = format!("{}: {why}", committed_rel.display());
+                    if opts.hermetic && !opts.skip_types_check {
+                        bail!(msg);
+                    }
+                    ctx.reporter.warn(&msg);
+                }
+            }
             "deploy" => {
                 outputs.insert("deploy".into(), output::place(&entry.path, &staging.path().join("deploy"), "deploy", sde)?);
             }
@@ -438,6 +468,10 @@ fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
     let all = asked.is_empty() || asked.contains(&Target::All);
     let images_configured = c.images.app && c.backend.is_some();
     let want_images = asked.contains(&Target::Images) || (all && images_configured);
+    let want_types = asked.contains(&Target::Types);
+    if want_types && !(c.backend.is_some() && c.frontend.as_ref().is_some_and(|f| f.api_types.is_some())) {
+        bail!("target types needs [backend] and frontend.api-types in farm.toml");
+    }
     if asked.contains(&Target::Images) && !images_configured {
         bail!("target images needs a [backend] section in farm.toml and images.app = true");
     }
@@ -448,7 +482,8 @@ fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
         (Target::Frontend, c.frontend.is_some(), "[frontend]"),
     ] {
         // The images contain the other outputs, so they are built too.
-        if (all || want_images) && configured || asked.contains(&t) {
+        let implied = want_images || (want_types && t == Target::Backend);
+        if (all || implied) && configured || asked.contains(&t) {
             if !configured {
                 bail!("target {t:?} needs a {section} section in farm.toml");
             }
@@ -458,10 +493,43 @@ fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
     if want_images {
         out.push(Target::Images);
     }
+    if want_types {
+        out.push(Target::Types);
+    }
     if out.is_empty() {
         bail!("nothing to build: farm.toml has no [frontend], [backend] or [models]");
     }
     Ok(out)
+}
+
+/// `types`: TypeScript types from the backend's OpenAPI schema, by farm's own
+/// generator, into an entry the frontend step copies into its build tree.
+fn types_step(root: &Path, config: &crate::config::Config) -> Result<Step> {
+    // farm's own generator only; running an app's generator (openapi-typescript)
+    // in the sandbox is not wired yet.
+    let _ = (root, config);
+    Ok(Step {
+        name: "types".into(),
+        after: vec!["backend".into()],
+        inputs_from: vec!["backend".into()],
+        action: StepAction::InProcess {
+            key_parts: vec!["farm-typegen-v2".into()],
+            run: Box::new(|out: &Path, deps| {
+                let backend = deps.get("backend").context("the backend step's output")?;
+                let api: serde_json::Value = serde_json::from_slice(&std::fs::read(backend.path.join("openapi.json"))?)?;
+                std::fs::write(out.join("api-types.ts"), typegen::generate(&api)?)?;
+                Ok(())
+            }),
+        },
+    })
+}
+
+/// Whether the committed types file is what the generator made.
+pub fn types_up_to_date(committed: &Path, generated: &str) -> Result<(), String> {
+    match std::fs::read_to_string(committed) {
+        Ok(text) => typegen::check_text(generated, &text),
+        Err(_) => Err("missing: the generated API types have not been written yet".into()),
+    }
 }
 
 fn images_plan(

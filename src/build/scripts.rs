@@ -62,6 +62,7 @@ pub fn frontend(
     script: &str,
     output_dir: &Path,
     dev: bool,
+    api_types: Option<&Path>,
 ) -> String {
     let (b, o) = (BUILD_PLACEHOLDER, OUT_PLACEHOLDER);
     let out_dir = output_dir.display().to_string();
@@ -71,7 +72,7 @@ pub fn frontend(
 farm_copy {src} "{b}/app"
 cp -R {nm}/. "{b}/app/node_modules/"
 chmod -R u+w "{b}/app"
-cd "{b}/app"
+{types}cd "{b}/app"
 npm run --no-update-notifier {script}{dev_args}
 if [ ! -d {out_dir} ]; then
   echo "farm: the build script wrote no {out_dir}/ directory (frontend.output-dir in farm.toml)" >&2
@@ -80,6 +81,14 @@ fi
 cp -R {out_dir}/. "{o}/"
 "#,
         copy_fn = COPY_FN,
+        // The generated API types go into the build copy, never the user's tree.
+        types = match api_types {
+            Some(t) => {
+                let t = q(&t.display().to_string());
+                format!("mkdir -p \"$(dirname \"{b}/app/\"{t})\"\ncp -f {}/api-types.ts \"{b}/app/\"{t}\nchmod u+w \"{b}/app/\"{t}\n", dep("types"))
+            }
+            None => String::new(),
+        },
         // Vite's own flags for an unminified build with sourcemaps.
         dev_args = if dev { " -- --mode development --sourcemap --minify false" } else { "" },
         src = q(&p.store(src)),
@@ -137,4 +146,19 @@ pub fn render(script: &str, p: &Paths) -> String {
     script
         .replace(BUILD_PLACEHOLDER, &p.build)
         .replace(OUT_PLACEHOLDER, &p.out)
+}
+
+/// The placeholder a script uses for the output of step `name`.
+pub fn dep(name: &str) -> String {
+    format!("@FARM_DEP:{name}@")
+}
+
+/// Replaces `@FARM_DEP:<step>@` with where that step's output entry is.
+pub fn render_deps(script: &str, deps: &std::collections::BTreeMap<String, StoreEntry>, hermetic: bool) -> String {
+    let mut s = script.to_string();
+    for (name, e) in deps {
+        let at = if hermetic { Toolchain::sandbox_path(e).display().to_string() } else { e.path.display().to_string() };
+        s = s.replace(&dep(name), &q(&at));
+    }
+    s
 }

@@ -46,19 +46,36 @@ pub enum TypegenError {
 }
 
 /// The TypeScript module for `openapi`: same document, same bytes.
+/// It ends with `apiSchemaDigest`, a runtime value naming the schema, so a
+/// frontend can tell which API it was built against (and its bundle changes
+/// when the API does, though types alone vanish at compile time).
 pub fn generate(openapi: &Value) -> anyhow::Result<String> {
-    Ok(Generator::new(openapi)?.module()?)
+    use sha2::Digest as _;
+    let mut module = Generator::new(openapi)?.module()?;
+    // serde_json's maps are sorted, so this serialisation is canonical.
+    let digest = hex::encode(sha2::Sha256::digest(serde_json::to_vec(openapi)?));
+    module.push_str(&format!(
+        "\n/** SHA-256 of the OpenAPI schema these types were generated from. */\nexport const apiSchemaDigest = \"sha256:{digest}\";\n"
+    ));
+    Ok(module)
 }
 
 /// Whether `committed` is exactly what [`generate`] makes from `openapi`; if
 /// not, the first differing line, its number, and what was expected there.
+#[cfg(test)]
 pub fn check(openapi: &Value, committed: &str) -> Result<(), String> {
     let expected = generate(openapi).map_err(|e| format!("cannot generate types to compare with: {e:#}"))?;
+    check_text(&expected, committed)
+}
+
+/// Whether `committed` is exactly `expected` (generated types); if not, the
+/// first differing line, its number, and what was expected there.
+pub fn check_text(expected: &str, committed: &str) -> Result<(), String> {
     if expected == committed {
         return Ok(());
     }
     // Compare lines without the final newline, so a missing one is reported as that.
-    let mut want = expected.strip_suffix('\n').unwrap_or(&expected).split('\n');
+    let mut want = expected.strip_suffix('\n').unwrap_or(expected).split('\n');
     let mut have = committed.strip_suffix('\n').unwrap_or(committed).split('\n');
     let mut number = 1;
     let what = loop {
@@ -1323,7 +1340,8 @@ mod tests {
         let ts = generated();
         balance(&ts).unwrap_or_else(|e| panic!("{e} in:\n{ts}"));
         assert!(!ts.contains("undefined"), "{ts}");
-        assert!(ts.ends_with("};\n") && !ts.ends_with("\n\n"), "{ts}");
+        assert!(ts.ends_with("\";\n") && ts.contains("export const apiSchemaDigest = \"sha256:"), "{ts}");
+        assert!(!ts.ends_with("\n\n"), "{ts}");
         assert!(ts.lines().all(|l| l == l.trim_end() && !l.contains('\t')), "{ts}");
         // The balance check itself notices a missing brace.
         assert!(balance(&ts.replacen("export interface Note {", "export interface Note", 1)).is_err());

@@ -88,6 +88,7 @@ struct CheckReport {
 fn step_of(output: &str) -> &str {
     match output {
         "openapi" => "backend",
+        "api-types" => "types",
         o if o.starts_with("image.") => "images",
         other => other,
     }
@@ -161,6 +162,7 @@ pub fn run_check(ctx: &Context, args: CheckArgs) -> Result<u8> {
             env: crate::config::DEFAULT_ENV.into(),
             dev: false,
             compression: None,
+            skip_types_check: false,
         };
         let built = with_process_conditions(cpus, aslr, || build::build_project(ctx, &project, &opts))
             .with_context(|| format!("round {i} of farm check"))?;
@@ -427,6 +429,7 @@ pub fn run_verify(ctx: &Context, args: VerifyArgs) -> Result<u8> {
         env: published.environment.clone(),
         dev: published.dev,
         compression: None,
+        skip_types_check: false,
     };
     let built = build::build_project(ctx, &project, &opts)?;
     let diffs = manifest_differences(&published, &built.manifest);

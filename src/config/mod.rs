@@ -180,6 +180,11 @@ pub struct FrontendSection {
     /// Packages whose install scripts may run (none by default).
     #[serde(default)]
     pub allow_scripts: Vec<String>,
+    /// Where the TypeScript types generated from the backend's OpenAPI schema
+    /// live, relative to `path` (e.g. `src/api-types.ts`). Set it to turn the
+    /// `types` step on; `farm types sync` writes the file, builds check it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_types: Option<PathBuf>,
 }
 
 fn default_build_script() -> String {
@@ -686,12 +691,10 @@ mod tests {
         let pa = Project {
             root: ".".into(),
             config: parse("a", &a).unwrap(),
-            text: a.clone(),
         };
         let pb = Project {
             root: ".".into(),
             config: parse("b", &b).unwrap(),
-            text: b.clone(),
         };
         let (da, db) = (pa.lock_section_digests(), pb.lock_section_digests());
         assert_eq!(da["farm.toml#toolchains.node"], db["farm.toml#toolchains.node"]);

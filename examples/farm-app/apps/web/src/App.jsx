@@ -1,4 +1,5 @@
 import { useEffect, useState } from 'react';
+import { apiSchemaDigest } from './api-types';
 
 // Relative URLs: the same bundle works behind Vite's dev proxy and behind the
 // backend's static file server in the app image.
@@ -89,7 +90,7 @@ const build = {
 function BuildInfo() {
   return (
     <footer className="build-info">
-      {build.environment} build {build.version}, {build.timestamp}
+      {build.environment} build {build.version}, {build.timestamp}; API {apiSchemaDigest.slice(7, 19)}
     </footer>
   );
 }
