@@ -30,6 +30,8 @@ pub struct ImagesPlan {
     pub runtime_root: StoreEntry,
     pub image_files: StoreEntry,
     pub ollama: Option<StoreEntry>,
+    /// Custom steps whose output goes into the app image: (step, absolute path).
+    pub step_layers: Vec<(String, String)>,
     pub compression: Compression,
     pub created: u64,
     pub revision: Option<String>,
@@ -45,6 +47,7 @@ impl ImagesPlan {
             format!("root={}", self.runtime_root.file_name()),
             format!("files={}", self.image_files.file_name()),
             format!("ollama={:?}", self.ollama.as_ref().map(|e| e.file_name())),
+            format!("step-layers={:?}", self.step_layers),
             format!("compression={:?}", self.compression),
             format!("created={} revision={:?}", self.created, self.revision),
             "images-v1".into(),
@@ -108,6 +111,10 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &BTreeMap<String, StoreEntry>)
         });
         if let Some(front) = deps.get("frontend") {
             spec.layers.push(LayerSpec { name: "frontend".into(), contents: vec![content(front.path.clone(), "/app/static")] });
+        }
+        for (step, at) in &plan.step_layers {
+            let e = deps.get(step).with_context(|| format!("the output of step {step}"))?;
+            spec.layers.push(LayerSpec { name: format!("step-{step}"), contents: vec![content(e.path.clone(), at)] });
         }
         spec.config.user = Some(format!("{APP_UID}:{APP_UID}"));
         spec.config.working_dir = Some("/app/app".into());

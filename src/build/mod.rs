@@ -289,9 +289,17 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         steps.push(step);
     }
 
+    // Custom steps run in full builds (all, or images).
+    let full = opts.targets.is_empty() || opts.targets.contains(&Target::All) || targets.contains(&Target::Images);
+    if full {
+        for cs in &config.steps {
+            steps.push(custom_step(cs, &root, &store, &env, &env_vars)?);
+        }
+    }
     if targets.contains(&Target::Images) {
         let deps: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
-        let plan = images_plan(project, &config, &lock, &store, opts, sde, &ctx.farm_home)?;
+        let mut plan = images_plan(project, &config, &lock, &store, opts, sde, &ctx.farm_home)?;
+        plan.step_layers = config.steps.iter().filter_map(|s| s.image_path.clone().map(|p| (s.name.clone(), p))).collect();
         steps.push(Step {
             name: "images".into(),
             after: deps.clone(),
@@ -407,6 +415,10 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
                     ctx.reporter.warn(&msg);
                 }
             }
+            name if config.steps.iter().any(|s| s.name == name) => {
+                let rel = format!("steps/{name}");
+                outputs.insert(format!("step.{name}"), output::place(&entry.path, &staging.path().join(&rel), &rel, sde)?);
+            }
             "deploy" => {
                 outputs.insert("deploy".into(), output::place(&entry.path, &staging.path().join("deploy"), "deploy", sde)?);
             }
@@ -502,6 +514,52 @@ fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
     Ok(out)
 }
 
+/// A `[[steps]]` entry as a sandboxed script step: its inputs are bound and
+/// named in `$FARM_INPUT_<NAME>`, its output is `$out`.
+fn custom_step(
+    cs: &crate::config::CustomStep,
+    root: &Path,
+    store: &Store,
+    env: &BuildEnv,
+    env_vars: &[(String, String)],
+) -> Result<Step> {
+    let paths = env.paths();
+    let var = |s: &str| {
+        let v: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        format!("FARM_INPUT_{v}")
+    };
+    let mut script = format!("set -eu\nexport out={}\n", scripts::OUT_PLACEHOLDER);
+    let mut inputs = Vec::new();
+    let mut deps = Vec::new();
+    for input in &cs.inputs {
+        match input.split_once(':') {
+            Some(("step", dep)) => {
+                script.push_str(&format!("export {}={}\n", var(dep), scripts::dep(dep)));
+                deps.push(dep.to_string());
+            }
+            Some(("path", rel)) => {
+                let snap = source::snapshot(store, &root.join(rel), &format!("{}-{}", cs.name, rel.replace('/', "_")), &[])?;
+                script.push_str(&format!("export {}={}\n", var(rel), scripts::q(&paths.store(&snap))));
+                inputs.push(snap);
+            }
+            // Every toolchain of the lock is on PATH in every step.
+            _ => {}
+        }
+    }
+    script.push_str(&format!("mkdir -p {b}/step\ncd {b}/step\n", b = scripts::BUILD_PLACEHOLDER));
+    script.push_str(&format!("(\n{}\n)\n", cs.command));
+    for o in &cs.outputs {
+        script.push_str(&format!(
+            "[ -e \"$out\"/{q} ] || {{ echo \"farm: step {n} did not create $out/{o} (steps.{n}.outputs in farm.toml)\" >&2; exit 1; }}\n",
+            q = scripts::q(o),
+            n = cs.name,
+        ));
+    }
+    let mut step = env.sandboxed(&cs.name, deps.clone(), script, inputs, env_vars.to_vec());
+    step.inputs_from = deps;
+    Ok(step)
+}
+
 /// `types`: TypeScript types from the backend's OpenAPI schema, by farm's own
 /// generator, into an entry the frontend step copies into its build tree.
 fn types_step(root: &Path, config: &crate::config::Config) -> Result<Step> {
@@ -560,6 +618,7 @@ fn images_plan(
         runtime_root: toolchain::runtime_root(store, lock)?,
         image_files: images::image_files(store)?,
         ollama,
+        step_layers: vec![],
         compression,
         created: sde,
         revision: git_revision(&project.root),

@@ -90,6 +90,7 @@ fn step_of(output: &str) -> &str {
         "openapi" => "backend",
         "api-types" => "types",
         o if o.starts_with("image.") => "images",
+        o if o.starts_with("step.") => &o[5..],
         other => other,
     }
 }

@@ -31,10 +31,37 @@ pub struct Config {
     pub deploy: DeploySection,
     #[serde(default)]
     pub registries: RegistriesSection,
+    /// Custom build steps (`[[steps]]`), run in the sandbox like the built-in ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<CustomStep>,
     /// Named build environments (`farm build --env NAME`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, EnvSection>,
 }
+
+/// `[[steps]]`: a step of the project's own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CustomStep {
+    pub name: String,
+    /// A shell script (`/bin/sh -c`); inputs are in `$FARM_INPUT_<NAME>`, the output directory is `$out`.
+    pub command: String,
+    /// `step:<name>` (frontend, backend, models or a custom step), `path:<dir in the project>`,
+    /// `toolchain:<node|python>`.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Paths the command must create under `$out`.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Only `false`: build steps never have network.
+    #[serde(default)]
+    pub network: bool,
+    /// Put the output into the app image at this absolute path (a layer of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_path: Option<String>,
+}
+
+pub const BUILTIN_STEPS: [&str; 6] = ["frontend", "backend", "models", "types", "images", "deploy"];
 
 /// `[env.NAME]`: what a build environment changes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -479,6 +506,29 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
         field: field.into(),
         message,
     };
+    validate_steps(c).map_err(|(field, message)| invalid(&field, message))?;
+    for (name, e) in &c.env {
+        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+            return Err(invalid(&format!("env.{name}"), "expected a name of letters, digits, - and _".into()));
+        }
+        for k in e.vars.keys() {
+            let ok = !k.is_empty()
+                && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                && !k.starts_with(|ch: char| ch.is_ascii_digit());
+            if !ok || k.starts_with("FARM_") {
+                return Err(invalid(
+                    &format!("env.{name}.vars.{k}"),
+                    "expected an environment variable name (letters, digits, _; not starting with FARM_)".into(),
+                ));
+            }
+        }
+        if e.frontend.is_some() && c.frontend.is_none() {
+            return Err(invalid(&format!("env.{name}.frontend"), "overrides a [frontend] that farm.toml does not have".into()));
+        }
+        if e.backend.is_some() && c.backend.is_none() {
+            return Err(invalid(&format!("env.{name}.backend"), "overrides a [backend] that farm.toml does not have".into()));
+        }
+    }
     if c.project.name.is_empty() {
         return Err(invalid("project.name", "expected a non-empty name".into()));
     }
@@ -601,6 +651,95 @@ impl Config {
     }
 }
 
+/// Names, references and the absence of cycles among `[[steps]]`.
+fn validate_steps(c: &Config) -> Result<(), (String, String)> {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, s) in c.steps.iter().enumerate() {
+        let field = format!("steps[{i}]");
+        if s.name.is_empty() || !s.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+            return Err((format!("{field}.name"), format!("expected letters, digits, - and _, found {:?}", s.name)));
+        }
+        if BUILTIN_STEPS.contains(&s.name.as_str()) {
+            return Err((format!("{field}.name"), format!("{:?} is a built-in step's name", s.name)));
+        }
+        if !names.insert(s.name.clone()) {
+            return Err((format!("{field}.name"), format!("a second step named {:?}", s.name)));
+        }
+        if s.network {
+            return Err((
+                format!("steps.{}.network", s.name),
+                "build steps never have network; only `farm fetch` does (pin what you need in farm.lock)".into(),
+            ));
+        }
+        if let Some(p) = &s.image_path {
+            if !p.starts_with('/') {
+                return Err((format!("steps.{}.image-path", s.name), format!("expected an absolute path, found {p:?}")));
+            }
+        }
+    }
+    let custom: std::collections::BTreeMap<&str, &CustomStep> = c.steps.iter().map(|s| (s.name.as_str(), s)).collect();
+    for s in &c.steps {
+        for input in &s.inputs {
+            let field = format!("steps.{}.inputs", s.name);
+            match input.split_once(':') {
+                Some(("step", dep)) => {
+                    let builtin = match dep {
+                        "frontend" => c.frontend.is_some(),
+                        "backend" => c.backend.is_some(),
+                        "models" => c.models.is_some(),
+                        _ => false,
+                    };
+                    if !builtin && !custom.contains_key(dep) {
+                        return Err((field, format!("step {:?} takes the output of {dep:?}, which is no step of this project", s.name)));
+                    }
+                }
+                Some(("path", rel)) => {
+                    let p = Path::new(rel);
+                    if rel.is_empty() || p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                        return Err((field, format!("expected a path inside the project, found {rel:?}")));
+                    }
+                }
+                Some(("toolchain", "node" | "python")) => {}
+                _ => {
+                    return Err((field, format!("expected step:<name>, path:<dir> or toolchain:<node|python>, found {input:?}")));
+                }
+            }
+        }
+    }
+    // A cycle among custom steps, named step by step.
+    fn visit<'a>(
+        n: &'a str,
+        custom: &std::collections::BTreeMap<&'a str, &'a CustomStep>,
+        stack: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Result<(), String> {
+        if done.contains(n) {
+            return Ok(());
+        }
+        if let Some(i) = stack.iter().position(|s| *s == n) {
+            let mut cycle: Vec<&str> = stack[i..].to_vec();
+            cycle.push(n);
+            return Err(cycle.join(" -> "));
+        }
+        stack.push(n);
+        for input in &custom[n].inputs {
+            if let Some(("step", dep)) = input.split_once(':') {
+                if custom.contains_key(dep) {
+                    visit(dep, custom, stack, done)?;
+                }
+            }
+        }
+        stack.pop();
+        done.insert(n);
+        Ok(())
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for n in custom.keys() {
+        visit(n, &custom, &mut Vec::new(), &mut done).map_err(|cycle| ("steps".to_string(), format!("the steps form a cycle: {cycle}")))?;
+    }
+    Ok(())
+}
+
 /// Replaces `${VAR}` from the environment; an unset variable is an error naming it.
 pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
     let mut out = String::new();
@@ -703,5 +842,24 @@ mod tests {
             da["farm.toml#toolchains.debian"], db["farm.toml#toolchains.debian"],
             "python roots are part of the closure"
         );
+    }
+
+    #[test]
+    fn env_variables_and_steps_are_validated() {
+        let bad_var = format!("{MINIMAL}[env.staging.vars]\nFARM_X = \"1\"\n");
+        let c = parse("farm.toml", &bad_var).unwrap();
+        let err = validate("farm.toml", &c).unwrap_err().to_string();
+        assert!(err.contains("env.staging.vars.FARM_X"), "{err}");
+
+        let cycle = format!(
+            "{MINIMAL}[[steps]]\nname = \"a\"\ncommand = \"true\"\ninputs = [\"step:b\"]\n[[steps]]\nname = \"b\"\ncommand = \"true\"\ninputs = [\"step:a\"]\n"
+        );
+        let c = parse("farm.toml", &cycle).unwrap();
+        let err = validate("farm.toml", &c).unwrap_err().to_string();
+        assert!(err.contains("a -> b -> a"), "{err}");
+
+        let builtin = format!("{MINIMAL}[[steps]]\nname = \"frontend\"\ncommand = \"true\"\n");
+        let c = parse("farm.toml", &builtin).unwrap();
+        assert!(validate("farm.toml", &c).unwrap_err().to_string().contains("built-in"));
     }
 }
