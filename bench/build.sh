@@ -37,7 +37,7 @@ farm_probe "$noop_cmd" 30
 noop_json="$BENCH_HOME/results/build-noop.json"
 mkdir -p "$(dirname "$noop_json")"
 say "hyperfine: no-op build, $noop_runs runs"
-hyperfine --style none --warmup 1 --runs "$noop_runs" --export-json "$noop_json" \
+run_hyperfine --warmup 1 --runs "$noop_runs" --export-json "$noop_json" \
   -n "farm build --hermetic (no-op)" "$noop_cmd" || die "hyperfine failed on the no-op build"
 
 # (b) cold builds: farm, and the host directly when its toolchain can build the app.
@@ -75,7 +75,7 @@ args=()
 for i in "${!names[@]}"; do args+=(--prepare "${prepares[i]}"); done
 for i in "${!names[@]}"; do args+=(-n "${names[i]}" "${commands[i]}"); done
 say "hyperfine: cold builds, warmup 1, $cold_runs runs each"
-hyperfine --style none --warmup 1 --runs "$cold_runs" --export-json "$cold_json" "${args[@]}" ||
+run_hyperfine --warmup 1 --runs "$cold_runs" --export-json "$cold_json" "${args[@]}" ||
   die "hyperfine failed on the cold builds"
 
 section "build: the example app"

@@ -82,7 +82,7 @@ args=()
 for i in "${!names[@]}"; do args+=(-n "${names[i]}" "${commands[i]}"); done
 json="$BENCH_HOME/results/check.json"
 say "hyperfine: ${#names[@]} audits, $runs runs each (each log keeps the last run's output, in $logs)"
-hyperfine --style none --ignore-failure --runs "$runs" --export-json "$json" "${args[@]}" ||
+run_hyperfine --ignore-failure --runs "$runs" --export-json "$json" "${args[@]}" ||
   die "hyperfine failed"
 
 section "check: reproducibility audits of the example app"

@@ -5,6 +5,7 @@
 #
 # Knobs (environment):
 #   FARM_BIN        use this farm binary instead of building target/release/farm
+#                   (FARM_BIN_COMMIT: the commit it was built from, for the report)
 #   FARM_BENCH_HOME where the bench keeps its store, caches and work trees
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -76,15 +77,22 @@ build_farm() {
   if [[ -n ${FARM_BIN:-} ]]; then
     farm=$FARM_BIN
     [[ -x $farm ]] || die "FARM_BIN=$farm is not an executable file"
+    farm_commit=${FARM_BIN_COMMIT:-}
   else
     command -v cargo >/dev/null || die "cargo is not installed and FARM_BIN is not set" \
       "install Rust with rustup, or point FARM_BIN at a farm binary"
     say "building farm (cargo build --release)"
     cargo build --release --locked --quiet --manifest-path "$repo/Cargo.toml" ||
       die "cargo build --release failed in $repo" "set FARM_BIN to a farm binary to benchmark that one instead"
-    farm="$repo/target/release/farm"
+    # A private copy, so a cargo build running meanwhile cannot swap the
+    # binary in the middle of a benchmark.
+    mkdir -p "$BENCH_HOME/bin"
+    cp "$repo/target/release/farm" "$BENCH_HOME/bin/farm.tmp"
+    mv "$BENCH_HOME/bin/farm.tmp" "$BENCH_HOME/bin/farm"
+    farm="$BENCH_HOME/bin/farm"
+    farm_commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo "unknown commit")
   fi
-  farm_version=$("$farm" --version)
+  farm_version="$("$farm" --version) ($farm, built from ${farm_commit:-FARM_BIN})"
 }
 
 free_port() {
@@ -172,6 +180,12 @@ farm_probe() {
     "the farm binary under test is waiting on something; time it by hand before benchmarking it"
 }
 
+# run_hyperfine ARGS...: hyperfine without its outlier warnings (the table
+# shows the spread anyway); fails when hyperfine does.
+run_hyperfine() {
+  hyperfine --style none "$@" 2> >(grep -v -e 'Statistical outliers' -e '^ *$' >&2)
+}
+
 # --- results -----------------------------------------------------------------
 
 # print_table JSON [REFERENCE]: tool, mean ± stddev and ratio to the
@@ -199,14 +213,15 @@ for r in results:
     rsd = ratio * math.sqrt((sd / mean) ** 2 + ((ref["stddev"] or 0.0) / ref["mean"]) ** 2)
     failed = sum(1 for c in r.get("exit_codes", []) if c != 0)
     note = f"  ({failed} of {len(r['times'])} runs exited non-zero)" if failed else ""
-    rows.append((r["command"], f"{fmt(mean)} ± {fmt(sd)}", f"{ratio:.2f} ± {rsd:.2f}", f"{len(r['times'])}", note))
+    rows.append((r["command"], f"{fmt(mean)} ± {fmt(sd)}", fmt(r["median"]), f"{ratio:.2f} ± {rsd:.2f}",
+                 f"{len(r['times'])}", note))
 
-heads = ("tool", "mean ± stddev", f"ratio to {ref['command']}", "runs")
+heads = ("tool", "mean ± stddev", "median", f"ratio tool / {ref['command']}", "runs")
 widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
 line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 print(line(heads))
 print(line(["-" * w for w in widths]))
 for row in rows:
-    print(line(row[:4]) + row[4])
+    print(line(row[:5]) + row[5])
 PY
 }

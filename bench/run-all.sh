@@ -12,15 +12,11 @@ mkdir -p "$results"
 benches=("$@")
 ((${#benches[@]})) || benches=(sandbox build check)
 
-# One farm binary for all of them: build it once here, unless FARM_BIN is set.
-if [[ -z ${FARM_BIN:-} ]]; then
-  echo "building farm (cargo build --release)" >&2
-  cargo build --release --locked --quiet --manifest-path "$bench_dir/../Cargo.toml" || {
-    echo "error: cargo build --release failed; set FARM_BIN to benchmark an existing farm binary" >&2
-    exit 1
-  }
-  export FARM_BIN="$bench_dir/../target/release/farm"
-fi
+# One farm binary for all of them: built (and copied aside) once here,
+# unless FARM_BIN is set.
+. "$bench_dir/lib.sh"
+build_farm
+export FARM_BIN=$farm FARM_BIN_COMMIT=${farm_commit:-}
 
 failed=()
 {

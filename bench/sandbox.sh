@@ -89,7 +89,7 @@ for i in "${!names[@]}"; do args+=(-n "${names[i]}" "${commands[i]}"); done
 json="$BENCH_HOME/results/sandbox.json"
 mkdir -p "$(dirname "$json")"
 say "hyperfine: ${#names[@]} commands, warmup $warmup, at least $min_runs runs each"
-hyperfine -N --style none --warmup "$warmup" --min-runs "$min_runs" --export-json "$json" "${args[@]}" ||
+run_hyperfine -N --warmup "$warmup" --min-runs "$min_runs" --export-json "$json" "${args[@]}" ||
   die "hyperfine failed"
 
 section "sandbox: one trivial sandboxed step"

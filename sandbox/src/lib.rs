@@ -9,9 +9,12 @@
 //! It works as root and as an unprivileged user.
 //!
 //! It is not a container runtime (no images, no cgroup resource control,
-//! no seccomp filter) and not the container backend (that one drives a
-//! Docker-compatible engine). It decides nothing about what a step needs:
-//! the caller passes the root, binds and environment.
+//! no seccomp filter). It decides nothing about what a step needs: the
+//! caller passes the root, binds and environment.
+//!
+//! [`container`] is the second backend: the same [`StepSpec`] run in a
+//! container of a Docker-compatible engine, for machines without user
+//! namespaces (macOS, Windows, Docker-only CI runners).
 //!
 //! A multi-threaded process cannot enter a new user namespace, so `run`
 //! re-executes a helper binary (by default the running executable, through
@@ -20,6 +23,7 @@
 
 mod caps;
 mod channel;
+pub mod container;
 mod dev;
 mod error;
 mod etc;
@@ -39,6 +43,7 @@ mod supervise;
 
 use std::path::PathBuf;
 
+pub use container::{ContainerBackend, ContainerError};
 pub use error::{SandboxError, Stage};
 pub use spec::{
     standard_env, Bind, Limits, Network, Outcome, RootSpec, Stdio, StepSpec, BUILD_DIR, BUILD_UID, HOMELESS_SHELTER,

@@ -13,6 +13,7 @@ pub mod output;
 pub mod scripts;
 pub mod source;
 pub mod typegen;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub struct BuildArgs {
     /// Layer compression of the images [default: farm.toml's images.compression].
     #[arg(long, value_enum)]
     compression: Option<crate::config::Compression>,
+    /// Rebuild whenever an input of the selected targets changes (Ctrl-C stops).
+    #[arg(long)]
+    watch: bool,
     /// Kill a step after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     step_timeout: u64,
@@ -112,6 +116,9 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         compression: args.compression,
         skip_types_check: false,
     };
+    if args.watch {
+        return watch::run(ctx, &project, &opts);
+    }
     let built = build_project(ctx, &project, &opts)?;
     ctx.reporter.info(&format!("wrote {}", built.out_dir.display()));
     println!("{}", built.manifest.digest);
@@ -197,6 +204,9 @@ pub struct Variation {
 pub struct Built {
     pub manifest: manifest::Manifest,
     pub out_dir: PathBuf,
+    /// Steps that ran (the rest came from the action cache).
+    pub ran: Vec<String>,
+    pub cached: Vec<String>,
 }
 
 pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> Result<Built> {
@@ -472,7 +482,9 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         std::fs::write(p, manifest::trace_json(&results.trace())).with_context(|| p.display().to_string())?;
     }
     staging.commit()?;
-    Ok(Built { manifest, out_dir })
+    let ran = results.steps.iter().filter(|r| !r.record.cached).map(|r| r.name.clone()).collect();
+    let cached = results.steps.iter().filter(|r| r.record.cached).map(|r| r.name.clone()).collect();
+    Ok(Built { manifest, out_dir, ran, cached })
 }
 
 fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {

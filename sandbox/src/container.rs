@@ -1,0 +1,1356 @@
+//! The container backend: runs the same [`StepSpec`] as the native sandbox,
+//! but in a container of a Docker-compatible engine (Docker, or Podman's API
+//! service) driven through the Docker Engine API. It is for machines where
+//! the native sandbox cannot run: macOS and Windows (Docker Desktop) and CI
+//! runners that only offer Docker. spec/sandbox.md ("The container backend")
+//! says what it guarantees and where it differs from the native sandbox.
+//!
+//! The root directory becomes an image (imported once, cached under a tag
+//! derived from its content digest); binds become bind mounts, the other
+//! writable directories tmpfs; the step runs as uid/gid 1000 with a
+//! read-only root, no capabilities, no_new_privs, an init as PID 1, the
+//! step's rlimits and no network. The API is blocking: each backend owns a
+//! current-thread tokio runtime, because farm's callers are synchronous.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::future::Future;
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as EngineError;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions,
+    RemoveContainerOptions, ResizeContainerTTYOptions, TagImageOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::SandboxError;
+use crate::etc;
+use crate::spec::{Bind, Network, Outcome, RootSpec, Stdio, StepSpec};
+
+/// Repository of the images made from root directories: `farm-root:<32 hex>`.
+pub const ROOT_IMAGE_REPO: &str = "farm-root";
+
+/// Label on every step container (value: the calling process's id), so a
+/// container left behind by a farm process that was killed can be found:
+/// `docker ps -a --filter label=farm.sandbox.step`.
+pub const STEP_LABEL: &str = "farm.sandbox.step";
+
+/// Variables an engine may add to the step's environment on its own (it
+/// cannot be told not to): `HOSTNAME` (Docker and Podman, the step's
+/// hostname), `container` (`podman`) and `TERM` (Podman's default `xterm`;
+/// Docker only with a terminal). Docker and Podman also add a default
+/// `PATH` when the step has none.
+pub const ENGINE_ADDED_ENV: [&str; 3] = ["HOSTNAME", "container", "TERM"];
+
+/// mtime of every entry of an imported root (the store's normalised mtime).
+const ROOT_MTIME: u64 = 1;
+
+/// bollard applies one timeout to every request (until response headers).
+/// Importing a large root on a slow storage driver can take minutes; the
+/// step's own timeout is enforced separately.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How long the output may keep flowing after the container has ended.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+const CONNECT_HINT: &str = "start Docker (or Docker Desktop), or run `podman system service --time 0 \
+     unix:///PATH/podman.sock` and pass that socket (or set DOCKER_HOST=unix:///PATH/podman.sock)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The spec failed validation, or one of its host paths is missing.
+    #[error(transparent)]
+    Spec(#[from] SandboxError),
+
+    #[error(
+        "container backend: root: expected RootSpec::Dir (a root directory, imported as an image), \
+         found RootSpec::HostPaths {paths:?}\nhint: host paths are paths of the machine farm runs on, which \
+         an engine (often in a VM) does not have; use the pinned base root, or the native sandbox"
+    )]
+    HostPathsRoot { paths: Vec<PathBuf> },
+
+    #[error("container engine at {host}: {message}\nhint: {CONNECT_HINT}")]
+    Connect { host: String, message: String },
+
+    #[error("root `{root}`: `{path}`: {problem}")]
+    RootTree {
+        root: PathBuf,
+        path: PathBuf,
+        problem: String,
+    },
+
+    #[error("container engine at {host}: importing root `{root}` as image `{image}`: {message}")]
+    Import {
+        host: String,
+        root: PathBuf,
+        image: String,
+        message: String,
+    },
+
+    #[error("container engine at {host}: {action}: {message}{}", hint_suffix(.hint))]
+    Engine {
+        host: String,
+        action: String,
+        message: String,
+        hint: Option<String>,
+    },
+
+    #[error("{what} `{path}`: {source}")]
+    Host {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("log file `{path}`: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "container engine at {host}: the step ended, but removing its container {id} failed: {message}\n\
+         hint: remove it with `docker rm -f {id}` (or `podman rm -f {id}`)"
+    )]
+    Remove { host: String, id: String, message: String },
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default()
+}
+
+/// A connection to a Docker-compatible engine that runs steps.
+pub struct ContainerBackend {
+    docker: Docker,
+    host: String,
+    runtime: tokio::runtime::Runtime,
+    /// Root images known to exist, so later steps skip the inspect.
+    known_images: Mutex<HashSet<String>>,
+    /// One import at a time, so parallel steps with the same root import it once.
+    import_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for ContainerBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerBackend").field("host", &self.host).finish()
+    }
+}
+
+impl ContainerBackend {
+    /// Connects to the engine at `docker_host` (`unix:///…`, `tcp://…`,
+    /// `http://…`), else the one `DOCKER_HOST` names, else the first local
+    /// socket that exists of `/var/run/docker.sock`,
+    /// `$HOME/.docker/run/docker.sock` (Docker Desktop),
+    /// `$XDG_RUNTIME_DIR/podman/podman.sock` and `/run/podman/podman.sock`;
+    /// and agrees on an API version with it (so the engine must answer).
+    pub fn connect(docker_host: Option<&str>) -> Result<Self, ContainerError> {
+        let host = engine_host(docker_host);
+        let connect_err = |message: String| ContainerError::Connect {
+            host: host.clone(),
+            message,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| connect_err(format!("cannot start the I/O runtime: {e}")))?;
+        let docker = {
+            let _context = runtime.enter();
+            Docker::connect_with_host(&host).map_err(|e| connect_err(e.to_string()))?
+        }
+        .with_timeout(REQUEST_TIMEOUT);
+        let docker = block_on(&runtime, docker.negotiate_version())
+            .map_err(|e| connect_err(format!("no answer to the API version handshake: {e}")))?;
+        Ok(ContainerBackend {
+            docker,
+            host,
+            runtime,
+            known_images: Mutex::new(HashSet::new()),
+            import_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The engine address in use.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Checks that the engine answers (`GET /_ping`).
+    pub fn probe(&self) -> Result<(), ContainerError> {
+        let reply = block_on(&self.runtime, self.docker.ping()).map_err(|e| ContainerError::Connect {
+            host: self.host.clone(),
+            message: format!("no answer to ping: {e}"),
+        })?;
+        if reply.trim() == "OK" {
+            Ok(())
+        } else {
+            Err(ContainerError::Connect {
+                host: self.host.clone(),
+                message: format!("ping: expected `OK`, found {reply:?}"),
+            })
+        }
+    }
+
+    /// Runs the step in a new container and removes the container, whatever
+    /// happened. A step that runs and fails is `Ok` with a non-zero status;
+    /// past its timeout it is killed (`timed_out`, status 137). `Err` means
+    /// the container could not be made, started or cleaned up.
+    ///
+    /// The directories of writable binds are made writable for every user
+    /// (files `a+rw`, directories `a+rwx`, recursively): the engine maps the
+    /// step's uid 1000 to a host uid farm cannot know (1000 with a rootful
+    /// Linux engine, a subordinate uid with a rootless one).
+    pub fn run(&self, spec: &StepSpec) -> Result<Outcome, ContainerError> {
+        spec.validate()?;
+        let spec = resolve_host_paths(spec)?;
+        block_on(&self.runtime, self.run_step(&spec))
+    }
+
+    /// Makes sure the engine has the image of the root directory `root`,
+    /// importing it when it does not, and returns its reference
+    /// (`farm-root:<32 hex>`, see [`root_image_tag`]).
+    pub fn root_image(&self, root: &Path) -> Result<String, ContainerError> {
+        let root = fs::canonicalize(root).map_err(|source| ContainerError::Host {
+            what: "root",
+            path: root.to_path_buf(),
+            source,
+        })?;
+        block_on(&self.runtime, self.ensure_root_image(&root))
+    }
+
+    async fn ensure_root_image(&self, root: &Path) -> Result<String, ContainerError> {
+        let tag = {
+            let root = root.to_path_buf();
+            tokio::task::spawn_blocking(move || root_image_tag(&root))
+                .await
+                .expect("deriving the tag does not panic")?
+        };
+        let image = format!("{ROOT_IMAGE_REPO}:{tag}");
+        if self.known_images.lock().unwrap().contains(&image) {
+            return Ok(image);
+        }
+        let _one_import = self.import_lock.lock().await;
+        if self.docker.inspect_image(&image).await.is_err() {
+            self.import_root(root, &tag).await?;
+        }
+        self.known_images.lock().unwrap().insert(image.clone());
+        Ok(image)
+    }
+
+    /// `POST /images/create?fromSrc=-` with the root as a tar stream, then
+    /// tags the new image. (Podman ignores `tag` on import, so the image is
+    /// imported untagged and tagged by ID, which both engines honour.)
+    async fn import_root(&self, root: &Path, tag: &str) -> Result<(), ContainerError> {
+        let image = format!("{ROOT_IMAGE_REPO}:{tag}");
+        let import_err = |message: String| ContainerError::Import {
+            host: self.host.clone(),
+            root: root.to_path_buf(),
+            image: image.clone(),
+            message,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        let producer = {
+            let root = root.to_path_buf();
+            std::thread::spawn(move || {
+                let mut out = ChannelWriter::new(tx);
+                let written = write_root_tar(&root, &mut out).and_then(|()| {
+                    out.flush().map_err(|source| ContainerError::Host {
+                        what: "sending the root to the engine",
+                        path: root.clone(),
+                        source,
+                    })
+                });
+                if let Err(e) = &written {
+                    // Aborts the upload, so the engine never keeps half a root.
+                    out.fail(io::Error::other(e.to_string()));
+                }
+                written
+            })
+        };
+        let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let options = CreateImageOptions {
+            from_src: Some("-".into()),
+            ..Default::default()
+        };
+        let mut progress = self
+            .docker
+            .create_image(Some(options), Some(bollard::body_try_stream(body)), None);
+        let mut id = None;
+        let mut engine_error = None;
+        while let Some(message) = progress.next().await {
+            match message {
+                Ok(info) => {
+                    let candidates = [info.id, info.status];
+                    if let Some(found) = candidates.into_iter().flatten().find(|s| s.starts_with("sha256:")) {
+                        id = Some(found);
+                    }
+                }
+                Err(e) => {
+                    engine_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        // Dropping the request drops the body, so a producer still sending stops.
+        drop(progress);
+        let produced = tokio::task::spawn_blocking(move || producer.join())
+            .await
+            .expect("joining the tar writer does not panic")
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        produced?;
+        if let Some(message) = engine_error {
+            return Err(import_err(message));
+        }
+        let id = id.ok_or_else(|| import_err("the engine reported no image ID for the import".into()))?;
+        let options = TagImageOptions {
+            repo: Some(ROOT_IMAGE_REPO.into()),
+            tag: Some(tag.into()),
+        };
+        self.docker
+            .tag_image(&id, Some(options))
+            .await
+            .map_err(|e| import_err(format!("tagging the imported image {id}: {e}")))?;
+        self.docker
+            .inspect_image(&image)
+            .await
+            .map_err(|e| import_err(format!("the image is not there after the import: {e}")))?;
+        Ok(())
+    }
+
+    async fn run_step(&self, spec: &StepSpec) -> Result<Outcome, ContainerError> {
+        let RootSpec::Dir(root) = &spec.root else {
+            unreachable!("resolve_host_paths rejects HostPaths roots")
+        };
+        let image = self.ensure_root_image(root).await?;
+        let etc_dir = write_etc_files(spec)?;
+        open_writable_binds(spec)?;
+        let io = match &spec.stdio {
+            Stdio::Capture { log, stream } => StepIo::Capture {
+                log: File::create(log).map_err(|source| ContainerError::Log {
+                    path: log.clone(),
+                    source,
+                })?,
+                path: log.clone(),
+                stream: *stream,
+            },
+            Stdio::Inherit => StepIo::Inherit {
+                tty: io::stdin().is_terminal() && io::stdout().is_terminal(),
+            },
+        };
+        let body = container_body(spec, &image, etc_dir.path(), io.tty());
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map_err(|e| self.engine_err(format!("creating a container of image `{image}`"), e))?;
+        let id = created.id;
+
+        let ran = self.drive(&id, spec, io).await;
+        let remove = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        let removed = match self.docker.remove_container(&id, Some(remove)).await {
+            Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            other => other,
+        };
+        drop(etc_dir);
+        match (ran, removed) {
+            (Ok(outcome), Ok(())) => Ok(outcome),
+            (Ok(_), Err(e)) => Err(ContainerError::Remove {
+                host: self.host.clone(),
+                id,
+                message: e.to_string(),
+            }),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// Attaches, starts, waits (up to the timeout) and collects the output.
+    async fn drive(&self, id: &str, spec: &StepSpec, io: StepIo) -> Result<Outcome, ContainerError> {
+        let interactive = matches!(io, StepIo::Inherit { .. });
+        // Attached before the start, so no output is lost.
+        let attach = AttachContainerOptions {
+            stream: true,
+            stdin: interactive,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let attached = self
+            .docker
+            .attach_container(id, Some(attach))
+            .await
+            .map_err(|e| self.engine_err(format!("attaching to container {id}"), e))?;
+        let log_path = match &io {
+            StepIo::Capture { path, .. } => Some(path.clone()),
+            StepIo::Inherit { .. } => None,
+        };
+        let raw_mode = match io {
+            StepIo::Inherit { tty: true } => Some(RawTerminal::enter().map_err(|source| ContainerError::Host {
+                what: "terminal",
+                path: PathBuf::from("/dev/stdin"),
+                source,
+            })?),
+            _ => None,
+        };
+        let output = tokio::spawn(copy_output(attached.output, io));
+        let stdin = interactive.then(|| StdinForwarder::start(attached.input));
+
+        let started = self.docker.start_container(id, None).await;
+        if let Err(e) = started {
+            output.abort();
+            if let Some(stdin) = stdin {
+                stdin.stop();
+            }
+            drop(raw_mode);
+            let hint = start_hint(&e.to_string(), spec);
+            return Err(ContainerError::Engine {
+                host: self.host.clone(),
+                action: format!("starting container {id} for `{}`", spec.argv.join(" ")),
+                message: e.to_string(),
+                hint,
+            });
+        }
+        if raw_mode.is_some() {
+            if let Some((rows, cols)) = terminal_size() {
+                let size = ResizeContainerTTYOptions { h: rows, w: cols };
+                // A wrong size only affects how full-screen programs draw.
+                let _ = self.docker.resize_container_tty(id, size).await;
+            }
+        }
+
+        let waited = match spec.timeout {
+            Some(limit) => tokio::time::timeout(limit, self.wait_exit(id)).await.ok(),
+            None => Some(self.wait_exit(id).await),
+        };
+        let (status, timed_out) = match waited {
+            Some(status) => (status?, false),
+            None => {
+                let kill = KillContainerOptions { signal: "KILL".into() };
+                // It may have ended in the meantime; the forced removal follows anyway.
+                let _ = self.docker.kill_container(id, Some(kill)).await;
+                (128 + libc::SIGKILL, true)
+            }
+        };
+        if let Some(stdin) = stdin {
+            stdin.stop();
+        }
+        let copied = match tokio::time::timeout(DRAIN_TIMEOUT, output).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(io::Error::other(e.to_string()))),
+            Err(_) => Err(io::Error::other(format!(
+                "the output did not end within {}s of the container",
+                DRAIN_TIMEOUT.as_secs()
+            ))),
+        };
+        drop(raw_mode);
+        if let (Err(source), Some(path)) = (copied, &log_path) {
+            return Err(ContainerError::Log {
+                path: path.clone(),
+                source,
+            });
+        }
+        Ok(Outcome {
+            status,
+            timed_out,
+            log: log_path,
+            peak_rss_kib: None,
+        })
+    }
+
+    /// The container's exit status. bollard turns a non-zero status into an
+    /// error; that is an outcome here.
+    async fn wait_exit(&self, id: &str) -> Result<i32, ContainerError> {
+        let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        let code = match wait.next().await {
+            Some(Ok(response)) => response.status_code,
+            Some(Err(EngineError::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => return Err(self.engine_err(format!("waiting for container {id}"), e)),
+            None => {
+                let state = self
+                    .docker
+                    .inspect_container(id, None)
+                    .await
+                    .map_err(|e| self.engine_err(format!("inspecting container {id}"), e))?
+                    .state;
+                state.and_then(|s| s.exit_code).ok_or_else(|| ContainerError::Engine {
+                    host: self.host.clone(),
+                    action: format!("waiting for container {id}"),
+                    message: "the engine reported no exit code".into(),
+                    hint: None,
+                })?
+            }
+        };
+        Ok(i32::try_from(code).unwrap_or(i32::MAX))
+    }
+
+    fn engine_err(&self, action: String, e: EngineError) -> ContainerError {
+        ContainerError::Engine {
+            host: self.host.clone(),
+            action,
+            message: e.to_string(),
+            hint: None,
+        }
+    }
+}
+
+/// Runs `fut` on `runtime`, also when the caller is itself inside a tokio
+/// runtime (where `block_on` would panic): then on a short-lived thread.
+fn block_on<F>(runtime: &tokio::runtime::Runtime, fut: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return runtime.block_on(fut);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| runtime.block_on(fut))
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// The engine address: the caller's, `DOCKER_HOST`, or the first local socket that exists.
+fn engine_host(docker_host: Option<&str>) -> String {
+    if let Some(host) = docker_host.filter(|h| !h.is_empty()) {
+        return host.to_string();
+    }
+    if let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+        return host;
+    }
+    let mut sockets = vec![PathBuf::from("/var/run/docker.sock")];
+    if let Some(home) = std::env::var_os("HOME") {
+        sockets.push(Path::new(&home).join(".docker/run/docker.sock"));
+    }
+    if let Some(runtime_dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        sockets.push(Path::new(&runtime_dir).join("podman/podman.sock"));
+    }
+    sockets.push(PathBuf::from("/run/podman/podman.sock"));
+    let found = sockets
+        .iter()
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.file_type().is_socket()));
+    format!("unix://{}", found.unwrap_or(&sockets[0]).display())
+}
+
+/// Canonical host paths (the engine resolves no symlinks of ours), and the
+/// root must be a directory.
+fn resolve_host_paths(spec: &StepSpec) -> Result<StepSpec, ContainerError> {
+    let mut spec = spec.clone();
+    let host_err = |field: String, path: &Path, problem: String| SandboxError::HostPath {
+        field,
+        path: path.to_path_buf(),
+        problem,
+        hint: None,
+    };
+    match &mut spec.root {
+        RootSpec::HostPaths(paths) => return Err(ContainerError::HostPathsRoot { paths: paths.clone() }),
+        RootSpec::Dir(dir) => {
+            let real = fs::canonicalize(&*dir).map_err(|e| host_err("root".into(), dir, e.to_string()))?;
+            if !real.is_dir() {
+                return Err(host_err("root".into(), dir, "is not a directory".into()).into());
+            }
+            *dir = real;
+        }
+    }
+    for (i, b) in spec.binds.iter_mut().enumerate() {
+        b.source = fs::canonicalize(&b.source)
+            .map_err(|e| host_err(format!("binds[{i}].source"), &b.source, e.to_string()))?;
+    }
+    Ok(spec)
+}
+
+/// The image tag of a root directory: the first 32 hex digits of its name
+/// when it is a store entry (`<64 hex>-<name>`, named by content digest),
+/// else the first 32 hex digits of the SHA-256 of its [`write_root_tar`]
+/// stream, so a changed directory never reuses a stale image.
+pub fn root_image_tag(root: &Path) -> Result<String, ContainerError> {
+    let name = root.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let digest = name.get(..64).filter(|h| {
+        h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) && name[64..].starts_with('-')
+    });
+    if let Some(hex) = digest {
+        return Ok(hex[..32].to_string());
+    }
+    let mut hasher = HashWriter(Sha256::new());
+    write_root_tar(root, &mut hasher)?;
+    let hex: String = hasher.0.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(hex[..32].to_string())
+}
+
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the directory `root` as a tar stream for an image import, with
+/// the same bytes for the same tree on every machine: entries in byte order
+/// of their names, depth first; owner 0:0 without names; mtime 1; the
+/// permission bits (setuid, setgid and sticky bits dropped); symlinks kept
+/// as symlinks, hard links written as separate files. Other file types
+/// (devices, FIFOs, sockets) are an error.
+pub fn write_root_tar(root: &Path, out: impl Write) -> Result<(), ContainerError> {
+    let mut builder = tar::Builder::new(out);
+    append_tree(&mut builder, root, Path::new(""))?;
+    builder
+        .into_inner()
+        .and_then(|mut out| out.flush())
+        .map_err(|source| ContainerError::Host {
+            what: "writing the tar stream of root",
+            path: root.to_path_buf(),
+            source,
+        })
+}
+
+fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Result<(), ContainerError> {
+    let dir = root.join(rel);
+    let tree_err = |path: &Path, problem: String| ContainerError::RootTree {
+        root: root.to_path_buf(),
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>())
+        .map_err(|e| tree_err(&dir, format!("cannot list the directory: {e}")))?;
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    for name in names {
+        let rel_path = rel.join(&name);
+        let path = root.join(&rel_path);
+        let meta = fs::symlink_metadata(&path).map_err(|e| tree_err(&path, e.to_string()))?;
+        let kind = meta.file_type();
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(ROOT_MTIME);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(meta.permissions().mode() & 0o777);
+        let write_err = |e: io::Error| tree_err(&path, format!("writing its tar entry: {e}"));
+        if kind.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, &rel_path, io::empty())
+                .map_err(write_err)?;
+            append_tree(builder, root, &rel_path)?;
+        } else if kind.is_symlink() {
+            let target = fs::read_link(&path).map_err(|e| tree_err(&path, e.to_string()))?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            builder
+                .append_link(&mut header, &rel_path, &target)
+                .map_err(write_err)?;
+        } else if kind.is_file() {
+            let file = File::open(&path).map_err(|e| tree_err(&path, format!("cannot open: {e}")))?;
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(meta.len());
+            builder
+                .append_data(&mut header, &rel_path, file.take(meta.len()))
+                .map_err(write_err)?;
+        } else {
+            return Err(tree_err(
+                &path,
+                "expected a file, directory or symlink, found a device, FIFO or socket; \
+                 a root image holds no special files (the engine provides /dev)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sends what is written, in chunks, into the request body of the import.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl ChannelWriter {
+    fn new(tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> Self {
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the engine stopped reading the root before its end",
+            )
+        })
+    }
+
+    fn fail(&mut self, e: io::Error) {
+        let _ = self.tx.blocking_send(Err(e));
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// Generated /etc files, bound read-only over the root's: the root may have
+/// no passwd entry for uid 1000 at all, and without network the step must
+/// see no name server (as in the native sandbox).
+fn write_etc_files(spec: &StepSpec) -> Result<tempfile::TempDir, ContainerError> {
+    let dir = tempfile::Builder::new()
+        .prefix("farm-container-etc-")
+        .tempdir()
+        .map_err(|source| ContainerError::Host {
+            what: "temporary directory for /etc files in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    for (name, contents) in etc_files(spec) {
+        let path = dir.path().join(name);
+        fs::write(&path, contents)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o444)))
+            .map_err(|source| ContainerError::Host {
+                what: "generated /etc file",
+                path,
+                source,
+            })?;
+    }
+    Ok(dir)
+}
+
+/// Name and contents of each generated /etc file. With the host's network
+/// the engine's resolv.conf (its own name servers) is kept.
+fn etc_files(spec: &StepSpec) -> Vec<(&'static str, String)> {
+    let mut files = vec![
+        ("passwd", etc::passwd(spec.uid, spec.gid)),
+        ("group", etc::group(spec.gid)),
+        ("hosts", etc::hosts(&spec.hostname)),
+    ];
+    if spec.network == Network::None {
+        files.push(("resolv.conf", etc::resolv_conf(Network::None, None)));
+    }
+    files
+}
+
+/// Lets the step's uid, whatever the engine maps it to, write into the
+/// writable binds (see [`ContainerBackend::run`]).
+fn open_writable_binds(spec: &StepSpec) -> Result<(), ContainerError> {
+    for bind in spec.binds.iter().filter(|b| !b.read_only) {
+        open_up(&bind.source).map_err(|(path, source)| ContainerError::Host {
+            what: "writable bind (opening it up for the step's user)",
+            path,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn open_up(path: &Path) -> Result<(), (PathBuf, io::Error)> {
+    let fail = |e| (path.to_path_buf(), e);
+    let meta = fs::symlink_metadata(path).map_err(fail)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    let wanted = if meta.is_dir() {
+        mode | 0o777
+    } else if mode & 0o111 != 0 {
+        mode | 0o777
+    } else {
+        mode | 0o666
+    };
+    if wanted != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(wanted)).map_err(fail)?;
+    }
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(fail)? {
+            open_up(&entry.map_err(fail)?.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The container for `spec` (pure, so that the mapping is unit-tested).
+fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool) -> ContainerCreateBody {
+    let interactive = matches!(spec.stdio, Stdio::Inherit);
+    let bind = |source: &Path, target: &Path, read_only: bool| Mount {
+        typ: Some(MountType::BIND),
+        source: Some(source.display().to_string()),
+        target: Some(target.display().to_string()),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
+    let mut mounts: Vec<Mount> = spec
+        .binds
+        .iter()
+        .map(|b| bind(&b.source, &b.target, b.read_only))
+        .collect();
+    for (name, _) in etc_files(spec) {
+        mounts.push(bind(&etc_dir.join(name), &Path::new("/etc").join(name), true));
+    }
+    let tmpfs: HashMap<String, String> = tmpfs_dirs(spec)
+        .into_iter()
+        .map(|dir| (dir.display().to_string(), "rw,exec,nosuid,nodev,mode=1777".to_string()))
+        .collect();
+    let host_config = HostConfig {
+        mounts: Some(mounts),
+        tmpfs: Some(tmpfs),
+        network_mode: Some(
+            match spec.network {
+                Network::None => "none",
+                Network::Host => "host",
+            }
+            .into(),
+        ),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        // An init as PID 1 reaps orphans and passes the command's status on, like the native PID 1.
+        init: Some(true),
+        pids_limit: spec.limits.nproc.map(clamp_i64),
+        ulimits: Some(ulimits(spec)),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(spec.argv.clone()),
+        entrypoint: None,
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        user: Some(format!("{}:{}", spec.uid, spec.gid)),
+        working_dir: Some(spec.cwd.display().to_string()),
+        hostname: Some(spec.hostname.clone()),
+        attach_stdin: Some(interactive),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(interactive),
+        stdin_once: Some(interactive),
+        tty: Some(tty),
+        labels: Some(HashMap::from([(STEP_LABEL.to_string(), std::process::id().to_string())])),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Writable directories that are not a writable bind (or below one) get a
+/// fresh tmpfs, as in the native sandbox; /dev/shm is the engine's own.
+fn tmpfs_dirs(spec: &StepSpec) -> Vec<PathBuf> {
+    let covered = |dir: &Path| spec.binds.iter().any(|b: &Bind| !b.read_only && dir.starts_with(&b.target));
+    let mut dirs: Vec<PathBuf> = spec
+        .writable
+        .iter()
+        .filter(|d| !d.starts_with("/dev") && !covered(d))
+        .cloned()
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Soft = hard, as in the native sandbox, and no core dumps. Engines
+/// differ in the defaults of unset ones (Podman's can exceed the host's
+/// hard limit and make the start fail), so farm's defaults set nproc and nofile.
+fn ulimits(spec: &StepSpec) -> Vec<ResourcesUlimits> {
+    let l = &spec.limits;
+    let set = [
+        ("nproc", l.nproc),
+        ("nofile", l.nofile),
+        ("as", l.address_space),
+        ("fsize", l.fsize),
+        ("cpu", l.cpu_seconds),
+        ("core", Some(0)),
+    ];
+    set.into_iter()
+        .filter_map(|(name, value)| {
+            value.map(|v| ResourcesUlimits {
+                name: Some(name.into()),
+                soft: Some(clamp_i64(v)),
+                hard: Some(clamp_i64(v)),
+            })
+        })
+        .collect()
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn start_hint(message: &str, spec: &StepSpec) -> Option<String> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("rlimit") {
+        Some(
+            "the engine could not apply a resource limit; set limits.nproc and limits.nofile \
+             at or below the engine host's hard limits (`ulimit -Hu`, `ulimit -Hn`)"
+                .into(),
+        )
+    } else if m.contains("executable file not found") || m.contains("no such file or directory") {
+        Some(format!(
+            "`{}` must exist in the root or a bind, and a bare command name is looked up in the step's PATH",
+            spec.argv[0]
+        ))
+    } else if m.contains("mounts denied") || m.contains("not shared") {
+        Some("the engine runs in a VM that cannot see this path; share it in the engine's file sharing settings".into())
+    } else if m.contains("init") && m.contains("not found") {
+        Some("the engine has no init binary (Podman: install catatonit)".into())
+    } else {
+        None
+    }
+}
+
+/// Where the step's output goes.
+enum StepIo {
+    Capture { log: File, path: PathBuf, stream: bool },
+    Inherit { tty: bool },
+}
+
+impl StepIo {
+    fn tty(&self) -> bool {
+        matches!(self, StepIo::Inherit { tty: true })
+    }
+}
+
+/// Copies the attached output: into the log (and our stderr when
+/// streaming), or to our stdout/stderr. Keeps draining after a write error
+/// so the container never blocks on a full pipe.
+async fn copy_output(
+    mut output: std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, EngineError>> + Send>>,
+    io: StepIo,
+) -> io::Result<()> {
+    let mut first_err = None;
+    let (mut log, stream) = match io {
+        StepIo::Capture { log, stream, .. } => (Some(log), stream),
+        StepIo::Inherit { .. } => (None, false),
+    };
+    while let Some(frame) = output.next().await {
+        let frame = frame.map_err(io::Error::other)?;
+        match &mut log {
+            Some(log) => {
+                let bytes = frame.into_bytes();
+                if first_err.is_none() {
+                    if let Err(e) = log.write_all(&bytes) {
+                        first_err = Some(e);
+                    }
+                }
+                if stream {
+                    // A closed stderr must not fail the build.
+                    let _ = io::stderr().lock().write_all(&bytes);
+                }
+            }
+            None => {
+                // The caller's terminal or pipes; nothing to report when they are gone.
+                let _ = match frame {
+                    LogOutput::StdErr { message } => io::stderr().lock().write_all(&message),
+                    other => {
+                        let mut out = io::stdout().lock();
+                        out.write_all(&other.into_bytes()).and_then(|()| out.flush())
+                    }
+                };
+            }
+        }
+    }
+    match (first_err, log) {
+        (Some(e), _) => Err(e),
+        (None, Some(mut log)) => log.flush(),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Forwards our stdin to the attached container until EOF (then closes the
+/// container's stdin) or until stopped. A thread polls stdin with a short
+/// timeout, so stopping never leaves it blocked in `read`.
+struct StdinForwarder {
+    stop: Arc<AtomicBool>,
+    reader: std::thread::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl StdinForwarder {
+    fn start(mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        let reader = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let stdin = io::stdin();
+                let mut buf = vec![0u8; 16 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut fds = [nix::poll::PollFd::new(stdin.as_fd(), nix::poll::PollFlags::POLLIN)];
+                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8)) {
+                        Ok(0) => continue,
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    match stdin.lock().read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                // Dropping the sender tells the writer that stdin ended.
+            })
+        };
+        let writer = tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if input.write_all(&data).await.is_err() || input.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = input.shutdown().await;
+        });
+        StdinForwarder { stop, reader, writer }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.reader.join();
+        self.writer.abort();
+    }
+}
+
+/// Puts our terminal in raw mode for an interactive container with a
+/// terminal (the container's terminal does the line editing), and restores it.
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> io::Result<Self> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = io::stdin();
+        let saved = tcgetattr(stdin.as_fd())?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
+        Ok(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(io::stdin().as_fd(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Rows and columns of our terminal.
+fn terminal_size() -> Option<(i32, i32)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_row > 0).then(|| (i32::from(size.ws_row), i32::from(size.ws_col)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Limits;
+
+    fn spec() -> StepSpec {
+        let mut s = StepSpec::new(
+            RootSpec::Dir("/srv/root".into()),
+            vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            Stdio::Capture {
+                log: "/tmp/step.log".into(),
+                stream: false,
+            },
+        );
+        s.env = vec![("PATH".into(), "/bin".into()), ("HOME".into(), "/homeless-shelter".into())];
+        s.binds = vec![
+            Bind::read_only("/store/abc-node", "/farm/store/abc-node"),
+            Bind::writable("/work/out", "/out"),
+        ];
+        s.hostname = "farm".into();
+        s
+    }
+
+    fn mount_of<'a>(body: &'a ContainerCreateBody, target: &str) -> &'a Mount {
+        let mounts = body.host_config.as_ref().unwrap().mounts.as_ref().unwrap();
+        mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some(target))
+            .unwrap_or_else(|| panic!("no mount at {target}: {mounts:?}"))
+    }
+
+    /// Proves the spec maps onto the container as documented: binds with
+    /// their mode, generated /etc files read-only, tmpfs for the writable
+    /// dirs that are not binds, no network, no capabilities, no_new_privs,
+    /// read-only root, uid:gid, exactly the spec's environment, limits.
+    #[test]
+    fn the_spec_maps_onto_a_locked_down_container() {
+        let s = spec();
+        let body = container_body(&s, "farm-root:00", Path::new("/tmp/etc"), false);
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(body.image.as_deref(), Some("farm-root:00"));
+        assert_eq!(body.cmd.as_ref().unwrap(), &s.argv);
+        assert_eq!(
+            body.env.as_ref().unwrap(),
+            &vec!["PATH=/bin".to_string(), "HOME=/homeless-shelter".to_string()]
+        );
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.working_dir.as_deref(), Some("/build"));
+        assert_eq!(body.hostname.as_deref(), Some("farm"));
+        assert_eq!(body.open_stdin, Some(false));
+
+        assert_eq!(mount_of(&body, "/farm/store/abc-node").read_only, Some(true));
+        assert_eq!(mount_of(&body, "/out").read_only, Some(false));
+        assert_eq!(mount_of(&body, "/out").source.as_deref(), Some("/work/out"));
+        for f in ["passwd", "group", "hosts", "resolv.conf"] {
+            let m = mount_of(&body, &format!("/etc/{f}"));
+            assert_eq!(m.read_only, Some(true));
+            assert_eq!(m.source.as_deref(), Some(format!("/tmp/etc/{f}").as_str()));
+        }
+        let tmpfs = hc.tmpfs.as_ref().unwrap();
+        let mut dirs: Vec<&str> = tmpfs.keys().map(String::as_str).collect();
+        dirs.sort();
+        assert_eq!(dirs, ["/build", "/tmp"], "/out is a bind and /dev/shm the engine's");
+        assert!(tmpfs["/build"].contains("exec") && !tmpfs["/build"].contains("noexec"));
+
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+        assert_eq!(hc.cap_drop.as_ref().unwrap(), &vec!["ALL".to_string()]);
+        assert_eq!(hc.security_opt.as_ref().unwrap(), &vec!["no-new-privileges".to_string()]);
+        assert_eq!(hc.privileged, None);
+        assert_eq!(hc.init, Some(true));
+        assert_eq!(hc.pids_limit, Some(4096));
+        let limits: Vec<(String, i64, i64)> = hc
+            .ulimits
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|u| (u.name.clone().unwrap(), u.soft.unwrap(), u.hard.unwrap()))
+            .collect();
+        assert_eq!(
+            limits,
+            [
+                ("nproc".to_string(), 4096, 4096),
+                ("nofile".to_string(), 8192, 8192),
+                ("core".to_string(), 0, 0)
+            ]
+        );
+        assert!(body.labels.as_ref().unwrap().contains_key(STEP_LABEL));
+    }
+
+    /// Proves fetch steps get the host network and the engine's resolv.conf,
+    /// and that every limit the spec sets reaches the container.
+    #[test]
+    fn host_network_keeps_the_engines_resolv_conf_and_all_limits_map() {
+        let mut s = spec();
+        s.network = Network::Host;
+        s.limits = Limits {
+            nproc: None,
+            nofile: Some(64),
+            address_space: Some(1 << 30),
+            fsize: Some(1 << 20),
+            cpu_seconds: Some(9),
+        };
+        let body = container_body(&s, "x", Path::new("/e"), false);
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("host"));
+        assert!(hc
+            .mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|m| m.target.as_deref() != Some("/etc/resolv.conf")));
+        assert_eq!(hc.pids_limit, None);
+        let names: Vec<String> = hc.ulimits.as_ref().unwrap().iter().map(|u| u.name.clone().unwrap()).collect();
+        assert_eq!(names, ["nofile", "as", "fsize", "cpu", "core"]);
+    }
+
+    /// Proves interactive steps attach stdin and use a terminal only when asked.
+    #[test]
+    fn inherit_opens_stdin_and_capture_does_not() {
+        let mut s = spec();
+        s.stdio = Stdio::Inherit;
+        let body = container_body(&s, "x", Path::new("/e"), true);
+        assert_eq!(body.open_stdin, Some(true));
+        assert_eq!(body.stdin_once, Some(true));
+        assert_eq!(body.tty, Some(true));
+    }
+
+    /// Proves a writable dir below a writable bind gets no tmpfs of its own,
+    /// and one below a read-only bind does.
+    #[test]
+    fn tmpfs_only_where_no_writable_bind_covers_the_dir() {
+        let mut s = spec();
+        s.binds = vec![Bind::writable("/w/build", "/build"), Bind::read_only("/w/src", "/src")];
+        s.writable = vec!["/build/cache".into(), "/src/gen".into(), "/tmp".into(), "/dev/shm".into()];
+        assert_eq!(tmpfs_dirs(&s), [PathBuf::from("/src/gen"), PathBuf::from("/tmp")]);
+    }
+
+    fn tree(dir: &Path) {
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::create_dir_all(dir.join("etc")).unwrap();
+        fs::write(dir.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(dir.join("bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::write(dir.join("etc/b"), b"b").unwrap();
+        fs::write(dir.join("etc/a"), b"a").unwrap();
+        std::os::unix::fs::symlink("bin", dir.join("sbin")).unwrap();
+        let long = "d".repeat(120);
+        fs::create_dir_all(dir.join(&long)).unwrap();
+        fs::write(dir.join(&long).join("f".repeat(100)), b"long").unwrap();
+    }
+
+    fn tar_of(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_root_tar(dir, &mut out).unwrap();
+        out
+    }
+
+    /// Proves the root tar is the same bytes for the same tree regardless of
+    /// mtimes and creation order, lists entries sorted with owner 0, mtime 1,
+    /// no setuid bit, keeps symlinks, and handles names over 100 bytes.
+    #[test]
+    fn root_tar_is_deterministic_and_normalised() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        tree(&a);
+        std::thread::sleep(Duration::from_millis(10));
+        tree(&b);
+        let bytes = tar_of(&a);
+        assert_eq!(bytes, tar_of(&b));
+
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let h = entry.header();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0, 0, 1));
+            let path = entry.path().unwrap().display().to_string();
+            if path == "bin/tool" {
+                assert_eq!(h.mode().unwrap(), 0o755, "setuid dropped");
+            }
+            if path == "sbin" {
+                assert_eq!(entry.link_name().unwrap().unwrap(), Path::new("bin"));
+            }
+            seen.push(path);
+        }
+        let long = "d".repeat(120);
+        let long_file = format!("{long}/{}", "f".repeat(100));
+        assert_eq!(
+            seen,
+            ["bin", "bin/tool", long.as_str(), long_file.as_str(), "etc", "etc/a", "etc/b", "sbin"]
+        );
+    }
+
+    /// Proves special files are refused with the path named.
+    #[test]
+    fn root_tar_refuses_special_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&tmp.path().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = write_root_tar(tmp.path(), io::sink()).unwrap_err().to_string();
+        assert!(e.contains("fifo") && e.contains("FIFO"), "{e}");
+    }
+
+    /// Proves a store entry is tagged by the digest in its name, and any
+    /// other directory by its content, which changes when the content does.
+    #[test]
+    fn image_tags_come_from_the_store_digest_or_the_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hex = "0123456789abcdef".repeat(4);
+        let entry = tmp.path().join(format!("{hex}-debian-root"));
+        fs::create_dir(&entry).unwrap();
+        assert_eq!(root_image_tag(&entry).unwrap(), &hex[..32]);
+
+        let plain = tmp.path().join("root");
+        tree(&plain);
+        let first = root_image_tag(&plain).unwrap();
+        assert_eq!(first.len(), 32);
+        assert!(first.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(root_image_tag(&plain).unwrap(), first);
+        fs::write(plain.join("etc/a"), b"changed").unwrap();
+        assert_ne!(root_image_tag(&plain).unwrap(), first);
+
+        // Uppercase or short hex is not a store name.
+        let upper = tmp.path().join(format!("{}-x", hex.to_uppercase()));
+        fs::create_dir(&upper).unwrap();
+        assert_ne!(root_image_tag(&upper).unwrap(), hex.to_uppercase()[..32]);
+    }
+
+    /// Proves host-path roots are refused before any engine is involved, with a hint.
+    #[test]
+    fn host_path_roots_are_refused_with_a_hint() {
+        let mut s = spec();
+        s.root = RootSpec::HostPaths(vec!["/usr".into()]);
+        let e = resolve_host_paths(&s).unwrap_err().to_string();
+        assert!(e.contains("HostPaths") && e.contains("/usr") && e.contains("hint:"), "{e}");
+    }
+
+    /// Proves opening up a writable bind reaches nested files and dirs and
+    /// keeps executables executable.
+    #[test]
+    fn writable_binds_are_opened_recursively() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("out");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        fs::write(d.join("sub/f"), b"").unwrap();
+        fs::write(d.join("x"), b"").unwrap();
+        fs::set_permissions(d.join("sub/f"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(d.join("x"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(d.join("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+        open_up(&d).unwrap();
+        let mode = |p: &str| fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("sub"), 0o777);
+        assert_eq!(mode("sub/f"), 0o666);
+        assert_eq!(mode("x"), 0o777);
+    }
+
+    /// Proves the generated /etc files are those of the native sandbox.
+    #[test]
+    fn etc_files_match_the_native_sandbox() {
+        let s = spec();
+        let files: HashMap<_, _> = etc_files(&s).into_iter().collect();
+        assert_eq!(files["passwd"], etc::passwd(1000, 1000));
+        assert!(files["passwd"].starts_with("build:x:1000:1000:"));
+        assert_eq!(files["hosts"], etc::hosts("farm"));
+        assert_eq!(files["resolv.conf"], "");
+    }
+
+    /// Proves an explicit engine address wins over DOCKER_HOST and defaults.
+    #[test]
+    fn an_explicit_host_wins() {
+        assert_eq!(engine_host(Some("unix:///x/podman.sock")), "unix:///x/podman.sock");
+        assert!(engine_host(None).contains("://"));
+    }
+}

@@ -1,0 +1,73 @@
+//! `farm build --watch`: one edit of a backend file, one backend rebuild;
+//! SIGINT ends it cleanly. Waits are for output lines, with deadlines.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{farm, shared_farm_home, Registry};
+
+#[test]
+fn editing_a_backend_file_triggers_exactly_one_backend_rebuild() {
+    let Some(registry) = Registry::start(None) else { return };
+    common::seed_model(&registry.url);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    common::copy_tree(&common::workspace().join("examples/farm-app"), p, &["node_modules", "dist", ".farm"]);
+    let home = shared_farm_home();
+    let mut fetch = farm(p, &home, &["fetch"]);
+    fetch.env("FARM_OLLAMA_REGISTRY", &registry.url);
+    assert!(common::run(&mut fetch).status.success());
+
+    let mut child = farm(p, &home, &["build", "--hermetic", "--watch", "backend"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("farm: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str, deadline: Duration| -> String {
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!("no line containing {needle:?} within {deadline:?}"),
+            }
+        }
+    };
+    wait_for("[watch] watching for changes", Duration::from_secs(180));
+
+    let main_py = p.join("apps/api/app/main.py");
+    let mut text = std::fs::read_to_string(&main_py).unwrap();
+    text.push_str("\n# edited while watching\n");
+    std::fs::write(&main_py, text).unwrap();
+    let line = wait_for("[watch] rebuilt", Duration::from_secs(180));
+    assert!(line.contains("apps/api/app/main.py"), "names the change: {line}");
+    assert!(line.contains("ran backend"), "the backend step ran: {line}");
+
+    // SIGINT: a clean stop; the remaining output has no second rebuild.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(l) = rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+        rest.push(l);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
+    assert!(rest.iter().any(|l| l.contains("[watch] stopped")), "{rest:?}");
+    assert!(!rest.iter().any(|l| l.contains("[watch] rebuilt")), "exactly one rebuild: {rest:?}");
+}
