@@ -133,8 +133,14 @@ pub fn merged_root(store: &Store, debs: &[StoreEntry]) -> Result<StoreEntry> {
 }
 
 /// Paths a runtime image leaves out: package manager state and documentation.
-const NOT_IN_IMAGES: [&str; 6] =
-    ["var/lib/dpkg", "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/locale"];
+const NOT_IN_IMAGES: [&str; 6] = [
+    "var/lib/dpkg",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/lintian",
+    "usr/share/locale",
+];
 
 /// [`merged_root`] without `exclude` (paths relative to the root).
 fn merged_root_without(store: &Store, debs: &[StoreEntry], name: &str, exclude: &[&str]) -> Result<StoreEntry> {
@@ -230,9 +236,16 @@ fn merge_tree(src_root: &Path, dst_root: &Path, rel: &Path) -> std::io::Result<(
 /// The root filesystem of the app image: the Debian packages the base and
 /// Python need, without what only `farm check` uses (libfaketime).
 pub fn runtime_root(store: &Store, lock: &Lock) -> Result<StoreEntry> {
-    let debian = lock.debian.as_ref().context("farm.lock has no Debian base\nhint: run `farm lock`")?;
+    let debian = lock
+        .debian
+        .as_ref()
+        .context("farm.lock has no Debian base\nhint: run `farm lock`")?;
     let mut debs = Vec::new();
-    for p in debian.packages.iter().filter(|p| p.roles.iter().any(|r| r == "base" || r == "python")) {
+    for p in debian
+        .packages
+        .iter()
+        .filter(|p| p.roles.iter().any(|r| r == "base" || r == "python"))
+    {
         debs.push(entry_for(store, &p.artifact)?);
     }
     merged_root_without(store, &debs, "runtime-root", &NOT_IN_IMAGES)

@@ -285,8 +285,6 @@ fn cache_clean_keeps_the_lock_and_last_build_and_analyze_reads_the_last_build() 
     let out = run(&mut farm(p.path(), &home, &["cache", "clean", "--dry-run"]));
     assert!(out.status.success());
     let err = stderr(&out);
-    // Output entries are named by their tree digest, which the manifest records.
-    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(p.path().join(".farm/last-build.json")).unwrap()).unwrap();
     let kept: Vec<String> = serde_json::from_value(record["entries"].clone()).unwrap();

@@ -30,7 +30,11 @@ PY
 
 fn example_with(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    common::copy_tree(&common::workspace().join("examples/farm-app"), dir.path(), &["node_modules", "dist", ".farm"]);
+    common::copy_tree(
+        &common::workspace().join("examples/farm-app"),
+        dir.path(),
+        &["node_modules", "dist", ".farm"],
+    );
     let toml = dir.path().join("farm.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     std::fs::write(&toml, format!("{text}\n{extra}")).unwrap();
@@ -55,7 +59,10 @@ fn a_custom_step_runs_is_cached_and_feeds_the_app_image() {
     assert!(run(&mut farm(p, &home, &["build", "--hermetic"])).status.success());
     let m = manifest(p);
     let step = &m["outputs"]["step.compress"];
-    assert!(step["digest"].as_str().unwrap().starts_with("sha256:"), "the step's output is in the manifest: {m}");
+    assert!(
+        step["digest"].as_str().unwrap().starts_with("sha256:"),
+        "the step's output is in the manifest: {m}"
+    );
     let gz: Vec<_> = std::fs::read_dir(p.join(".farm/out/steps/compress/assets"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -68,12 +75,19 @@ fn a_custom_step_runs_is_cached_and_feeds_the_app_image() {
         .iter()
         .map(|l| l["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(layers, ["base", "python-deps", "app", "frontend", "step-compress"], "the step feeds the app image");
+    assert_eq!(
+        layers,
+        ["base", "python-deps", "app", "frontend", "step-compress"],
+        "the step feeds the app image"
+    );
 
     assert!(run(&mut farm(p, &home, &["build", "--hermetic"])).status.success());
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(p.join(".farm/out/farm-metrics.json")).unwrap()).unwrap();
-    assert_eq!(metrics["steps"]["compress"]["cached"], true, "the step is cached by key");
+    assert_eq!(
+        metrics["steps"]["compress"]["cached"], true,
+        "the step is cached by key"
+    );
     assert_eq!(manifest(p)["digest"], m["digest"]);
 }
 
@@ -85,12 +99,20 @@ fn cycles_and_unknown_references_are_refused_naming_the_steps() {
     );
     let out = run(&mut farm(cycle.path(), home.path(), &["build"]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("the steps form a cycle: a -> b -> a"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the steps form a cycle: a -> b -> a"),
+        "{}",
+        stderr(&out)
+    );
 
     let unknown = example_with("[[steps]]\nname = \"a\"\ncommand = \"true\"\ninputs = [\"step:nope\"]\n");
     let out = run(&mut farm(unknown.path(), home.path(), &["build"]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("steps.a.inputs") && stderr(&out).contains("\"nope\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("steps.a.inputs") && stderr(&out).contains("\"nope\""),
+        "{}",
+        stderr(&out)
+    );
 
     let network = example_with("[[steps]]\nname = \"a\"\ncommand = \"true\"\nnetwork = true\n");
     let out = run(&mut farm(network.path(), home.path(), &["build"]));

@@ -128,7 +128,7 @@ fn images_are_valid_reproducible_and_hold_the_models() {
         );
         assert_eq!(
             inspect["Digest"],
-            first[&format!("outputs")][&format!("image.{name}")]["metadata"]["manifest_digest"]
+            first["outputs"][&format!("image.{name}")]["metadata"]["manifest_digest"]
         );
         let tag = first["project"]["version"].as_str().unwrap();
         tool(

@@ -16,7 +16,11 @@ fn editing_a_backend_file_triggers_exactly_one_backend_rebuild() {
     common::seed_model(&registry.url);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    common::copy_tree(&common::workspace().join("examples/farm-app"), p, &["node_modules", "dist", ".farm"]);
+    common::copy_tree(
+        &common::workspace().join("examples/farm-app"),
+        p,
+        &["node_modules", "dist", ".farm"],
+    );
     let home = shared_farm_home();
     let mut fetch = farm(p, &home, &["fetch"]);
     fetch.env("FARM_OLLAMA_REGISTRY", &registry.url);
@@ -69,5 +73,8 @@ fn editing_a_backend_file_triggers_exactly_one_backend_rebuild() {
     let status = child.wait().unwrap();
     assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
     assert!(rest.iter().any(|l| l.contains("[watch] stopped")), "{rest:?}");
-    assert!(!rest.iter().any(|l| l.contains("[watch] rebuilt")), "exactly one rebuild: {rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.contains("[watch] rebuilt")),
+        "exactly one rebuild: {rest:?}"
+    );
 }

@@ -147,9 +147,17 @@ pub fn python_roots(version: &str) -> Vec<String> {
 /// which glibc handles without zone files (apps needing zones bring the
 /// `tzdata` wheel).
 pub fn default_base_roots() -> Vec<String> {
-    ["base-files", "dash", "coreutils", "findutils", "libc6", "libgcc-s1", "libstdc++6"]
-        .map(String::from)
-        .to_vec()
+    [
+        "base-files",
+        "dash",
+        "coreutils",
+        "findutils",
+        "libc6",
+        "libgcc-s1",
+        "libstdc++6",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Names to exclude by default: needed only by maintainer scripts, which farm

@@ -27,8 +27,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions,
-    RemoveContainerOptions, ResizeContainerTTYOptions, TagImageOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions, RemoveContainerOptions,
+    ResizeContainerTTYOptions, TagImageOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -581,9 +581,9 @@ fn resolve_host_paths(spec: &StepSpec) -> Result<StepSpec, ContainerError> {
 /// stream, so a changed directory never reuses a stale image.
 pub fn root_image_tag(root: &Path) -> Result<String, ContainerError> {
     let name = root.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let digest = name.get(..64).filter(|h| {
-        h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) && name[64..].starts_with('-')
-    });
+    let digest = name
+        .get(..64)
+        .filter(|h| h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) && name[64..].starts_with('-'));
     if let Some(hex) = digest {
         return Ok(hex[..32].to_string());
     }
@@ -786,9 +786,8 @@ fn open_up(path: &Path) -> Result<(), (PathBuf, io::Error)> {
         return Ok(());
     }
     let mode = meta.permissions().mode();
-    let wanted = if meta.is_dir() {
-        mode | 0o777
-    } else if mode & 0o111 != 0 {
+    // Directories and executables: rwx for all; other files: rw for all.
+    let wanted = if meta.is_dir() || mode & 0o111 != 0 {
         mode | 0o777
     } else {
         mode | 0o666
@@ -859,7 +858,10 @@ fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool) -> Co
         open_stdin: Some(interactive),
         stdin_once: Some(interactive),
         tty: Some(tty),
-        labels: Some(HashMap::from([(STEP_LABEL.to_string(), std::process::id().to_string())])),
+        labels: Some(HashMap::from([(
+            STEP_LABEL.to_string(),
+            std::process::id().to_string(),
+        )])),
         host_config: Some(host_config),
         ..Default::default()
     }
@@ -868,7 +870,11 @@ fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool) -> Co
 /// Writable directories that are not a writable bind (or below one) get a
 /// fresh tmpfs, as in the native sandbox; /dev/shm is the engine's own.
 fn tmpfs_dirs(spec: &StepSpec) -> Vec<PathBuf> {
-    let covered = |dir: &Path| spec.binds.iter().any(|b: &Bind| !b.read_only && dir.starts_with(&b.target));
+    let covered = |dir: &Path| {
+        spec.binds
+            .iter()
+            .any(|b: &Bind| !b.read_only && dir.starts_with(&b.target))
+    };
     let mut dirs: Vec<PathBuf> = spec
         .writable
         .iter()
@@ -1095,7 +1101,10 @@ mod tests {
                 stream: false,
             },
         );
-        s.env = vec![("PATH".into(), "/bin".into()), ("HOME".into(), "/homeless-shelter".into())];
+        s.env = vec![
+            ("PATH".into(), "/bin".into()),
+            ("HOME".into(), "/homeless-shelter".into()),
+        ];
         s.binds = vec![
             Bind::read_only("/store/abc-node", "/farm/store/abc-node"),
             Bind::writable("/work/out", "/out"),
@@ -1149,7 +1158,10 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.readonly_rootfs, Some(true));
         assert_eq!(hc.cap_drop.as_ref().unwrap(), &vec!["ALL".to_string()]);
-        assert_eq!(hc.security_opt.as_ref().unwrap(), &vec!["no-new-privileges".to_string()]);
+        assert_eq!(
+            hc.security_opt.as_ref().unwrap(),
+            &vec!["no-new-privileges".to_string()]
+        );
         assert_eq!(hc.privileged, None);
         assert_eq!(hc.init, Some(true));
         assert_eq!(hc.pids_limit, Some(4096));
@@ -1194,7 +1206,13 @@ mod tests {
             .iter()
             .all(|m| m.target.as_deref() != Some("/etc/resolv.conf")));
         assert_eq!(hc.pids_limit, None);
-        let names: Vec<String> = hc.ulimits.as_ref().unwrap().iter().map(|u| u.name.clone().unwrap()).collect();
+        let names: Vec<String> = hc
+            .ulimits
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|u| u.name.clone().unwrap())
+            .collect();
         assert_eq!(names, ["nofile", "as", "fsize", "cpu", "core"]);
     }
 
@@ -1215,7 +1233,12 @@ mod tests {
     fn tmpfs_only_where_no_writable_bind_covers_the_dir() {
         let mut s = spec();
         s.binds = vec![Bind::writable("/w/build", "/build"), Bind::read_only("/w/src", "/src")];
-        s.writable = vec!["/build/cache".into(), "/src/gen".into(), "/tmp".into(), "/dev/shm".into()];
+        s.writable = vec![
+            "/build/cache".into(),
+            "/src/gen".into(),
+            "/tmp".into(),
+            "/dev/shm".into(),
+        ];
         assert_eq!(tmpfs_dirs(&s), [PathBuf::from("/src/gen"), PathBuf::from("/tmp")]);
     }
 
@@ -1270,7 +1293,16 @@ mod tests {
         let long_file = format!("{long}/{}", "f".repeat(100));
         assert_eq!(
             seen,
-            ["bin", "bin/tool", long.as_str(), long_file.as_str(), "etc", "etc/a", "etc/b", "sbin"]
+            [
+                "bin",
+                "bin/tool",
+                long.as_str(),
+                long_file.as_str(),
+                "etc",
+                "etc/a",
+                "etc/b",
+                "sbin"
+            ]
         );
     }
 
@@ -1278,7 +1310,11 @@ mod tests {
     #[test]
     fn root_tar_refuses_special_files() {
         let tmp = tempfile::tempdir().unwrap();
-        nix::unistd::mkfifo(&tmp.path().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        nix::unistd::mkfifo(
+            &tmp.path().join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
         let e = write_root_tar(tmp.path(), io::sink()).unwrap_err().to_string();
         assert!(e.contains("fifo") && e.contains("FIFO"), "{e}");
     }
@@ -1314,7 +1350,10 @@ mod tests {
         let mut s = spec();
         s.root = RootSpec::HostPaths(vec!["/usr".into()]);
         let e = resolve_host_paths(&s).unwrap_err().to_string();
-        assert!(e.contains("HostPaths") && e.contains("/usr") && e.contains("hint:"), "{e}");
+        assert!(
+            e.contains("HostPaths") && e.contains("/usr") && e.contains("hint:"),
+            "{e}"
+        );
     }
 
     /// Proves opening up a writable bind reaches nested files and dirs and

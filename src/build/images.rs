@@ -76,7 +76,10 @@ fn annotations(plan: &ImagesPlan) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
     a.insert("org.opencontainers.image.created".into(), super::iso8601(plan.created));
     a.insert("org.opencontainers.image.version".into(), plan.version.clone());
-    a.insert("org.opencontainers.image.source".into(), format!("farm:{}", plan.project));
+    a.insert(
+        "org.opencontainers.image.source".into(),
+        format!("farm:{}", plan.project),
+    );
     a.insert("org.opencontainers.image.title".into(), plan.project.clone());
     if let Some(r) = &plan.revision {
         a.insert("org.opencontainers.image.revision".into(), r.clone());
@@ -91,30 +94,54 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &BTreeMap<String, StoreEntry>)
     let base = LayerSpec {
         name: "base".into(),
         contents: vec![
-            LayerContent { source: plan.runtime_root.path.clone(), target: "/".into(), uid: 0, gid: 0 },
-            LayerContent { source: plan.image_files.path.clone(), target: "/".into(), uid: 0, gid: 0 },
+            LayerContent {
+                source: plan.runtime_root.path.clone(),
+                target: "/".into(),
+                uid: 0,
+                gid: 0,
+            },
+            LayerContent {
+                source: plan.image_files.path.clone(),
+                target: "/".into(),
+                uid: 0,
+                gid: 0,
+            },
         ],
     };
     if let (Some(backend), Some(python), Some(app)) = (deps.get("backend"), &plan.python, &plan.asgi_app) {
         let mut spec = ImageSpec::new(&plan.image_name, &plan.version, plan.created as i64);
         spec.compression = plan.compression;
         spec.annotations = annotations(plan);
-        let content = |src: PathBuf, target: &str| LayerContent { source: src, target: target.into(), uid: 0, gid: 0 };
+        let content = |src: PathBuf, target: &str| LayerContent {
+            source: src,
+            target: target.into(),
+            uid: 0,
+            gid: 0,
+        };
         spec.layers.push(base.clone());
         spec.layers.push(LayerSpec {
             name: "python-deps".into(),
-            contents: vec![content(backend.path.join("backend/site-packages"), "/app/site-packages")],
+            contents: vec![content(
+                backend.path.join("backend/site-packages"),
+                "/app/site-packages",
+            )],
         });
         spec.layers.push(LayerSpec {
             name: "app".into(),
             contents: vec![content(backend.path.join("backend/app"), "/app/app")],
         });
         if let Some(front) = deps.get("frontend") {
-            spec.layers.push(LayerSpec { name: "frontend".into(), contents: vec![content(front.path.clone(), "/app/static")] });
+            spec.layers.push(LayerSpec {
+                name: "frontend".into(),
+                contents: vec![content(front.path.clone(), "/app/static")],
+            });
         }
         for (step, at) in &plan.step_layers {
             let e = deps.get(step).with_context(|| format!("the output of step {step}"))?;
-            spec.layers.push(LayerSpec { name: format!("step-{step}"), contents: vec![content(e.path.clone(), at)] });
+            spec.layers.push(LayerSpec {
+                name: format!("step-{step}"),
+                contents: vec![content(e.path.clone(), at)],
+            });
         }
         spec.config.user = Some(format!("{APP_UID}:{APP_UID}"));
         spec.config.working_dir = Some("/app/app".into());
@@ -138,21 +165,36 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &BTreeMap<String, StoreEntry>)
             APP_PORT.to_string(),
         ];
         spec.config.labels = spec.annotations.clone();
-        let image = farm_images::build_image(&spec, &out.join("app"), Some(&plan.layer_cache)).context("building the app image")?;
+        let image = farm_images::build_image(&spec, &out.join("app"), Some(&plan.layer_cache))
+            .context("building the app image")?;
         built.insert("app".to_string(), image);
     }
     if let (Some(models), Some(ollama)) = (deps.get("models"), &plan.ollama) {
-        let mut spec = ImageSpec::new(format!("{}-ollama", plan.image_name), &plan.version, plan.created as i64);
+        let mut spec = ImageSpec::new(
+            format!("{}-ollama", plan.image_name),
+            &plan.version,
+            plan.created as i64,
+        );
         spec.compression = plan.compression;
         spec.annotations = annotations(plan);
         spec.layers.push(base.clone());
         spec.layers.push(LayerSpec {
             name: "ollama".into(),
-            contents: vec![LayerContent { source: ollama.path.clone(), target: "/usr".into(), uid: 0, gid: 0 }],
+            contents: vec![LayerContent {
+                source: ollama.path.clone(),
+                target: "/usr".into(),
+                uid: 0,
+                gid: 0,
+            }],
         });
         spec.layers.push(LayerSpec {
             name: "models".into(),
-            contents: vec![LayerContent { source: models.path.clone(), target: "/models".into(), uid: 0, gid: 0 }],
+            contents: vec![LayerContent {
+                source: models.path.clone(),
+                target: "/models".into(),
+                uid: 0,
+                gid: 0,
+            }],
         });
         spec.config.env = vec![
             "PATH=/usr/local/bin:/usr/bin:/bin".into(),
@@ -162,8 +204,8 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &BTreeMap<String, StoreEntry>)
         spec.config.exposed_ports = vec![format!("{OLLAMA_PORT}/tcp")];
         spec.config.cmd = vec!["ollama".into(), "serve".into()];
         spec.config.labels = spec.annotations.clone();
-        let image =
-            farm_images::build_image(&spec, &out.join("ollama"), Some(&plan.layer_cache)).context("building the Ollama image")?;
+        let image = farm_images::build_image(&spec, &out.join("ollama"), Some(&plan.layer_cache))
+            .context("building the Ollama image")?;
         built.insert("ollama".to_string(), image);
     }
     let mut json = serde_json::to_string_pretty(&serde_json::to_value(&built)?)?;
@@ -185,16 +227,32 @@ pub fn write_deploy(config: &Config, lock: &farm_lockfiles::Lock, images: &Path,
     let built: serde_json::Value =
         serde_json::from_slice(&std::fs::read(images.join("images.json")).context("images.json of the images step")?)?;
     let registry = config.images.registry.as_deref();
-    let name = config.images.name.clone().unwrap_or_else(|| config.project.name.clone());
-    let app = built["app"]["manifest_digest"].as_str().map(|d| image_ref(registry, &name, d));
-    let ollama = built["ollama"]["manifest_digest"].as_str().map(|d| image_ref(registry, &format!("{name}-ollama"), d));
+    let name = config
+        .images
+        .name
+        .clone()
+        .unwrap_or_else(|| config.project.name.clone());
+    let app = built["app"]["manifest_digest"]
+        .as_str()
+        .map(|d| image_ref(registry, &name, d));
+    let ollama = built["ollama"]["manifest_digest"]
+        .as_str()
+        .map(|d| image_ref(registry, &format!("{name}-ollama"), d));
     let mongo = lock.images.iter().find(|i| i.name == "mongodb").map(|i| {
-        let repo = i.reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(r, _)| r).unwrap_or(&i.reference);
+        let repo = i
+            .reference
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map(|(r, _)| r)
+            .unwrap_or(&i.reference);
         format!("{repo}@{}", i.digest)
     });
     let app = app.context("the deploy files need the app image (images.app = true and a [backend])")?;
     if config.deploy.compose {
-        std::fs::write(out.join("docker-compose.yml"), compose_yaml(&app, mongo.as_deref(), ollama.as_deref()))?;
+        std::fs::write(
+            out.join("docker-compose.yml"),
+            compose_yaml(&app, mongo.as_deref(), ollama.as_deref()),
+        )?;
     }
     if config.deploy.kubernetes {
         let k = out.join("kubernetes");
@@ -261,12 +319,15 @@ fn k8s_deployment(name: &str, image: &str, port: u16, extra_container: &str, ext
 }
 
 fn k8s_app(image: &str, mongo: bool, ollama: bool) -> String {
-    let mut env = String::from("          env:\n            - name: FARM_STATIC_DIR\n              value: \"/app/static\"\n");
+    let mut env =
+        String::from("          env:\n            - name: FARM_STATIC_DIR\n              value: \"/app/static\"\n");
     if mongo {
         env.push_str("            - name: MONGODB_URL\n              value: \"mongodb://mongodb:27017\"\n");
     }
     if ollama {
-        env.push_str(&format!("            - name: FARM_OLLAMA_URL\n              value: \"http://ollama:{OLLAMA_PORT}\"\n"));
+        env.push_str(&format!(
+            "            - name: FARM_OLLAMA_URL\n              value: \"http://ollama:{OLLAMA_PORT}\"\n"
+        ));
     }
     let probe = format!(
         "          readinessProbe:\n            httpGet:\n              path: /health\n              port: {APP_PORT}\n          livenessProbe:\n            httpGet:\n              path: /health\n              port: {APP_PORT}\n"
@@ -277,7 +338,8 @@ fn k8s_app(image: &str, mongo: bool, ollama: bool) -> String {
 fn k8s_mongo(image: &str) -> String {
     let pvc = "---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: mongodb-data\nspec:\n  accessModes:\n    - ReadWriteOnce\n  resources:\n    requests:\n      storage: 1Gi\n";
     let mount = "          volumeMounts:\n            - name: data\n              mountPath: /data/db\n";
-    let volumes = "      volumes:\n        - name: data\n          persistentVolumeClaim:\n            claimName: mongodb-data\n";
+    let volumes =
+        "      volumes:\n        - name: data\n          persistentVolumeClaim:\n            claimName: mongodb-data\n";
     format!("{}{pvc}", k8s_deployment("mongodb", image, 27017, mount, volumes))
 }
 

@@ -158,7 +158,10 @@ mod tests {
         let bytes = m.to_bytes();
         let text = String::from_utf8(bytes.clone()).unwrap();
         // Pinned: the exact serialisation is part of the format.
-        assert!(text.starts_with("{\n  \"dev\": false,\n  \"digest\": \"sha256:"), "{text}");
+        assert!(
+            text.starts_with("{\n  \"dev\": false,\n  \"digest\": \"sha256:"),
+            "{text}"
+        );
         assert!(text.ends_with("}\n"));
         assert!(
             text.find("\"hermetic\"").unwrap() < text.find("\"inputs\"").unwrap(),

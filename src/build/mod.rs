@@ -154,7 +154,10 @@ pub struct BuildOptions {
 /// copies as `import.meta.env.VITE_FARM_*` without configuration.
 pub fn build_defines(version: &str, src: &StoreEntry, sde: u64, env: &str, dev: bool) -> Vec<(String, String)> {
     let values = [
-        ("FARM_BUILD_VERSION", format!("{version}+{}", &src.digest.to_hex()[..12])),
+        (
+            "FARM_BUILD_VERSION",
+            format!("{version}+{}", &src.digest.to_hex()[..12]),
+        ),
         ("FARM_BUILD_TIMESTAMP", iso8601(sde)),
         ("FARM_DEV", if dev { "1" } else { "0" }.to_string()),
     ];
@@ -181,7 +184,12 @@ pub fn iso8601(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Conditions `farm check` varies between rounds, beyond what the sandbox pins.
@@ -221,7 +229,7 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     }
     let lock_bytes = std::fs::read(&lock_path)?;
     let lock = Lock::read(&lock_path)?;
-    let stale = crate::commands::lock::stale_inputs(&lock, &crate::commands::lock::current_inputs(&project)?);
+    let stale = crate::commands::lock::stale_inputs(&lock, &crate::commands::lock::current_inputs(project)?);
     if !stale.is_empty() {
         let msg = format!(
             "{} is stale:\n  {}\nhint: run `farm lock`",
@@ -267,7 +275,10 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         let src = source::snapshot(&store, &root.join(&b.path), "backend", &[])?;
         sources.insert("backend".to_string(), src.digest.to_string());
         let wheels = deps::wheelhouse(&store, &lock)?;
-        let pip = env.pip.clone().context("farm.lock has no [python] toolchain\nhint: run `farm lock`")?;
+        let pip = env
+            .pip
+            .clone()
+            .context("farm.lock has no [python] toolchain\nhint: run `farm lock`")?;
         let script = scripts::backend(&env.paths(), &src, &wheels, &pip, &b.requirements, &b.app);
         steps.push(env.sandboxed("backend", vec![], script, vec![src, wheels, pip], env_vars.clone()));
     }
@@ -285,12 +296,33 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         let src = source::snapshot(&store, &root.join(&f.path), "frontend", &[f.output_dir.as_path()])?;
         sources.insert("frontend".to_string(), src.digest.to_string());
         let nm = deps::node_modules(&store, &lock)?;
-        let script = scripts::frontend(&env.paths(), &src, &nm, &f.build_script, &f.output_dir, opts.dev, f.api_types.as_deref().filter(|_| types_on));
+        let script = scripts::frontend(
+            &env.paths(),
+            &src,
+            &nm,
+            &f.build_script,
+            &f.output_dir,
+            opts.dev,
+            f.api_types.as_deref().filter(|_| types_on),
+        );
         // After the backend, as in the FARM design (the API types come from it).
-        let after = if targets.contains(&Target::Backend) { vec!["backend".to_string()] } else { vec![] };
+        let after = if targets.contains(&Target::Backend) {
+            vec!["backend".to_string()]
+        } else {
+            vec![]
+        };
         let mut extra = env_vars.clone();
-        extra.extend(build_defines(&project.config.project.version, &src, sde, &opts.env, opts.dev));
-        extra.push(("npm_config_cache".to_string(), format!("{}/.npm-cache", env.paths().build)));
+        extra.extend(build_defines(
+            &project.config.project.version,
+            &src,
+            sde,
+            &opts.env,
+            opts.dev,
+        ));
+        extra.push((
+            "npm_config_cache".to_string(),
+            format!("{}/.npm-cache", env.paths().build),
+        ));
         let mut step = env.sandboxed("frontend", after, script, vec![src, nm], extra);
         if types_on {
             step.after.push("types".into());
@@ -309,7 +341,11 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     if targets.contains(&Target::Images) {
         let deps: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
         let mut plan = images_plan(project, &config, &lock, &store, opts, sde, &ctx.farm_home)?;
-        plan.step_layers = config.steps.iter().filter_map(|s| s.image_path.clone().map(|p| (s.name.clone(), p))).collect();
+        plan.step_layers = config
+            .steps
+            .iter()
+            .filter_map(|s| s.image_path.clone().map(|p| (s.name.clone(), p)))
+            .collect();
         steps.push(Step {
             name: "images".into(),
             after: deps.clone(),
@@ -321,7 +357,11 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         });
         if config.deploy.compose || config.deploy.kubernetes {
             let (cfg, lk) = (config.clone(), lock.clone());
-            let mut key_parts = vec!["deploy-v1".to_string(), serde_json::to_string(&cfg.deploy)?, serde_json::to_string(&cfg.images)?];
+            let mut key_parts = vec![
+                "deploy-v1".to_string(),
+                serde_json::to_string(&cfg.deploy)?,
+                serde_json::to_string(&cfg.images)?,
+            ];
             key_parts.extend(lock.images.iter().map(|i| format!("{}={}", i.name, i.digest)));
             key_parts.push(cfg.project.name.clone());
             steps.push(Step {
@@ -413,7 +453,10 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
             }
             "types" => {
                 let ts = entry.path.join("api-types.ts");
-                outputs.insert("api-types".into(), output::place(&ts, &staging.path().join("api-types.ts"), "api-types.ts", sde)?);
+                outputs.insert(
+                    "api-types".into(),
+                    output::place(&ts, &staging.path().join("api-types.ts"), "api-types.ts", sde)?,
+                );
                 let f = config.frontend.as_ref().expect("types need a frontend");
                 let committed_rel = f.path.join(f.api_types.as_ref().expect("types are on"));
                 let generated = std::fs::read_to_string(&ts)?;
@@ -427,10 +470,16 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
             }
             name if config.steps.iter().any(|s| s.name == name) => {
                 let rel = format!("steps/{name}");
-                outputs.insert(format!("step.{name}"), output::place(&entry.path, &staging.path().join(&rel), &rel, sde)?);
+                outputs.insert(
+                    format!("step.{name}"),
+                    output::place(&entry.path, &staging.path().join(&rel), &rel, sde)?,
+                );
             }
             "deploy" => {
-                outputs.insert("deploy".into(), output::place(&entry.path, &staging.path().join("deploy"), "deploy", sde)?);
+                outputs.insert(
+                    "deploy".into(),
+                    output::place(&entry.path, &staging.path().join("deploy"), "deploy", sde)?,
+                );
             }
             other => bail!("internal: no output mapping for step {other}"),
         }
@@ -482,9 +531,24 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         std::fs::write(p, manifest::trace_json(&results.trace())).with_context(|| p.display().to_string())?;
     }
     staging.commit()?;
-    let ran = results.steps.iter().filter(|r| !r.record.cached).map(|r| r.name.clone()).collect();
-    let cached = results.steps.iter().filter(|r| r.record.cached).map(|r| r.name.clone()).collect();
-    Ok(Built { manifest, out_dir, ran, cached })
+    let ran = results
+        .steps
+        .iter()
+        .filter(|r| !r.record.cached)
+        .map(|r| r.name.clone())
+        .collect();
+    let cached = results
+        .steps
+        .iter()
+        .filter(|r| r.record.cached)
+        .map(|r| r.name.clone())
+        .collect();
+    Ok(Built {
+        manifest,
+        out_dir,
+        ran,
+        cached,
+    })
 }
 
 fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
@@ -537,7 +601,16 @@ fn custom_step(
 ) -> Result<Step> {
     let paths = env.paths();
     let var = |s: &str| {
-        let v: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let v: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         format!("FARM_INPUT_{v}")
     };
     let mut script = format!("set -eu\nexport out={}\n", scripts::OUT_PLACEHOLDER);
@@ -550,7 +623,12 @@ fn custom_step(
                 deps.push(dep.to_string());
             }
             Some(("path", rel)) => {
-                let snap = source::snapshot(store, &root.join(rel), &format!("{}-{}", cs.name, rel.replace('/', "_")), &[])?;
+                let snap = source::snapshot(
+                    store,
+                    &root.join(rel),
+                    &format!("{}-{}", cs.name, rel.replace('/', "_")),
+                    &[],
+                )?;
                 script.push_str(&format!("export {}={}\n", var(rel), scripts::q(&paths.store(&snap))));
                 inputs.push(snap);
             }
@@ -558,7 +636,10 @@ fn custom_step(
             _ => {}
         }
     }
-    script.push_str(&format!("mkdir -p {b}/step\ncd {b}/step\n", b = scripts::BUILD_PLACEHOLDER));
+    script.push_str(&format!(
+        "mkdir -p {b}/step\ncd {b}/step\n",
+        b = scripts::BUILD_PLACEHOLDER
+    ));
     script.push_str(&format!("(\n{}\n)\n", cs.command));
     for o in &cs.outputs {
         script.push_str(&format!(
@@ -586,7 +667,8 @@ fn types_step(root: &Path, config: &crate::config::Config) -> Result<Step> {
             key_parts: vec!["farm-typegen-v2".into()],
             run: Box::new(|out: &Path, deps| {
                 let backend = deps.get("backend").context("the backend step's output")?;
-                let api: serde_json::Value = serde_json::from_slice(&std::fs::read(backend.path.join("openapi.json"))?)?;
+                let api: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(backend.path.join("openapi.json"))?)?;
                 std::fs::write(out.join("api-types.ts"), typegen::generate(&api)?)?;
                 Ok(())
             }),
@@ -612,9 +694,11 @@ fn images_plan(
     farm_home: &Path,
 ) -> Result<images::ImagesPlan> {
     let ollama = match (&lock.ollama, config.images.ollama && config.models.is_some()) {
-        (Some(o), true) => Some(store.artifact(&o.integrity.to_string())?.with_context(|| {
-            format!("ollama {} is not in the store\nhint: run `farm fetch`", o.version)
-        })?),
+        (Some(o), true) => Some(
+            store
+                .artifact(&o.integrity.to_string())?
+                .with_context(|| format!("ollama {} is not in the store\nhint: run `farm fetch`", o.version))?,
+        ),
         _ => None,
     };
     let compression = match opts.compression.unwrap_or(config.images.compression) {
@@ -624,7 +708,11 @@ fn images_plan(
     Ok(images::ImagesPlan {
         project: config.project.name.clone(),
         version: config.project.version.clone(),
-        image_name: config.images.name.clone().unwrap_or_else(|| config.project.name.clone()),
+        image_name: config
+            .images
+            .name
+            .clone()
+            .unwrap_or_else(|| config.project.name.clone()),
         python: lock.python.as_ref().map(|p| p.version.clone()),
         asgi_app: config.backend.as_ref().map(|b| b.app.clone()),
         runtime_root: toolchain::runtime_root(store, lock)?,

@@ -90,7 +90,11 @@ cp -R {out_dir}/. "{o}/"
             None => String::new(),
         },
         // Vite's own flags for an unminified build with sourcemaps.
-        dev_args = if dev { " -- --mode development --sourcemap --minify false" } else { "" },
+        dev_args = if dev {
+            " -- --mode development --sourcemap --minify false"
+        } else {
+            ""
+        },
         src = q(&p.store(src)),
         nm = q(&p.store(node_modules)),
         script = q(script),
@@ -157,7 +161,11 @@ pub fn dep(name: &str) -> String {
 pub fn render_deps(script: &str, deps: &std::collections::BTreeMap<String, StoreEntry>, hermetic: bool) -> String {
     let mut s = script.to_string();
     for (name, e) in deps {
-        let at = if hermetic { Toolchain::sandbox_path(e).display().to_string() } else { e.path.display().to_string() };
+        let at = if hermetic {
+            Toolchain::sandbox_path(e).display().to_string()
+        } else {
+            e.path.display().to_string()
+        };
         s = s.replace(&dep(name), &q(&at));
     }
     s

@@ -1340,7 +1340,10 @@ mod tests {
         let ts = generated();
         balance(&ts).unwrap_or_else(|e| panic!("{e} in:\n{ts}"));
         assert!(!ts.contains("undefined"), "{ts}");
-        assert!(ts.ends_with("\";\n") && ts.contains("export const apiSchemaDigest = \"sha256:"), "{ts}");
+        assert!(
+            ts.ends_with("\";\n") && ts.contains("export const apiSchemaDigest = \"sha256:"),
+            "{ts}"
+        );
         assert!(!ts.ends_with("\n\n"), "{ts}");
         assert!(ts.lines().all(|l| l == l.trim_end() && !l.contains('\t')), "{ts}");
         // The balance check itself notices a missing brace.

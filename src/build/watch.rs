@@ -24,7 +24,15 @@ extern "C" fn on_signal(_: libc::c_int) {
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Directories whose changes are outputs or caches, never inputs.
-const IGNORED: [&str; 7] = [".farm", "node_modules", ".git", "__pycache__", "dist", ".pytest_cache", ".venv"];
+const IGNORED: [&str; 7] = [
+    ".farm",
+    "node_modules",
+    ".git",
+    "__pycache__",
+    "dist",
+    ".pytest_cache",
+    ".venv",
+];
 
 fn watched_paths(project: &Project, opts: &BuildOptions) -> Vec<PathBuf> {
     let c = &project.config;
@@ -54,7 +62,10 @@ fn watched_paths(project: &Project, opts: &BuildOptions) -> Vec<PathBuf> {
 }
 
 fn relevant(path: &Path, out_dir: &Path) -> bool {
-    !path.starts_with(out_dir) && !path.components().any(|c| matches!(c, Component::Normal(n) if IGNORED.iter().any(|i| n == *i)))
+    !path.starts_with(out_dir)
+        && !path
+            .components()
+            .any(|c| matches!(c, Component::Normal(n) if IGNORED.iter().any(|i| n == *i)))
 }
 
 fn report(ctx: &Context, what: &str, started: Instant, r: &Result<Built>) {
@@ -62,11 +73,22 @@ fn report(ctx: &Context, what: &str, started: Instant, r: &Result<Built>) {
         Ok(b) => ctx.reporter.info(&format!(
             "[watch] {what} in {:.1}s: ran {}, cached {}; manifest {}",
             started.elapsed().as_secs_f64(),
-            if b.ran.is_empty() { "nothing".to_string() } else { b.ran.join(", ") },
-            if b.cached.is_empty() { "nothing".to_string() } else { b.cached.join(", ") },
+            if b.ran.is_empty() {
+                "nothing".to_string()
+            } else {
+                b.ran.join(", ")
+            },
+            if b.cached.is_empty() {
+                "nothing".to_string()
+            } else {
+                b.cached.join(", ")
+            },
             b.manifest.digest
         )),
-        Err(e) => ctx.reporter.info(&format!("[watch] {what} FAILED in {:.1}s: {e:#}", started.elapsed().as_secs_f64())),
+        Err(e) => ctx.reporter.info(&format!(
+            "[watch] {what} FAILED in {:.1}s: {e:#}",
+            started.elapsed().as_secs_f64()
+        )),
     }
 }
 
@@ -90,8 +112,14 @@ pub fn run(ctx: &Context, project: &Project, opts: &BuildOptions) -> Result<u8> 
     for p in watched_paths(project, opts) {
         let p = std::fs::canonicalize(&p).unwrap_or(p);
         if p.exists() {
-            let mode = if p.is_dir() { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
-            watcher.watch(&p, mode).with_context(|| format!("watching {}", p.display()))?;
+            let mode = if p.is_dir() {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            watcher
+                .watch(&p, mode)
+                .with_context(|| format!("watching {}", p.display()))?;
         }
     }
 
@@ -125,12 +153,19 @@ pub fn run(ctx: &Context, project: &Project, opts: &BuildOptions) -> Result<u8> 
         }
         changed.sort();
         changed.dedup();
-        let shown: Vec<String> =
-            changed.iter().take(3).map(|p| p.strip_prefix(&root).unwrap_or(p).display().to_string()).collect();
+        let shown: Vec<String> = changed
+            .iter()
+            .take(3)
+            .map(|p| p.strip_prefix(&root).unwrap_or(p).display().to_string())
+            .collect();
         let project = Project::load(&project.root).unwrap_or_else(|_| project.clone());
         let started = Instant::now();
         let r = build_project(ctx, &project, opts);
-        let what = format!("rebuilt after {}{}", shown.join(", "), if changed.len() > 3 { ", …" } else { "" });
+        let what = format!(
+            "rebuilt after {}{}",
+            shown.join(", "),
+            if changed.len() > 3 { ", …" } else { "" }
+        );
         report(ctx, &what, started, &r);
     }
     ctx.reporter.info("[watch] stopped");

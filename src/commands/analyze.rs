@@ -24,12 +24,18 @@ pub fn run(ctx: &Context, args: AnalyzeArgs) -> Result<u8> {
     let out = args.out.unwrap_or_else(|| project.root.join(".farm").join("out"));
     let dist = out.join("frontend");
     if !dist.is_dir() {
-        anyhow::bail!("{}: no frontend output\nhint: run `farm build frontend` first", dist.display());
+        anyhow::bail!(
+            "{}: no frontend output\nhint: run `farm build frontend` first",
+            dist.display()
+        );
     }
     let report = analyze::analyze(&dist)?;
     let json = report.to_json();
     std::fs::write(out.join("bundle-report.json"), &json).with_context(|| out.display().to_string())?;
-    std::fs::write(out.join("bundle-report.html"), report.to_html(&project.config.project.name))?;
+    std::fs::write(
+        out.join("bundle-report.html"),
+        report.to_html(&project.config.project.name),
+    )?;
     if args.json {
         print!("{json}");
         return Ok(0);
@@ -38,7 +44,12 @@ pub fn run(ctx: &Context, args: AnalyzeArgs) -> Result<u8> {
     files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.path.cmp(&b.path)));
     println!("{:<48} {:>12} {:>12}", "file", "size", "gzip");
     for f in &files {
-        println!("{:<48} {:>12} {:>12}", f.path, analyze::format_size(f.bytes), analyze::format_size(f.gzip_bytes));
+        println!(
+            "{:<48} {:>12} {:>12}",
+            f.path,
+            analyze::format_size(f.bytes),
+            analyze::format_size(f.gzip_bytes)
+        );
     }
     println!(
         "{:<48} {:>12} {:>12}",
@@ -46,6 +57,7 @@ pub fn run(ctx: &Context, args: AnalyzeArgs) -> Result<u8> {
         analyze::format_size(report.totals.bytes),
         analyze::format_size(report.totals.gzip_bytes)
     );
-    ctx.reporter.info(&format!("report: {}", out.join("bundle-report.html").display()));
+    ctx.reporter
+        .info(&format!("report: {}", out.join("bundle-report.html").display()));
     Ok(0)
 }

@@ -75,7 +75,12 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<u8> {
             let mut keep = locked_entries(ctx, &store)?;
             let record = ctx.project_dir.join(".farm").join("last-build.json");
             keep.extend(crate::build::graph::recorded_entries(&record));
-            let report = store.gc(&GcOptions { max_size: Some(0), older_than: None, keep, dry_run })?;
+            let report = store.gc(&GcOptions {
+                max_size: Some(0),
+                older_than: None,
+                keep,
+                dry_run,
+            })?;
             let verb = if dry_run { "would delete" } else { "deleted" };
             for (name, size) in &report.removed {
                 ctx.reporter.info(&format!("{verb} {name} ({})", human_bytes(*size)));

@@ -8,5 +8,5 @@ pub mod fetch;
 pub mod image;
 pub mod init;
 pub mod lock;
-pub mod types;
 pub mod log;
+pub mod types;

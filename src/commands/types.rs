@@ -31,7 +31,11 @@ pub fn run(ctx: &Context, cmd: TypesCommand) -> Result<u8> {
     };
     let project = Project::load(&ctx.project_dir)?;
     let root = std::fs::canonicalize(&project.root)?;
-    let f = project.config.frontend.as_ref().context("farm.toml has no [frontend]")?;
+    let f = project
+        .config
+        .frontend
+        .as_ref()
+        .context("farm.toml has no [frontend]")?;
     let Some(rel) = &f.api_types else {
         bail!("farm.toml: frontend.api-types is not set\nhint: add api-types = \"src/api-types.ts\" to [frontend]");
     };

@@ -277,7 +277,8 @@ impl Default for ImagesSection {
             app: true,
             ollama: true,
             name: None,
-            compression: Compression::default(), registry: None
+            compression: Compression::default(),
+            registry: None,
         }
     }
 }
@@ -294,7 +295,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DeploySection {
     #[serde(default)]
@@ -306,15 +307,6 @@ pub struct DeploySection {
     pub mongodb: Option<String>,
 }
 
-impl Default for DeploySection {
-    fn default() -> Self {
-        DeploySection {
-            compose: false,
-            kubernetes: false,
-            mongodb: None,
-        }
-    }
-}
 
 /// Overrides of the endpoints read from the user's npm, pip and apt configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -508,8 +500,15 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
     };
     validate_steps(c).map_err(|(field, message)| invalid(&field, message))?;
     for (name, e) in &c.env {
-        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
-            return Err(invalid(&format!("env.{name}"), "expected a name of letters, digits, - and _".into()));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return Err(invalid(
+                &format!("env.{name}"),
+                "expected a name of letters, digits, - and _".into(),
+            ));
         }
         for k in e.vars.keys() {
             let ok = !k.is_empty()
@@ -523,10 +522,16 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
             }
         }
         if e.frontend.is_some() && c.frontend.is_none() {
-            return Err(invalid(&format!("env.{name}.frontend"), "overrides a [frontend] that farm.toml does not have".into()));
+            return Err(invalid(
+                &format!("env.{name}.frontend"),
+                "overrides a [frontend] that farm.toml does not have".into(),
+            ));
         }
         if e.backend.is_some() && c.backend.is_none() {
-            return Err(invalid(&format!("env.{name}.backend"), "overrides a [backend] that farm.toml does not have".into()));
+            return Err(invalid(
+                &format!("env.{name}.backend"),
+                "overrides a [backend] that farm.toml does not have".into(),
+            ));
         }
     }
     if c.project.name.is_empty() {
@@ -630,7 +635,11 @@ impl Config {
             let known: Vec<&str> = self.env.keys().map(String::as_str).collect();
             return Err(format!(
                 "--env {name}: farm.toml has no [env.{name}] (declared: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ));
         };
         let mut c = self.clone();
@@ -656,11 +665,22 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
     let mut names = std::collections::BTreeSet::new();
     for (i, s) in c.steps.iter().enumerate() {
         let field = format!("steps[{i}]");
-        if s.name.is_empty() || !s.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
-            return Err((format!("{field}.name"), format!("expected letters, digits, - and _, found {:?}", s.name)));
+        if s.name.is_empty()
+            || !s
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return Err((
+                format!("{field}.name"),
+                format!("expected letters, digits, - and _, found {:?}", s.name),
+            ));
         }
         if BUILTIN_STEPS.contains(&s.name.as_str()) {
-            return Err((format!("{field}.name"), format!("{:?} is a built-in step's name", s.name)));
+            return Err((
+                format!("{field}.name"),
+                format!("{:?} is a built-in step's name", s.name),
+            ));
         }
         if !names.insert(s.name.clone()) {
             return Err((format!("{field}.name"), format!("a second step named {:?}", s.name)));
@@ -673,7 +693,10 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
         }
         if let Some(p) = &s.image_path {
             if !p.starts_with('/') {
-                return Err((format!("steps.{}.image-path", s.name), format!("expected an absolute path, found {p:?}")));
+                return Err((
+                    format!("steps.{}.image-path", s.name),
+                    format!("expected an absolute path, found {p:?}"),
+                ));
             }
         }
     }
@@ -690,18 +713,30 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
                         _ => false,
                     };
                     if !builtin && !custom.contains_key(dep) {
-                        return Err((field, format!("step {:?} takes the output of {dep:?}, which is no step of this project", s.name)));
+                        return Err((
+                            field,
+                            format!(
+                                "step {:?} takes the output of {dep:?}, which is no step of this project",
+                                s.name
+                            ),
+                        ));
                     }
                 }
                 Some(("path", rel)) => {
                     let p = Path::new(rel);
-                    if rel.is_empty() || p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                    if rel.is_empty()
+                        || p.is_absolute()
+                        || p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+                    {
                         return Err((field, format!("expected a path inside the project, found {rel:?}")));
                     }
                 }
                 Some(("toolchain", "node" | "python")) => {}
                 _ => {
-                    return Err((field, format!("expected step:<name>, path:<dir> or toolchain:<node|python>, found {input:?}")));
+                    return Err((
+                        field,
+                        format!("expected step:<name>, path:<dir> or toolchain:<node|python>, found {input:?}"),
+                    ));
                 }
             }
         }
@@ -735,7 +770,8 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
     }
     let mut done = std::collections::BTreeSet::new();
     for n in custom.keys() {
-        visit(n, &custom, &mut Vec::new(), &mut done).map_err(|cycle| ("steps".to_string(), format!("the steps form a cycle: {cycle}")))?;
+        visit(n, &custom, &mut Vec::new(), &mut done)
+            .map_err(|cycle| ("steps".to_string(), format!("the steps form a cycle: {cycle}")))?;
     }
     Ok(())
 }
