@@ -307,7 +307,6 @@ pub struct DeploySection {
     pub mongodb: Option<String>,
 }
 
-
 /// Overrides of the endpoints read from the user's npm, pip and apt configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
