@@ -32,6 +32,12 @@
 #                       same npm/pip build with the host's tools and no farm,
 #                       to show what reprotest detects when nothing is pinned.
 #
+# Then "planted nondeterminism": a copy of the app whose vite.config.js
+# starts with bench/plant.mjs, which writes one file per source of variation
+# (random, clock, CPUs, umask, build path, hostname, HOME, timezone, locale,
+# environment, readdir order) into dist/. One run of each audit on it gives a
+# table of which variations each really reaches (BENCH_CHECK_PLANTS=0 skips it).
+#
 # Not varied by reprotest here: user_group (it needs sudo and extra users
 # that are members of the fuse group; as root on this machine there are
 # neither), so it is disabled with --vary=-user_group. reprotest runs with
@@ -50,18 +56,18 @@ prepare_app "$work/app"
 logs="$BENCH_HOME/results/check-logs"
 rm -rf "$logs" && mkdir -p "$logs"
 
+# The build reprotest runs, in its copy of the project: outputs inside it.
 farm_build="$farm --farm-home $FARM_HOME -q build --hermetic --no-cache --out farm-out"
-farm_probe "$farm --project $app $farm_build" 300
+farm_probe "$farm --project $app -q build --hermetic --no-cache --out $work/probe-out" 300
 
 names=("farm check") commands=("$farm --project $app check > $logs/farm-check.log 2>&1")
 skipped=()
 # reprotest copies the source root it is given, so it gets a locked copy of its own.
 copy_example "$work/reprotest-src"
 cp "$app/farm.lock" "$work/reprotest-src/farm.lock"
-farm_artifacts="farm-out/farm-manifest.json farm-out/openapi.json farm-out/frontend farm-out/backend farm-out/models"
 names+=("reprotest (farm)")
-commands+=("reprotest --verbosity 1 --vary=-user_group -c '$farm_build' $work/reprotest-src '$farm_artifacts' \
-> $logs/reprotest-farm.log 2>&1")
+commands+=("reprotest --verbosity 1 --vary=-user_group -c '$farm_build && rm farm-out/farm-metrics.json' \
+$work/reprotest-src farm-out > $logs/reprotest-farm.log 2>&1")
 
 host_py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)
 if [[ -z $host_py ]] || ! command -v npm >/dev/null; then
@@ -72,7 +78,7 @@ else
     skipped+=("reprotest (host): host-build.sh prepare failed: $(tail -3 <<<"$out" | tr '\n' ' ')")
   else
     copy_example "$work/host-src"
-    names+=("reprotest (host)")
+    names+=("reprotest (host)") host_ok=1
     commands+=("reprotest --verbosity 1 --vary=-user_group -c '$bench_dir/host-build.sh build . out' $work/host-src out \
 > $logs/reprotest-host.log 2>&1")
   fi
@@ -84,6 +90,37 @@ json="$BENCH_HOME/results/check.json"
 say "hyperfine: ${#names[@]} audits, $runs runs each (each log keeps the last run's output, in $logs)"
 run_hyperfine --ignore-failure --runs "$runs" --export-json "$json" "${args[@]}" ||
   die "hyperfine failed"
+
+# Planted nondeterminism: one build of a copy of the app whose Vite config
+# writes a file per source of variation (bench/plant.mjs), audited once by
+# each tool, shows which variations each audit really reaches.
+plant_matrix=""
+if [[ ${BENCH_CHECK_PLANTS:-1} != 0 ]]; then
+  planted="$work/planted"
+  copy_example "$planted"
+  cp "$app/farm.lock" "$planted/farm.lock"
+  cat "$bench_dir/plant.mjs" "$planted/apps/web/vite.config.js" >"$planted/apps/web/vite.config.js.new"
+  mv "$planted/apps/web/vite.config.js.new" "$planted/apps/web/vite.config.js"
+  say "planted nondeterminism: one run of each audit"
+  rc=0
+  timeout -s KILL 600 "$farm" --project "$planted" check --target frontend --format json \
+    >"$logs/plant-farm-check.json" 2>"$logs/plant-farm-check.log" || rc=$?
+  echo "$rc" >"$logs/plant-farm-check.rc"
+  rm -rf "$planted/.farm"
+  rc=0
+  timeout -s KILL 600 reprotest --verbosity 1 --vary=-user_group \
+    -c "$farm --farm-home $FARM_HOME -q build frontend --hermetic --no-cache --out farm-out && rm farm-out/farm-metrics.json" \
+    "$planted" farm-out >"$logs/plant-reprotest-farm.log" 2>&1 || rc=$?
+  echo "$rc" >"$logs/plant-reprotest-farm.rc"
+  if [[ ${host_ok:-0} == 1 ]]; then
+    rc=0
+    timeout -s KILL 600 reprotest --verbosity 1 --vary=-user_group -c "$bench_dir/host-build.sh build . out" \
+      "$planted" out >"$logs/plant-reprotest-host.log" 2>&1 || rc=$?
+    echo "$rc" >"$logs/plant-reprotest-host.rc"
+  fi
+  plant_matrix=$(python3 "$bench_dir/plant_matrix.py" "$logs" "$bench_dir/plant.mjs") ||
+    plant_matrix="could not read the planted runs' results (logs in $logs)"
+fi
 
 section "check: reproducibility audits of the example app"
 machine_line
@@ -138,6 +175,12 @@ for name, log in (("reprotest (farm)", "reprotest-farm.log"), ("reprotest (host)
         print(f"{name} {codes(name)}: " + reprotest_verdict(name, os.path.join(logs, log)))
 print(f"\nfull logs: {logs}")
 PY
+if [[ -n $plant_matrix ]]; then
+  echo
+  echo "planted nondeterminism (bench/plant.mjs, frontend target, one run each;"
+  echo "DETECTED = the audit reported that file as differing, same = it did not):"
+  echo "$plant_matrix"
+fi
 echo
 echo "commands:"
 for i in "${!names[@]}"; do echo "  ${names[i]}: ${commands[i]}"; done

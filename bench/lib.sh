@@ -30,9 +30,9 @@ section() { printf '\n== %s\n' "$*"; }
 machine_line() {
   local cpu
   cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-  printf '%s, %s cores (%s), %s GiB, Linux %s, %s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "${cpu:-unknown cpu}" \
-    "$(awk '/MemTotal/ { printf "%d", $2 / 1048576 }' /proc/meminfo)" "$(uname -r)" \
-    "$(. /etc/os-release && echo "$PRETTY_NAME")"
+  printf '%s, %s cores (%s), %s GiB, Linux %s, %s; load average before timing: %s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" \
+    "$(nproc)" "${cpu:-unknown cpu}" "$(awk '/MemTotal/ { printf "%d", $2 / 1048576 }' /proc/meminfo)" "$(uname -r)" \
+    "$(. /etc/os-release && echo "$PRETTY_NAME")" "${bench_load:-?}"
 }
 
 # --- cleanup -----------------------------------------------------------------
@@ -183,6 +183,7 @@ farm_probe() {
 # run_hyperfine ARGS...: hyperfine without its outlier warnings (the table
 # shows the spread anyway); fails when hyperfine does.
 run_hyperfine() {
+  bench_load=$(cut -d' ' -f1-3 /proc/loadavg)
   hyperfine --style none "$@" 2> >(grep -v -e 'Statistical outliers' -e '^ *$' >&2)
 }
 
@@ -217,11 +218,13 @@ for r in results:
                  f"{len(r['times'])}", note))
 
 heads = ("tool", "mean ± stddev", "median", f"ratio tool / {ref['command']}", "runs")
+if len(rows) == 1:  # a ratio to itself says nothing
+    heads, rows = heads[:3] + heads[4:], [row[:3] + row[4:] for row in rows]
 widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
 line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 print(line(heads))
 print(line(["-" * w for w in widths]))
 for row in rows:
-    print(line(row[:5]) + row[5])
+    print(line(row[:-1]) + row[-1])
 PY
 }

@@ -1,6 +1,7 @@
 //! The `farm` command: parses arguments, dispatches to `commands::*`, and
 //! maps the outcome to an exit status.
 
+mod backend;
 mod build;
 mod commands;
 mod config;
@@ -30,6 +31,9 @@ struct Cli {
     /// The store and cache directory [default: $XDG_CACHE_HOME/farm or ~/.cache/farm].
     #[arg(long, global = true, env = "FARM_HOME")]
     farm_home: Option<PathBuf>,
+    /// Which sandbox runs steps.
+    #[arg(long, global = true, value_enum, default_value = "auto", env = "FARM_SANDBOX")]
+    sandbox: backend::SandboxChoice,
     /// Print only errors.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -82,6 +86,7 @@ pub struct Context {
     pub project_dir: PathBuf,
     pub farm_home: PathBuf,
     pub reporter: reporter::Reporter,
+    pub sandbox: backend::SandboxChoice,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         project_dir: cli.project.clone(),
         farm_home: cli.farm_home.clone().unwrap_or_else(farm_store::Store::default_root),
         reporter: reporter::Reporter::new(cli.quiet),
+        sandbox: cli.sandbox,
     };
     let result = match cli.command {
         Command::Init(a) => commands::init::run(&ctx, a),

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use common::{farm, run, shared_farm_home, stderr, stdout, Registry};
 use sha2::Digest;
@@ -183,74 +183,6 @@ fn farm_tree_digest(path: &Path) -> String {
     farm_store::tree_digest(path).unwrap().to_string()
 }
 
-struct Podman {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn args(&self) -> Vec<String> {
-        let d = self.dir.path();
-        vec![
-            "--storage-driver".into(),
-            "vfs".into(),
-            "--root".into(),
-            d.join("root").display().to_string(),
-            "--runroot".into(),
-            d.join("run").display().to_string(),
-            "--cgroup-manager".into(),
-            "cgroupfs".into(),
-            "--runtime".into(),
-            "runc".into(),
-        ]
-    }
-
-    fn start() -> Podman {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = Podman {
-            child: Command::new("true").spawn().unwrap(),
-            dir,
-        };
-        let sock = p.socket();
-        p.child = Command::new("podman")
-            .args(p.args())
-            .args(["system", "service", "--time", "0"])
-            .arg(format!("unix://{}", sock.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while !sock.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "podman's API socket did not appear"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        p
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("podman.sock")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.args(self.args());
-        c
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.cmd().args(["rm", "-f", "-a"]).output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("chmod").arg("-R").arg("u+w").arg(self.dir.path()).output();
-    }
-}
-
 #[test]
 fn the_app_image_runs_in_podman_and_serves_health_and_the_frontend() {
     if !tools_present() {
@@ -262,7 +194,7 @@ fn the_app_image_runs_in_podman_and_serves_health_and_the_frontend() {
     assert!(run(&mut farm(p, &home, &["build", "--hermetic", "images"]))
         .status
         .success());
-    let podman = Podman::start();
+    let podman = common::Podman::start();
     let mut load = farm(p, &home, &["image", "load", "app"]);
     load.env("DOCKER_HOST", format!("unix://{}", podman.socket().display()));
     let out = run(&mut load);

@@ -58,9 +58,10 @@ pub const ENGINE_ADDED_ENV: [&str; 3] = ["HOSTNAME", "container", "TERM"];
 /// mtime of every entry of an imported root (the store's normalised mtime).
 const ROOT_MTIME: u64 = 1;
 
-/// bollard applies one timeout to every request (until response headers).
-/// Importing a large root on a slow storage driver can take minutes; the
-/// step's own timeout is enforced separately.
+/// bollard applies one timeout to every request, until the response
+/// headers. Wait and attach answer at once (seen with Podman: a 6 s step
+/// under a 3 s request timeout), but importing a large root on a slow
+/// storage driver can take minutes. The step's timeout is enforced apart.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How long the output may keep flowing after the container has ended.
@@ -107,6 +108,12 @@ pub enum ContainerError {
         message: String,
         hint: Option<String>,
     },
+
+    #[error(
+        "command `{command}` not found in the step's root or binds (PATH `{path}`)\nhint: PATH comes only from \
+         the step's env: add the toolchain's bin directory to it or give an absolute path"
+    )]
+    CommandNotFound { command: String, path: String },
 
     #[error("{what} `{path}`: {source}")]
     Host {
@@ -263,10 +270,13 @@ impl ContainerBackend {
             message,
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        // Set when the engine stopped reading: its own error then says why.
+        let engine_gone = Arc::new(AtomicBool::new(false));
         let producer = {
             let root = root.to_path_buf();
+            let engine_gone = engine_gone.clone();
             std::thread::spawn(move || {
-                let mut out = ChannelWriter::new(tx);
+                let mut out = ChannelWriter::new(tx, engine_gone);
                 let written = write_root_tar(&root, &mut out).and_then(|()| {
                     out.flush().map_err(|source| ContainerError::Host {
                         what: "sending the root to the engine",
@@ -311,9 +321,11 @@ impl ContainerBackend {
             .await
             .expect("joining the tar writer does not panic")
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        produced?;
-        if let Some(message) = engine_error {
-            return Err(import_err(message));
+        match (produced, engine_error) {
+            (Err(e), _) if !engine_gone.load(Ordering::SeqCst) => return Err(e),
+            (_, Some(message)) => return Err(import_err(message)),
+            (Err(e), None) => return Err(e),
+            (Ok(()), None) => {}
         }
         let id = id.ok_or_else(|| import_err("the engine reported no image ID for the import".into()))?;
         let options = TagImageOptions {
@@ -335,6 +347,14 @@ impl ContainerBackend {
         let RootSpec::Dir(root) = &spec.root else {
             unreachable!("resolve_host_paths rejects HostPaths roots")
         };
+        // With an init as PID 1 a missing command would only be a failed
+        // step; look it up first, so it is an error as in the native sandbox.
+        if let Some(path) = command_missing(spec, root) {
+            return Err(ContainerError::CommandNotFound {
+                command: spec.argv[0].clone(),
+                path,
+            });
+        }
         let image = self.ensure_root_image(root).await?;
         let etc_dir = write_etc_files(spec)?;
         open_writable_binds(spec)?;
@@ -409,15 +429,13 @@ impl ContainerBackend {
             })?),
             _ => None,
         };
-        let output = tokio::spawn(copy_output(attached.output, io));
+        let mut output = tokio::spawn(copy_output(attached.output, io));
         let stdin = interactive.then(|| StdinForwarder::start(attached.input));
 
         let started = self.docker.start_container(id, None).await;
         if let Err(e) = started {
             output.abort();
-            if let Some(stdin) = stdin {
-                stdin.stop();
-            }
+            drop(stdin);
             drop(raw_mode);
             let hint = start_hint(&e.to_string(), spec);
             return Err(ContainerError::Engine {
@@ -448,15 +466,16 @@ impl ContainerBackend {
                 (128 + libc::SIGKILL, true)
             }
         };
-        if let Some(stdin) = stdin {
-            stdin.stop();
-        }
-        let copied = match tokio::time::timeout(DRAIN_TIMEOUT, output).await {
+        drop(stdin);
+        let copied = match tokio::time::timeout(DRAIN_TIMEOUT, &mut output).await {
             Ok(joined) => joined.unwrap_or_else(|e| Err(io::Error::other(e.to_string()))),
-            Err(_) => Err(io::Error::other(format!(
-                "the output did not end within {}s of the container",
-                DRAIN_TIMEOUT.as_secs()
-            ))),
+            Err(_) => {
+                output.abort();
+                Err(io::Error::other(format!(
+                    "the output did not end within {}s of the container",
+                    DRAIN_TIMEOUT.as_secs()
+                )))
+            }
         };
         drop(raw_mode);
         if let (Err(source), Some(path)) = (copied, &log_path) {
@@ -683,15 +702,17 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path)
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
+    gone: Arc<AtomicBool>,
 }
 
 const CHUNK: usize = 1 << 20;
 
 impl ChannelWriter {
-    fn new(tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> Self {
+    fn new(tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>, gone: Arc<AtomicBool>) -> Self {
         ChannelWriter {
             tx,
             buf: Vec::with_capacity(CHUNK),
+            gone,
         }
     }
 
@@ -701,6 +722,7 @@ impl ChannelWriter {
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            self.gone.store(true, Ordering::SeqCst);
             io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the engine stopped reading the root before its end",
@@ -886,6 +908,138 @@ fn tmpfs_dirs(spec: &StepSpec) -> Vec<PathBuf> {
     dirs
 }
 
+/// Where a path inside the container is on this host, as far as farm can tell.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    Executable,
+    /// Missing, or not an executable file.
+    NotExecutable,
+    /// Under a tmpfs, behind an unreadable directory, or too many symlinks.
+    Unknown,
+}
+
+/// `Some(PATH)` when `argv[0]` surely cannot be executed in the container:
+/// an absolute path, or a bare name in no directory of the step's PATH,
+/// looked up in the root and the binds the way execvp would. Anything this
+/// cannot decide (relative paths, no PATH, paths under a tmpfs) is left to
+/// the engine.
+fn command_missing(spec: &StepSpec, root: &Path) -> Option<String> {
+    let command = &spec.argv[0];
+    if command.starts_with('/') {
+        let found = lookup_in_container(spec, root, Path::new(command));
+        return (found == Lookup::NotExecutable).then(|| "(an absolute path)".to_string());
+    }
+    if command.contains('/') {
+        return None;
+    }
+    let path = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str())?;
+    let mut all_known = true;
+    for dir in path.split(':') {
+        if !dir.starts_with('/') {
+            all_known = false;
+            continue;
+        }
+        match lookup_in_container(spec, root, &Path::new(dir).join(command)) {
+            Lookup::Executable => return None,
+            Lookup::Unknown => all_known = false,
+            Lookup::NotExecutable => {}
+        }
+    }
+    all_known.then(|| path.to_string())
+}
+
+/// Resolves `path` component by component through the container's mounts
+/// (binds, tmpfs, the root) and symlinks, as the kernel would inside it.
+fn lookup_in_container(spec: &StepSpec, root: &Path, path: &Path) -> Lookup {
+    let tmpfs = tmpfs_dirs(spec);
+    let to_host = |p: &Path| -> Option<PathBuf> {
+        let bind = spec
+            .binds
+            .iter()
+            .filter(|b| p.starts_with(&b.target))
+            .max_by_key(|b| b.target.components().count());
+        let shadowed = tmpfs
+            .iter()
+            .any(|t| p.starts_with(t) && bind.is_none_or(|b| t.starts_with(&b.target) && *t != b.target));
+        if shadowed {
+            return None;
+        }
+        Some(match bind {
+            Some(b) => b.source.join(p.strip_prefix(&b.target).unwrap_or(p)),
+            None => root.join(p.strip_prefix("/").unwrap_or(p)),
+        })
+    };
+    let leads_to_mount = |p: &Path| {
+        let targets = spec.binds.iter().map(|b| b.target.as_path());
+        targets
+            .chain(tmpfs.iter().map(PathBuf::as_path))
+            .any(|t| t.starts_with(p) && t != p)
+    };
+    // Components still to walk, the next one last.
+    let mut pending = reversed_names(path);
+    let mut current = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            current.pop();
+            continue;
+        }
+        let next = current.join(&name);
+        let Some(host) = to_host(&next) else {
+            return Lookup::Unknown;
+        };
+        let meta = match fs::symlink_metadata(&host) {
+            Ok(meta) => meta,
+            // The engine creates the directories leading to its mount points.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && leads_to_mount(&next) && !pending.is_empty() => {
+                current = next;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::NotExecutable,
+            Err(_) => return Lookup::Unknown,
+        };
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            let Ok(target) = fs::read_link(&host) else {
+                return Lookup::Unknown;
+            };
+            if hops > 40 {
+                return Lookup::Unknown;
+            }
+            if target.is_absolute() {
+                current = PathBuf::from("/");
+            }
+            pending.extend(reversed_names(&target));
+            continue;
+        }
+        if pending.is_empty() {
+            let executable = meta.is_file() && meta.permissions().mode() & 0o111 != 0;
+            return if executable {
+                Lookup::Executable
+            } else {
+                Lookup::NotExecutable
+            };
+        }
+        if !meta.is_dir() {
+            return Lookup::NotExecutable;
+        }
+        current = next;
+    }
+    Lookup::NotExecutable
+}
+
+/// The names and `..` of `path`, last first (`.` and `/` dropped).
+fn reversed_names(path: &Path) -> Vec<std::ffi::OsString> {
+    path.components()
+        .rev()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            std::path::Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Soft = hard, as in the native sandbox, and no core dumps. Engines
 /// differ in the defaults of unset ones (Podman's can exceed the host's
 /// hard limit and make the start fail), so farm's defaults set nproc and nofile.
@@ -995,11 +1149,12 @@ async fn copy_output(
 }
 
 /// Forwards our stdin to the attached container until EOF (then closes the
-/// container's stdin) or until stopped. A thread polls stdin with a short
-/// timeout, so stopping never leaves it blocked in `read`.
+/// container's stdin) or until dropped. A thread polls stdin with a short
+/// timeout, so it ends soon after the drop instead of staying blocked in
+/// `read`; it is not joined, since joining would block the runtime the
+/// writer task needs to end.
 struct StdinForwarder {
     stop: Arc<AtomicBool>,
-    reader: std::thread::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
 }
 
@@ -1007,7 +1162,7 @@ impl StdinForwarder {
     fn start(mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-        let reader = {
+        {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let stdin = io::stdin();
@@ -1030,8 +1185,8 @@ impl StdinForwarder {
                     }
                 }
                 // Dropping the sender tells the writer that stdin ended.
-            })
-        };
+            });
+        }
         let writer = tokio::spawn(async move {
             while let Some(data) = rx.recv().await {
                 if input.write_all(&data).await.is_err() || input.flush().await.is_err() {
@@ -1040,12 +1195,14 @@ impl StdinForwarder {
             }
             let _ = input.shutdown().await;
         });
-        StdinForwarder { stop, reader, writer }
+        StdinForwarder { stop, writer }
     }
+}
 
-    fn stop(self) {
+impl Drop for StdinForwarder {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.reader.join();
+        // Drops the receiver, which also frees a reader waiting to send.
         self.writer.abort();
     }
 }
@@ -1342,6 +1499,62 @@ mod tests {
         let upper = tmp.path().join(format!("{}-x", hex.to_uppercase()));
         fs::create_dir(&upper).unwrap();
         assert_ne!(root_image_tag(&upper).unwrap(), hex.to_uppercase()[..32]);
+    }
+
+    /// Proves commands are looked up through binds, the root and its
+    /// symlinks (absolute ones against the container's root), that a
+    /// surely missing command is reported, and that paths farm cannot see
+    /// (under a tmpfs, relative) are left to the engine.
+    #[test]
+    fn commands_are_looked_up_like_execvp_inside_the_container() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        fs::write(root.join("usr/bin/tool"), b"").unwrap();
+        fs::set_permissions(root.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(root.join("usr/bin/data"), b"").unwrap();
+        std::os::unix::fs::symlink("/usr/bin/tool", root.join("usr/bin/abs-link")).unwrap();
+        let node = tmp.path().join("node");
+        fs::create_dir_all(node.join("bin")).unwrap();
+        fs::write(node.join("bin/node"), b"").unwrap();
+        fs::set_permissions(node.join("bin/node"), fs::Permissions::from_mode(0o755)).unwrap();
+
+        let mut s = spec();
+        s.binds = vec![Bind::read_only(&node, "/farm/store/x-node")];
+        s.env = vec![("PATH".into(), "/farm/store/x-node/bin:/bin".into())];
+        let missing = |s: &StepSpec, argv0: &str| {
+            let mut s = s.clone();
+            s.argv[0] = argv0.into();
+            command_missing(&s, &root)
+        };
+        assert_eq!(missing(&s, "node"), None);
+        assert_eq!(missing(&s, "tool"), None);
+        assert_eq!(missing(&s, "abs-link"), None);
+        assert_eq!(missing(&s, "/bin/tool"), None);
+        assert_eq!(missing(&s, "/farm/store/x-node/../x-node/bin/node"), None);
+        assert_eq!(missing(&s, "python3").as_deref(), Some("/farm/store/x-node/bin:/bin"));
+        assert_eq!(
+            missing(&s, "data").as_deref(),
+            Some("/farm/store/x-node/bin:/bin"),
+            "not executable"
+        );
+        assert!(missing(&s, "/usr/bin/nope").is_some());
+        assert_eq!(
+            missing(&s, "./configure"),
+            None,
+            "relative to the cwd: the engine decides"
+        );
+        assert_eq!(missing(&s, "/build/run.sh"), None, "under a tmpfs: the engine decides");
+        s.env.clear();
+        assert_eq!(missing(&s, "python3"), None, "without PATH the engine uses its default");
+    }
+
+    /// Proves one backend can be shared by the threads of a parallel build.
+    #[test]
+    fn the_backend_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<ContainerBackend>();
     }
 
     /// Proves host-path roots are refused before any engine is involved, with a hint.

@@ -442,7 +442,8 @@ impl Runner<'_> {
         spec.timeout = Some(self.timeout);
         spec.limits = Limits::default();
         spec.network = Network::None;
-        let o = farm_sandbox::run(&spec).context("starting the sandbox")?;
+        let backend = env.backend.as_ref().expect("hermetic builds have a sandbox");
+        let o = backend.run(&spec)?;
         Ok((o.status, o.timed_out, o.peak_rss_kib))
     }
 

@@ -261,7 +261,11 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         }
     }
     let sde = project.source_date_epoch();
-    let env = BuildEnv::new(&store, &lock, opts.hermetic, sde, &opts.variation)?;
+    let env = BuildEnv::new(&store, &lock, opts.hermetic, sde, &opts.variation, ctx.sandbox)?;
+    if let Some(b) = &env.backend {
+        ctx.reporter
+            .info(&format!("hermetic build in the {} sandbox", b.name()));
+    }
 
     let (config, vars) = project.config.for_env(&opts.env).map_err(anyhow::Error::msg)?;
     // What every env-dependent step sees: the environment and its variables.
@@ -797,6 +801,8 @@ pub struct BuildEnv {
     pub host_tools: Vec<String>,
     pub source_date_epoch: u64,
     pub variation: Variation,
+    /// The sandbox of hermetic builds.
+    pub backend: Option<crate::backend::Backend>,
 }
 
 impl BuildEnv {
@@ -806,6 +812,7 @@ impl BuildEnv {
         hermetic: bool,
         source_date_epoch: u64,
         variation: &Variation,
+        sandbox: crate::backend::SandboxChoice,
     ) -> Result<BuildEnv> {
         let variation = variation.clone();
         let pip = match &lock.python {
@@ -821,6 +828,7 @@ impl BuildEnv {
                 host_tools: vec![],
                 source_date_epoch,
                 variation,
+                backend: Some(crate::backend::Backend::select(sandbox)?),
             });
         }
         let mut host_tools = Vec::new();
@@ -840,6 +848,7 @@ impl BuildEnv {
             host_tools,
             source_date_epoch,
             variation,
+            backend: None,
         })
     }
 

@@ -55,7 +55,7 @@ fn run_in_env(ctx: &Context, argv: Vec<String>, timeout: Option<Duration>) -> Re
     let tc = toolchain::compose(&store, &lock)?;
     let project_root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
     let spec = step_spec(&tc, &project_root, argv, project.source_date_epoch(), timeout);
-    let outcome = farm_sandbox::run(&spec).context("running the command in the sandbox")?;
+    let outcome = crate::backend::Backend::select(ctx.sandbox)?.run(&spec)?;
     if outcome.timed_out {
         bail!(
             "the command ran past its {}s timeout and was killed",

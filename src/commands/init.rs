@@ -115,6 +115,8 @@ pub struct FrontendFound {
     pub why: String,
     pub build_script: Found<String>,
     pub output_dir: Found<String>,
+    /// A TypeScript file farm generated from the backend's API before.
+    pub api_types: Option<Found<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +239,36 @@ pub fn detect(root: &Path) -> Result<Detection, InitError> {
 }
 
 /// The farm.toml text for a detection, with a comment on where each value came from.
+/// A `.ts` file under `src/` that starts with farm's generated-types header.
+fn find_api_types(frontend: &Path) -> Option<Found<String>> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() && e.file_name() != "node_modules" {
+                walk(&p, base, out);
+            } else if p.extension().is_some_and(|x| x == "ts") {
+                let head = std::fs::read_to_string(&p)
+                    .ok()
+                    .and_then(|t| t.lines().next().map(str::to_owned));
+                if head.as_deref() == Some(crate::build::typegen::HEADER) {
+                    out.push(p.strip_prefix(base).unwrap_or(&p).to_path_buf());
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&frontend.join("src"), frontend, &mut found);
+    let first = found.into_iter().next()?;
+    let value = first.display().to_string();
+    Some(Found {
+        source: format!("{value} starts with farm's generated-types header"),
+        value,
+    })
+}
+
 pub fn render(d: &Detection) -> String {
     let mut t = String::new();
     t.push_str("# Written by `farm init` from what it read in this repository; every key is\n");
@@ -265,6 +297,9 @@ pub fn render(d: &Detection) -> String {
         t.kv("path", &quote(&rel_str(&f.path)), &f.why);
         t.kv("build-script", &quote(&f.build_script.value), &f.build_script.source);
         t.kv("output-dir", &quote(&f.output_dir.value), &f.output_dir.source);
+        if let Some(a) = &f.api_types {
+            t.kv("api-types", &quote(&a.value), &a.source);
+        }
     }
     if let Some(b) = &d.backend {
         t.section("backend");
@@ -463,6 +498,7 @@ fn find_frontend(
                 format!("{} scripts.build: {build_cmd}", rel_str(&pj_rel)),
             ),
             output_dir,
+            api_types: find_api_types(&root.join(&rel)),
             path: rel,
         }));
     }

@@ -297,3 +297,73 @@ impl Drop for HttpServer {
         }
     }
 }
+
+/// A Podman Docker-compatible API service with private storage; stopped
+/// (containers removed) on drop.
+pub struct Podman {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    pub fn args(&self) -> Vec<String> {
+        let d = self.dir.path();
+        vec![
+            "--storage-driver".into(),
+            "vfs".into(),
+            "--root".into(),
+            d.join("root").display().to_string(),
+            "--runroot".into(),
+            d.join("run").display().to_string(),
+            "--cgroup-manager".into(),
+            "cgroupfs".into(),
+            "--runtime".into(),
+            "runc".into(),
+        ]
+    }
+
+    pub fn start() -> Podman {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Podman {
+            child: Command::new("true").spawn().unwrap(),
+            dir,
+        };
+        let sock = p.socket();
+        p.child = Command::new("podman")
+            .args(p.args())
+            .args(["system", "service", "--time", "0"])
+            .arg(format!("unix://{}", sock.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !sock.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "podman's API socket did not appear"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("podman.sock")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.args(self.args());
+        c
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["rm", "-f", "-a"]).output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("chmod").arg("-R").arg("u+w").arg(self.dir.path()).output();
+    }
+}
