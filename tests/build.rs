@@ -114,9 +114,16 @@ fn hermetic_build_is_reproducible_across_stores_and_paths_and_cached() {
         "no .pyc names the build machine's project path"
     );
 
-    // A no-op rebuild runs no step.
-    let again = build(a.path(), &home_a, &["--hermetic"]);
+    // A no-op rebuild runs no step (and --profile writes a Chrome trace of the steps).
+    let trace = a.path().join("trace.json");
+    let again = build(a.path(), &home_a, &["--hermetic", "--profile", trace.to_str().unwrap()]);
     assert!(again.status.success());
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let names: Vec<&str> = t["traceEvents"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    for step in ["backend", "frontend", "models"] {
+        assert!(names.contains(&step), "{step} is in the trace: {names:?}");
+    }
+    assert!(t["traceEvents"].as_array().unwrap().iter().all(|e| e["ph"] == "X"), "complete events Perfetto reads");
     for step in ["backend", "frontend", "models"] {
         assert!(cached(a.path(), step), "{step} came from the action cache");
     }
