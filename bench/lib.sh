@@ -14,6 +14,11 @@ example="$repo/examples/farm-app"
 BENCH_HOME=${FARM_BENCH_HOME:-${HOME:?}/.cache/farm-bench}
 # The bench's own store: never the user's ~/.cache/farm, never the tests'.
 export FARM_HOME="$BENCH_HOME/home"
+# Commands are handed to hyperfine and reprotest as strings.
+[[ $BENCH_HOME$repo != *[[:space:]]* ]] || {
+  echo "error: $BENCH_HOME or $repo contains white space, which the benchmark commands cannot quote" >&2
+  exit 1
+}
 mkdir -p "$BENCH_HOME" "$FARM_HOME"
 
 # --- output ------------------------------------------------------------------

@@ -5,6 +5,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 
+// The order the file system returns entries in (readdirSync would sort them).
+function rawListing(dir) {
+  const names = [];
+  const d = fs.opendirSync(dir);
+  for (let e = d.readSync(); e !== null; e = d.readSync()) names.push(e.name);
+  d.closeSync();
+  return names.join(' ');
+}
+
 const farmBenchPlants = {
   random: Math.random(),
   'clock-day': new Date().toISOString().slice(0, 10),
@@ -16,7 +25,7 @@ const farmBenchPlants = {
   timezone: new Date().getTimezoneOffset(),
   locale: `${process.env.LANG ?? ''} ${process.env.LC_ALL ?? ''}`,
   environment: Object.keys(process.env).sort().join(' '),
-  'readdir-order': fs.readdirSync('src').join(' '),
+  'readdir-order': rawListing('node_modules'),
 };
 fs.mkdirSync('public', { recursive: true });
 for (const [name, value] of Object.entries(farmBenchPlants)) {

@@ -54,6 +54,14 @@ fn cached(project: &Path, step: &str) -> bool {
     metrics(project)["steps"][step]["cached"].as_bool().unwrap()
 }
 
+/// A marker no earlier run wrote (the store and its action cache outlive runs).
+fn unique() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}-{}", t.as_nanos(), std::process::id())
+}
+
 fn have_registry() -> bool {
     common::require_program("docker-registry")
 }
@@ -119,11 +127,19 @@ fn hermetic_build_is_reproducible_across_stores_and_paths_and_cached() {
     let again = build(a.path(), &home_a, &["--hermetic", "--profile", trace.to_str().unwrap()]);
     assert!(again.status.success());
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
-    let names: Vec<&str> = t["traceEvents"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = t["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     for step in ["backend", "frontend", "models"] {
         assert!(names.contains(&step), "{step} is in the trace: {names:?}");
     }
-    assert!(t["traceEvents"].as_array().unwrap().iter().all(|e| e["ph"] == "X"), "complete events Perfetto reads");
+    assert!(
+        t["traceEvents"].as_array().unwrap().iter().all(|e| e["ph"] == "X"),
+        "complete events Perfetto reads"
+    );
     for step in ["backend", "frontend", "models"] {
         assert!(cached(a.path(), step), "{step} came from the action cache");
     }
@@ -132,7 +148,8 @@ fn hermetic_build_is_reproducible_across_stores_and_paths_and_cached() {
     // A backend edit re-runs only the backend; the frontend is untouched.
     let main_py = a.path().join("apps/api/app/main.py");
     let mut text = std::fs::read_to_string(&main_py).unwrap();
-    text.push_str("\n# an edit\n");
+    // Unique, so the shared store's action cache has never seen this source.
+    text.push_str(&format!("\n# an edit {}\n", unique()));
     std::fs::write(&main_py, text).unwrap();
     let edited = build(a.path(), &home_a, &["--hermetic"]);
     assert!(edited.status.success());
@@ -271,7 +288,7 @@ fn cache_clean_keeps_the_lock_and_last_build_and_analyze_reads_the_last_build() 
     // A backend output the final build will not reference.
     let main_py = p.path().join("apps/api/app/main.py");
     let original = std::fs::read_to_string(&main_py).unwrap();
-    std::fs::write(&main_py, format!("{original}\n# {}\n", std::process::id())).unwrap();
+    std::fs::write(&main_py, format!("{original}\n# {}\n", unique())).unwrap();
     assert!(build(p.path(), &home, &["--hermetic", "backend"]).status.success());
     let stale_entry = metrics(p.path())["steps"]["backend"]["key"]
         .as_str()

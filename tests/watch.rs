@@ -56,7 +56,12 @@ fn editing_a_backend_file_triggers_exactly_one_backend_rebuild() {
 
     let main_py = p.join("apps/api/app/main.py");
     let mut text = std::fs::read_to_string(&main_py).unwrap();
-    text.push_str("\n# edited while watching\n");
+    // Unique, so the shared store's action cache has never seen this source.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    text.push_str(&format!("\n# edited while watching {nanos}\n"));
     std::fs::write(&main_py, text).unwrap();
     let line = wait_for("[watch] rebuilt", Duration::from_secs(180));
     assert!(line.contains("apps/api/app/main.py"), "names the change: {line}");
