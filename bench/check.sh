@@ -9,7 +9,8 @@
 #                       reverse order, umask 0077, the clock 10 years ahead, a
 #                       different build directory and files created in reverse
 #                       order. Compares the digest of every output (frontend,
-#                       backend, openapi, models) and names what differs.
+#                       backend, openapi, models, API types, images) and
+#                       names the files that differ.
 #                       Everything else (environment, HOME, user, hostname,
 #                       locale, timezone, PATH) is pinned by the sandbox, so
 #                       there is nothing there to vary.
@@ -20,7 +21,7 @@
 #                       kernel version reported by uname (setarch
 #                       --uname-2.6), ASLR (off in the control), CPUs
 #                       (taskset: 1 in the control, all in the experiment),
-#                       time (faketime, ~1 year ahead), readdir order
+#                       time (faketime, > half a year ahead), readdir order
 #                       (disorderfs), host and domain name (unshare --uts),
 #                       HOME, locale, PATH, TZ and umask (0022 / 0002).
 #                       Compares the output files with diffoscope, which
@@ -127,6 +128,8 @@ machine_line
 echo "$farm_version"
 print_table "$json" "farm check"
 for s in "${skipped[@]}"; do echo "not measured: $s"; done
+echo "not varied by reprotest: user_group (it needs sudo and other users in the fuse group to build as;" \
+  "this script does not create users), so it runs with --vary=-user_group"
 
 # What each found, from the last run's log and every run's exit status.
 python3 - "$json" "$logs" <<'PY'

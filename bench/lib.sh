@@ -97,6 +97,7 @@ build_farm() {
     farm="$BENCH_HOME/bin/farm"
     farm_commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo "unknown commit")
   fi
+  # shellcheck disable=SC2034 # printed by the scripts that source this file
   farm_version="$("$farm" --version) ($farm, built from ${farm_commit:-FARM_BIN})"
 }
 
@@ -176,6 +177,7 @@ prepare_app() {
 farm_probe() {
   local limit=${2:-10} start rc=0 out elapsed
   start=$(date +%s%N)
+  # shellcheck disable=SC2086 # COMMAND is a command line, split on purpose
   out=$(timeout -s KILL "$((limit * 3))" $1 2>&1) || rc=$?
   elapsed=$((($(date +%s%N) - start) / 1000000))
   ((rc == 137)) && die "\`$1\` did not finish within $((limit * 3)) s and was killed" \

@@ -143,6 +143,23 @@ fn lock_and_fetch_from_the_real_registries_then_run_node_and_python() {
         pip.status.success() && stdout(&pip).contains("pip 24.3.1"),
         "pip runs from its pinned wheel"
     );
+    // The caller's umask does not reach the step.
+    let um = farm_in(p, &registry, &["exec", "--", "sh", "-c", "umask"]);
+    let mut wrapped = std::process::Command::new("sh");
+    wrapped
+        .arg("-c")
+        .arg("umask 0002; exec \"$@\"")
+        .arg("sh")
+        .arg(um.get_program())
+        .args(um.get_args());
+    for (k, v) in um.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    let umask = run(&mut wrapped);
+    assert_eq!(stdout(&umask).trim(), "0022", "steps always start with umask 0022");
     let status = run(&mut farm_in(p, &registry, &["exec", "--", "sh", "-c", "exit 7"]));
     assert_eq!(
         status.status.code(),

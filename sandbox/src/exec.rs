@@ -79,6 +79,8 @@ fn cstring(bytes: &[u8]) -> CString {
 }
 
 pub(crate) fn execve(program: &Path, argv: &[String], env: &[(String, String)]) -> ExecError {
+    // The caller's umask is host state: every step starts from the same one.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let prog = cstring(program.as_os_str().as_bytes());
     let args: Vec<CString> = argv.iter().map(|a| cstring(a.as_bytes())).collect();
     let vars: Vec<CString> = env

@@ -82,6 +82,8 @@ pub struct Runner<'a> {
     pub reporter: &'a Reporter,
     pub jobs: usize,
     pub no_cache: bool,
+    /// Steps run even when the action cache has their key.
+    pub rerun: Vec<String>,
     pub logs_dir: PathBuf,
     pub timeout: Duration,
     /// Start ready steps last-first (a `farm check` variation).
@@ -307,7 +309,7 @@ impl Runner<'_> {
     ) -> Result<(StoreEntry, StepRecord)> {
         let line = self.reporter.step(&step.name);
         let cache_key = format!("step:{key}");
-        if !self.no_cache {
+        if !self.no_cache && !self.rerun.contains(&step.name) {
             if let Some(v) = self.store.action_get(&cache_key)? {
                 if let Some(e) = v
                     .get("entry")

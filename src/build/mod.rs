@@ -54,6 +54,9 @@ pub struct BuildArgs {
     /// Ignore the action cache: run every step.
     #[arg(long)]
     no_cache: bool,
+    /// Run this step even if the action cache has it (repeatable), e.g. `--rerun images`.
+    #[arg(long, value_name = "STEP")]
+    rerun: Vec<String>,
     /// The output directory [default: .farm/out in the project].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -96,6 +99,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         hermetic: args.hermetic,
         jobs: args.jobs,
         no_cache: args.no_cache,
+        rerun: args.rerun,
         out: args
             .out
             .map(|o| {
@@ -132,6 +136,7 @@ pub struct BuildOptions {
     pub hermetic: bool,
     pub jobs: Option<usize>,
     pub no_cache: bool,
+    pub rerun: Vec<String>,
     /// Absolute; `None` is `.farm/out` in the project.
     pub out: Option<PathBuf>,
     pub analyze: bool,
@@ -392,6 +397,7 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         reporter: &ctx.reporter,
         jobs,
         no_cache: opts.no_cache,
+        rerun: opts.rerun.clone(),
         logs_dir: ctx.farm_home.join("logs"),
         timeout: opts.step_timeout,
         reverse_order: opts.variation.reverse_order,

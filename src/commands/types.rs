@@ -45,6 +45,7 @@ pub fn run(ctx: &Context, cmd: TypesCommand) -> Result<u8> {
         hermetic: args.hermetic,
         jobs: None,
         no_cache: false,
+        rerun: vec![],
         out: Some(root.join(".farm").join("types")),
         analyze: false,
         size_limit: None,
