@@ -328,3 +328,57 @@ fn cache_clean_keeps_the_lock_and_last_build_and_analyze_reads_the_last_build() 
     assert!(stdout(&analyzed).contains("assets/index-"), "{}", stdout(&analyzed));
     assert!(p.path().join(".farm/out/bundle-report.html").is_file());
 }
+
+#[test]
+fn install_scripts_run_only_for_allowed_packages() {
+    if !have_registry() {
+        return;
+    }
+    let p = example_copy();
+    let home = shared_farm_home();
+    fetch(p.path(), &home);
+    let toml = p.path().join("farm.toml");
+    let original = std::fs::read_to_string(&toml).unwrap();
+    let with = |allow: &str| {
+        original.replacen(
+            "output-dir = \"dist\"\n",
+            &format!("output-dir = \"dist\"\nallow-scripts = [{allow}]\n"),
+            1,
+        )
+    };
+
+    std::fs::write(&toml, with("\"nope\"")).unwrap();
+    let out = build(p.path(), &home, &["--hermetic", "frontend"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("allow-scripts names \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&toml, with("\"esbuild\"")).unwrap();
+    assert!(
+        build(p.path(), &home, &["--hermetic", "--rerun", "frontend", "frontend"])
+            .status
+            .success()
+    );
+    let log = run(&mut farm(p.path(), &home, &["log", "frontend"]));
+    assert!(
+        stdout(&log).contains("esbuild@") && stdout(&log).contains("postinstall"),
+        "esbuild's postinstall ran: {}",
+        stdout(&log)
+    );
+
+    std::fs::write(&toml, &original).unwrap();
+    assert!(
+        build(p.path(), &home, &["--hermetic", "--rerun", "frontend", "frontend"])
+            .status
+            .success()
+    );
+    let log = run(&mut farm(p.path(), &home, &["log", "frontend"]));
+    assert!(
+        !stdout(&log).contains("postinstall"),
+        "no install script runs by default: {}",
+        stdout(&log)
+    );
+}

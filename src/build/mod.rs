@@ -305,6 +305,11 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         let src = source::snapshot(&store, &root.join(&f.path), "frontend", &[f.output_dir.as_path()])?;
         sources.insert("frontend".to_string(), src.digest.to_string());
         let nm = deps::node_modules(&store, &lock)?;
+        for pkg in &f.allow_scripts {
+            if !lock.npm.iter().any(|p| p.path == format!("node_modules/{pkg}")) {
+                bail!("frontend.allow-scripts names {pkg:?}, which is not a top-level package of the frontend's package-lock.json");
+            }
+        }
         let script = scripts::frontend(
             &env.paths(),
             &src,
@@ -313,6 +318,7 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
             &f.output_dir,
             opts.dev,
             f.api_types.as_deref().filter(|_| types_on),
+            &f.allow_scripts,
         );
         // After the backend, as in the FARM design (the API types come from it).
         let after = if targets.contains(&Target::Backend) {

@@ -63,6 +63,7 @@ pub fn frontend(
     output_dir: &Path,
     dev: bool,
     api_types: Option<&Path>,
+    allow_scripts: &[String],
 ) -> String {
     let (b, o) = (BUILD_PLACEHOLDER, OUT_PLACEHOLDER);
     let out_dir = output_dir.display().to_string();
@@ -72,7 +73,7 @@ pub fn frontend(
 farm_copy {src} "{b}/app"
 cp -R {nm}/. "{b}/app/node_modules/"
 chmod -R u+w "{b}/app"
-{types}cd "{b}/app"
+{install_scripts}{types}cd "{b}/app"
 npm run --no-update-notifier {script}{dev_args}
 if [ ! -d {out_dir} ]; then
   echo "farm: the build script wrote no {out_dir}/ directory (frontend.output-dir in farm.toml)" >&2
@@ -81,6 +82,16 @@ fi
 cp -R {out_dir}/. "{o}/"
 "#,
         copy_fn = COPY_FN,
+        // Install scripts run only for the packages farm.toml allows, in lock order.
+        install_scripts = allow_scripts
+            .iter()
+            .map(|pkg| {
+                let dir = q(&format!("node_modules/{pkg}"));
+                format!(
+                    "(cd \"{b}/app\"/{dir} && for s in preinstall install postinstall; do npm run --if-present --no-update-notifier \"$s\"; done)\n"
+                )
+            })
+            .collect::<String>(),
         // The generated API types go into the build copy, never the user's tree.
         types = match api_types {
             Some(t) => {
