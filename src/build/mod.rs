@@ -312,13 +312,15 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         }
         let script = scripts::frontend(
             &env.paths(),
-            &src,
-            &nm,
-            &f.build_script,
-            &f.output_dir,
-            opts.dev,
-            f.api_types.as_deref().filter(|_| types_on),
-            &f.allow_scripts,
+            &scripts::FrontendStep {
+                src: &src,
+                node_modules: &nm,
+                script: &f.build_script,
+                output_dir: &f.output_dir,
+                dev: opts.dev,
+                api_types: f.api_types.as_deref().filter(|_| types_on),
+                allow_scripts: &f.allow_scripts,
+            },
         );
         // After the backend, as in the FARM design (the API types come from it).
         let after = if targets.contains(&Target::Backend) {

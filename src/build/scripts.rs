@@ -55,16 +55,29 @@ pub const OUT_PLACEHOLDER: &str = "@FARM_OUT@";
 
 /// frontend: copy the sources and the laid-out node_modules into a writable
 /// tree, run the app's build script, keep its output directory.
-pub fn frontend(
-    p: &Paths,
-    src: &StoreEntry,
-    node_modules: &StoreEntry,
-    script: &str,
-    output_dir: &Path,
-    dev: bool,
-    api_types: Option<&Path>,
-    allow_scripts: &[String],
-) -> String {
+pub struct FrontendStep<'a> {
+    pub src: &'a StoreEntry,
+    pub node_modules: &'a StoreEntry,
+    /// The npm script that builds.
+    pub script: &'a str,
+    pub output_dir: &'a Path,
+    pub dev: bool,
+    /// Where the generated API types go in the build copy, when the types step runs.
+    pub api_types: Option<&'a Path>,
+    /// Packages whose install scripts run.
+    pub allow_scripts: &'a [String],
+}
+
+pub fn frontend(p: &Paths, f: &FrontendStep) -> String {
+    let FrontendStep {
+        src,
+        node_modules,
+        script,
+        output_dir,
+        dev,
+        api_types,
+        allow_scripts,
+    } = *f;
     let (b, o) = (BUILD_PLACEHOLDER, OUT_PLACEHOLDER);
     let out_dir = output_dir.display().to_string();
     format!(
