@@ -298,7 +298,7 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         && (targets.contains(&Target::Frontend) || targets.contains(&Target::Types))
         && config.frontend.as_ref().is_some_and(|f| f.api_types.is_some());
     if types_on {
-        steps.push(types_step(&root, &config)?);
+        steps.push(types_step(&store, &lock, &env)?);
     }
     if targets.contains(&Target::Frontend) {
         let f = config.frontend.as_ref().expect("checked");
@@ -673,10 +673,35 @@ fn custom_step(
 
 /// `types`: TypeScript types from the backend's OpenAPI schema, by farm's own
 /// generator, into an entry the frontend step copies into its build tree.
-fn types_step(root: &Path, config: &crate::config::Config) -> Result<Step> {
-    // farm's own generator only; running an app's generator (openapi-typescript)
-    // in the sandbox is not wired yet.
-    let _ = (root, config);
+fn types_step(store: &Store, lock: &Lock, env: &BuildEnv) -> Result<Step> {
+    // The app's own generator when its lock has one, run offline in the sandbox.
+    if lock.npm.iter().any(|p| p.path == "node_modules/openapi-typescript") {
+        let nm = deps::node_modules(store, lock)?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(nm.path.join("openapi-typescript/package.json"))?)?;
+        let bin = match &manifest["bin"] {
+            serde_json::Value::String(b) => b.clone(),
+            serde_json::Value::Object(m) => m
+                .get("openapi-typescript")
+                .and_then(|b| b.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            _ => String::new(),
+        };
+        if bin.is_empty() {
+            bail!("openapi-typescript's package.json names no bin to run");
+        }
+        let (b, o) = (scripts::BUILD_PLACEHOLDER, scripts::OUT_PLACEHOLDER);
+        let script = format!(
+            "set -eu\nmkdir -p \"{b}/gen/node_modules\"\ncp -R {nm}/. \"{b}/gen/node_modules/\"\ncd \"{b}/gen\"\nnode {bin} {api}/openapi.json --output \"{o}/api-types.ts\"\n",
+            nm = scripts::q(&env.paths().store(&nm)),
+            bin = scripts::q(&format!("node_modules/openapi-typescript/{}", bin.trim_start_matches("./"))),
+            api = scripts::dep("backend"),
+        );
+        let mut step = env.sandboxed("types", vec!["backend".into()], script, vec![nm], vec![]);
+        step.inputs_from = vec!["backend".into()];
+        return Ok(step);
+    }
     Ok(Step {
         name: "types".into(),
         after: vec!["backend".into()],
