@@ -4,26 +4,16 @@
 
 mod common;
 
-use common::{farm, run, shared_farm_home, stdout, Podman, Registry};
+use common::{farm, run, shared_farm_home, stdout, Podman};
 
 #[test]
 fn exec_and_build_in_a_container_match_the_native_sandbox() {
     if !common::require_program("podman") {
         return;
     }
-    let Some(registry) = Registry::start(None) else { return };
-    common::seed_model(&registry.url);
-    let dir = tempfile::tempdir().unwrap();
+    let Some(dir) = common::fetched_example() else { return };
     let p = dir.path();
-    common::copy_tree(
-        &common::workspace().join("examples/farm-app"),
-        p,
-        &["node_modules", "dist", ".farm"],
-    );
     let home = shared_farm_home();
-    let mut fetch = farm(p, &home, &["fetch"]);
-    fetch.env("FARM_OLLAMA_REGISTRY", &registry.url);
-    assert!(run(&mut fetch).status.success());
 
     let podman = Podman::start();
     let host = format!("unix://{}", podman.socket().display());

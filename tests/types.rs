@@ -8,19 +8,9 @@ use common::{farm, run, shared_farm_home, stderr, Registry};
 
 #[test]
 fn a_pydantic_change_changes_the_types_and_the_frontend_and_stale_types_are_refused() {
-    let Some(registry) = Registry::start(None) else { return };
-    common::seed_model(&registry.url);
-    let dir = tempfile::tempdir().unwrap();
+    let Some(dir) = common::fetched_example() else { return };
     let p = dir.path();
-    common::copy_tree(
-        &common::workspace().join("examples/farm-app"),
-        p,
-        &["node_modules", "dist", ".farm"],
-    );
     let home = shared_farm_home();
-    let mut fetch = farm(p, &home, &["fetch"]);
-    fetch.env("FARM_OLLAMA_REGISTRY", &registry.url);
-    assert!(run(&mut fetch).status.success());
 
     assert!(
         run(&mut farm(p, &home, &["types", "check", "--hermetic"]))

@@ -8,23 +8,13 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{farm, shared_farm_home, Registry};
+use common::{farm, shared_farm_home};
 
 #[test]
 fn editing_a_backend_file_triggers_exactly_one_backend_rebuild() {
-    let Some(registry) = Registry::start(None) else { return };
-    common::seed_model(&registry.url);
-    let dir = tempfile::tempdir().unwrap();
+    let Some(dir) = common::fetched_example() else { return };
     let p = dir.path();
-    common::copy_tree(
-        &common::workspace().join("examples/farm-app"),
-        p,
-        &["node_modules", "dist", ".farm"],
-    );
     let home = shared_farm_home();
-    let mut fetch = farm(p, &home, &["fetch"]);
-    fetch.env("FARM_OLLAMA_REGISTRY", &registry.url);
-    assert!(common::run(&mut fetch).status.success());
 
     let mut child = farm(p, &home, &["build", "--hermetic", "--watch", "backend"])
         .stderr(Stdio::piped())

@@ -367,3 +367,21 @@ impl Drop for Podman {
         let _ = Command::new("chmod").arg("-R").arg("u+w").arg(self.dir.path()).output();
     }
 }
+
+/// A copy of the example app (outside git, so its SOURCE_DATE_EPOCH is the
+/// documented fallback), fetched into the shared store with its model served
+/// by a loopback registry. None when `docker-registry` is missing outside CI.
+pub fn fetched_example() -> Option<tempfile::TempDir> {
+    let registry = Registry::start(None)?;
+    seed_model(&registry.url);
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(
+        &workspace().join("examples/farm-app"),
+        dir.path(),
+        &["node_modules", "dist", ".farm"],
+    );
+    let mut fetch = farm(dir.path(), &shared_farm_home(), &["fetch"]);
+    fetch.env("FARM_OLLAMA_REGISTRY", &registry.url);
+    assert!(run(&mut fetch).status.success(), "fetching the example app");
+    Some(dir)
+}
