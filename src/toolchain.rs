@@ -158,13 +158,10 @@ fn merged_root_without(store: &Store, debs: &[StoreEntry], name: &str, exclude: 
         key.update(b"\0");
     }
     let key = format!("root:{}", hex::encode(key.finalize()));
-    if let Some(v) = store.action_get(&key)? {
-        if let Some(name) = v.get("entry").and_then(|e| e.as_str()) {
-            if let Some(e) = store.entry(name)? {
-                return Ok(e);
-            }
-        }
-    }
+    cached_entry(store, &key, || compose_root(store, debs, name, exclude))
+}
+
+fn compose_root(store: &Store, debs: &[StoreEntry], name: &str, exclude: &[&str]) -> Result<StoreEntry> {
     let mut sorted: Vec<&StoreEntry> = debs.iter().collect();
     sorted.sort_by_key(|e| e.file_name());
     let sources: Vec<PathBuf> = sorted.iter().map(|e| e.path.clone()).collect();
@@ -195,8 +192,21 @@ fn merged_root_without(store: &Store, debs: &[StoreEntry], name: &str, exclude: 
             Ok(())
         })
         .context("composing the Debian root filesystem")?;
-    store.action_put(&key, &serde_json::json!({"entry": entry.file_name()}))?;
     Ok(entry)
+}
+
+/// The store entry the action cache records under `key`, or `build`'s,
+/// recorded there. For entries farm composes from other entries.
+pub fn cached_entry(store: &Store, key: &str, build: impl FnOnce() -> Result<StoreEntry>) -> Result<StoreEntry> {
+    let recorded = store.action_get(key)?;
+    if let Some(name) = recorded.as_ref().and_then(|v| v.get("entry")).and_then(|e| e.as_str()) {
+        if let Some(e) = store.entry(name)? {
+            return Ok(e);
+        }
+    }
+    let e = build()?;
+    store.action_put(key, &serde_json::json!({"entry": e.file_name()}))?;
+    Ok(e)
 }
 
 fn merge_tree(src_root: &Path, dst_root: &Path, rel: &Path) -> std::io::Result<()> {

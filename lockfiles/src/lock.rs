@@ -56,9 +56,16 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl LockedArtifact {
-    /// The store entry name for this artifact: `<name>-<version>`, made safe for a path.
+    /// The store entry name for this artifact: `<name>-<version>`, made safe
+    /// for a path. Wheels keep their file name: pip reads a wheel's tags from
+    /// it, and imports from a `.whl` path without complaint.
     pub fn store_name(&self) -> String {
-        let raw = format!("{}-{}", self.name, self.version);
+        let file = self.url.rsplit('/').next().unwrap_or_default();
+        let raw = if file.ends_with(".whl") {
+            file.to_string()
+        } else {
+            format!("{}-{}", self.name, self.version)
+        };
         raw.chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || "._+-".contains(c) {
@@ -378,6 +385,16 @@ mod tests {
         let mut sorted = a.clone();
         sorted.normalize();
         assert_eq!(back, sorted);
+    }
+
+    #[test]
+    fn wheels_keep_their_file_name_in_the_store_and_the_rest_are_name_version() {
+        let mut a = art("pip");
+        a.url = "pypi://pip/pip-24.3.1-py3-none-any.whl".into();
+        assert_eq!(a.store_name(), "pip-24.3.1-py3-none-any.whl");
+        let mut b = art("@scope/pkg");
+        b.url = "mirror://npm/@scope/pkg/-/pkg-1.0.tgz".into();
+        assert_eq!(b.store_name(), "_scope_pkg-1.0");
     }
 
     #[test]

@@ -10,23 +10,7 @@ use farm_lockfiles::Lock;
 use farm_store::{Store, StoreEntry};
 use sha2::Digest as _;
 
-/// Looks up an entry by cache key, or builds and records it.
-fn cached_entry(store: &Store, key: &str, build: impl FnOnce() -> Result<StoreEntry>) -> Result<StoreEntry> {
-    if let Some(v) = store.action_get(key)? {
-        if let Some(e) = v
-            .get("entry")
-            .and_then(|e| e.as_str())
-            .map(|n| store.entry(n))
-            .transpose()?
-            .flatten()
-        {
-            return Ok(e);
-        }
-    }
-    let e = build()?;
-    store.action_put(key, &serde_json::json!({"entry": e.file_name()}))?;
-    Ok(e)
-}
+use crate::toolchain::cached_entry;
 
 fn key_of(kind: &str, parts: impl IntoIterator<Item = String>) -> String {
     let mut h = sha2::Sha256::new();

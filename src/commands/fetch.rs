@@ -63,7 +63,7 @@ pub fn jobs(lock: &Lock) -> Vec<FetchJob> {
             integrity: a.integrity.clone(),
             unpack: a.unpack,
             strip: a.strip,
-            store_name: store_name(a),
+            store_name: a.store_name(),
         });
     }
     for m in &lock.models {
@@ -90,16 +90,6 @@ pub fn jobs(lock: &Lock) -> Vec<FetchJob> {
         }
     }
     out
-}
-
-/// Wheels keep their file name (pip reads a wheel's tags from it, and
-/// imports from a `.whl` path without complaint); the rest are `name-version`.
-fn store_name(a: &farm_lockfiles::LockedArtifact) -> String {
-    let file = a.url.rsplit('/').next().unwrap_or_default();
-    if file.ends_with(".whl") && farm_store::validate_entry_name(file).is_ok() {
-        return file.to_string();
-    }
-    a.store_name()
 }
 
 fn short(i: &Integrity) -> String {
