@@ -1,13 +1,7 @@
 //! The `farm` command: parses arguments, dispatches to `commands::*`, and
 //! maps the outcome to an exit status.
 
-mod backend;
-mod build;
 mod commands;
-mod config;
-mod endpoints;
-mod reporter;
-mod toolchain;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +27,7 @@ struct Cli {
     farm_home: Option<PathBuf>,
     /// Which sandbox runs steps.
     #[arg(long, global = true, value_enum, default_value = "auto", env = "FARM_SANDBOX")]
-    sandbox: backend::SandboxChoice,
+    sandbox: farm_engine::SandboxChoice,
     /// Print only errors.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -56,7 +50,7 @@ enum Command {
     #[command(subcommand)]
     Store(commands::cache::StoreCommand),
     /// Build the project: frontend, backend, models (all by default).
-    Build(build::BuildArgs),
+    Build(commands::build::BuildArgs),
     /// Rebuild under varied conditions and compare every output (exit 3 if any differs).
     Check(commands::check::CheckArgs),
     /// Rebuild hermetically and compare with a published farm-manifest.json.
@@ -81,13 +75,7 @@ enum Command {
     Shell(commands::exec::ShellArgs),
 }
 
-/// Shared context every command gets.
-pub struct Context {
-    pub project_dir: PathBuf,
-    pub farm_home: PathBuf,
-    pub reporter: reporter::Reporter,
-    pub sandbox: backend::SandboxChoice,
-}
+pub use farm_engine::Context;
 
 fn main() -> ExitCode {
     // The sandbox re-executes this binary to get a single-threaded process;
@@ -102,7 +90,7 @@ fn main() -> ExitCode {
     let ctx = Context {
         project_dir: cli.project.clone(),
         farm_home: cli.farm_home.clone().unwrap_or_else(farm_store::Store::default_root),
-        reporter: reporter::Reporter::new(cli.quiet),
+        reporter: farm_engine::Reporter::new(cli.quiet),
         sandbox: cli.sandbox,
     };
     let result = match cli.command {
@@ -111,7 +99,7 @@ fn main() -> ExitCode {
         Command::Fetch(a) => commands::fetch::run(&ctx, a),
         Command::Cache(c) => commands::cache::run_cache(&ctx, c),
         Command::Store(c) => commands::cache::run_store(&ctx, c),
-        Command::Build(a) => build::run(&ctx, a),
+        Command::Build(a) => commands::build::run(&ctx, a),
         Command::Check(a) => commands::check::run_check(&ctx, a),
         Command::Verify(a) => commands::check::run_verify(&ctx, a),
         Command::Diff(a) => commands::check::run_diff(&ctx, a),

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
-use crate::build::analyze;
-use crate::config::Project;
 use crate::Context;
+use farm_bundle_report as analyze;
+use farm_project::Project;
 
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {

@@ -7,9 +7,9 @@ use anyhow::Result;
 use farm_lockfiles::Lock;
 use farm_store::{GcOptions, Store};
 
-use crate::config::Project;
-use crate::reporter::human_bytes;
 use crate::{Context, EXIT_NO};
+use farm_engine::reporter::human_bytes;
+use farm_project::Project;
 
 #[derive(clap::Subcommand)]
 pub enum CacheCommand {
@@ -74,7 +74,7 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<u8> {
         CacheCommand::Clean { dry_run } => {
             let mut keep = locked_entries(ctx, &store)?;
             let record = ctx.project_dir.join(".farm").join("last-build.json");
-            keep.extend(crate::build::graph::recorded_entries(&record));
+            keep.extend(farm_engine::graph::recorded_entries(&record));
             let report = store.gc(&GcOptions {
                 max_size: Some(0),
                 older_than: None,

@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-use crate::build::compare::{self, FileDifference};
-use crate::build::manifest::Manifest;
-use crate::build::{self, BuildOptions, Target, Variation};
-use crate::config::Project;
 use crate::{Context, EXIT_NO};
+use farm_engine::compare::{self, FileDifference};
+use farm_engine::manifest::Manifest;
+use farm_engine::{self, BuildOptions, Target, Variation};
+use farm_project::Project;
 
 /// Exit status when outputs differ (also used by verify and diff).
 pub const EXIT_NOT_REPRODUCIBLE: u8 = EXIT_NO;
@@ -161,12 +161,12 @@ pub fn run_check(ctx: &Context, args: CheckArgs) -> Result<u8> {
             profile: None,
             step_timeout: Duration::from_secs(3600),
             variation: v.clone(),
-            env: crate::config::DEFAULT_ENV.into(),
+            env: farm_project::config::DEFAULT_ENV.into(),
             dev: false,
             compression: None,
             skip_types_check: false,
         };
-        let built = with_process_conditions(cpus, aslr, || build::build_project(ctx, &project, &opts))
+        let built = with_process_conditions(cpus, aslr, || farm_engine::build_project(ctx, &project, &opts))
             .with_context(|| format!("round {i} of farm check"))?;
         rounds.push(Round {
             index: i,
@@ -434,7 +434,7 @@ pub fn run_verify(ctx: &Context, args: VerifyArgs) -> Result<u8> {
         compression: None,
         skip_types_check: false,
     };
-    let built = build::build_project(ctx, &project, &opts)?;
+    let built = farm_engine::build_project(ctx, &project, &opts)?;
     let diffs = manifest_differences(&published, &built.manifest);
     let same = diffs.is_empty() && published.digest == built.manifest.digest;
     match args.format {

@@ -10,9 +10,9 @@ use farm_lockfiles::Lock;
 use farm_sandbox::{Bind, Limits, Network, RootSpec, Stdio, StepSpec};
 use farm_store::Store;
 
-use crate::config::Project;
-use crate::toolchain::{self, Toolchain};
 use crate::Context;
+use farm_engine::toolchain::{self, Toolchain};
+use farm_project::Project;
 
 #[derive(clap::Args)]
 pub struct ExecArgs {
@@ -55,7 +55,7 @@ fn run_in_env(ctx: &Context, argv: Vec<String>, timeout: Option<Duration>) -> Re
     let tc = toolchain::compose(&store, &lock)?;
     let project_root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
     let spec = step_spec(&tc, &project_root, argv, project.source_date_epoch(), timeout);
-    let outcome = crate::backend::Backend::select(ctx.sandbox)?.run(&spec)?;
+    let outcome = farm_engine::Executor::select(ctx.sandbox)?.run(&spec)?;
     if outcome.timed_out {
         bail!(
             "the command ran past its {}s timeout and was killed",

@@ -11,9 +11,10 @@ use farm_lockfiles::lock::{ArtifactKind, Unpack};
 use farm_lockfiles::{Integrity, Lock};
 use farm_store::{ArchiveFormat, Store};
 
-use crate::config::Project;
-use crate::reporter::human_bytes;
-use crate::{endpoints, Context, EXIT_NO};
+use crate::{Context, EXIT_NO};
+use farm_engine::reporter::human_bytes;
+use farm_project::endpoints;
+use farm_project::Project;
 
 #[derive(clap::Args)]
 pub struct FetchArgs {
@@ -103,7 +104,7 @@ pub fn run(ctx: &Context, args: FetchArgs) -> Result<u8> {
         bail!("{}: no lock file\nhint: run `farm lock` first", lock_path.display());
     }
     let lock = Lock::read(&lock_path)?;
-    let stale = super::lock::stale_inputs(&lock, &super::lock::current_inputs(&project)?);
+    let stale = farm_project::inputs::stale_inputs(&lock, &farm_project::inputs::current_inputs(&project)?);
     if !stale.is_empty() {
         ctx.reporter.warn(&format!(
             "{} is stale ({}); fetching what it names. Run `farm lock` to update it.",
@@ -234,7 +235,7 @@ async fn fetch_one(
     registry: Option<&farm_lockfiles::oci::RegistryClient>,
     farm_home: &std::path::Path,
     job: &FetchJob,
-    task: &crate::reporter::Task,
+    task: &farm_engine::reporter::Task,
 ) -> Result<u64> {
     // Downloads land in the store's own staging area (same filesystem, locked
     // against gc) and only enter the store once verified.

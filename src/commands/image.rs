@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use farm_lockfiles::http::{Client, ClientOptions};
 
-use crate::build::manifest::{Manifest, MANIFEST_FILE};
-use crate::config::Project;
 use crate::Context;
+use farm_engine::manifest::{Manifest, MANIFEST_FILE};
+use farm_project::Project;
 
 #[derive(clap::Args)]
 pub struct PushArgs {

@@ -2,16 +2,18 @@
 //! and pin it in farm.lock. Like Cargo, an existing lock is kept where its
 //! inputs did not change; only stale sections are resolved again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use farm_lockfiles::http::{Client, ClientOptions};
 use farm_lockfiles::lock::{DebianBase, LockedArtifact, PythonToolchain, Unpack};
 use farm_lockfiles::{Integrity, Lock};
+use farm_project::inputs::{current_inputs, sections_of, stale_inputs, Section};
 
-use crate::config::Project;
-use crate::{endpoints, Context, EXIT_NO};
+use crate::{Context, EXIT_NO};
+use farm_project::endpoints;
+use farm_project::Project;
 
 #[derive(clap::Args)]
 pub struct LockArgs {
@@ -22,80 +24,6 @@ pub struct LockArgs {
     /// (node, python, debian, ollama, npm, wheels, models, images) or a name in it.
     #[arg(long, value_name = "NAME")]
     update: Vec<String>,
-}
-
-/// The parts of a lock that are resolved together, each from its own inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Section {
-    Node,
-    Debian,
-    Ollama,
-    Npm,
-    Wheels,
-    Models,
-    Images,
-}
-
-impl Section {
-    fn name(self) -> &'static str {
-        match self {
-            Section::Node => "node",
-            Section::Debian => "debian (base and python)",
-            Section::Ollama => "ollama",
-            Section::Npm => "npm packages",
-            Section::Wheels => "python wheels",
-            Section::Models => "models",
-            Section::Images => "images",
-        }
-    }
-}
-
-/// Every input the lock records, with its digest, and which sections it feeds.
-pub fn current_inputs(project: &Project) -> Result<BTreeMap<String, Integrity>> {
-    let mut inputs = project.lock_section_digests();
-    for rel in [project.package_lock(), project.requirements()].into_iter().flatten() {
-        let path = project.root.join(&rel);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        inputs.insert(
-            rel.to_string_lossy().into_owned(),
-            farm_lockfiles::integrity::sha256_of(&bytes),
-        );
-    }
-    Ok(inputs)
-}
-
-fn sections_of(project: &Project, input: &str) -> Vec<Section> {
-    let pkg_lock = project.package_lock().map(|p| p.to_string_lossy().into_owned());
-    let reqs = project.requirements().map(|p| p.to_string_lossy().into_owned());
-    match input {
-        "farm.toml#toolchains.node" => vec![Section::Node],
-        "farm.toml#toolchains.debian" => vec![Section::Debian],
-        "farm.toml#toolchains.python" => vec![Section::Debian, Section::Wheels],
-        "farm.toml#toolchains.ollama" => vec![Section::Ollama],
-        "farm.toml#models" => vec![Section::Models],
-        "farm.toml#deploy.mongodb" => vec![Section::Images],
-        s if Some(s) == pkg_lock.as_deref() => vec![Section::Npm],
-        s if Some(s) == reqs.as_deref() => vec![Section::Wheels],
-        _ => vec![],
-    }
-}
-
-/// What differs between the lock's recorded inputs and the current ones.
-pub fn stale_inputs(lock: &Lock, current: &BTreeMap<String, Integrity>) -> Vec<String> {
-    let mut stale = Vec::new();
-    for (k, v) in current {
-        match lock.inputs.get(k) {
-            Some(old) if old == v => {}
-            Some(_) => stale.push(format!("{k} changed")),
-            None => stale.push(format!("{k} is not in the lock")),
-        }
-    }
-    for k in lock.inputs.keys() {
-        if !current.contains_key(k) {
-            stale.push(format!("{k} was removed"));
-        }
-    }
-    stale
 }
 
 pub fn run(ctx: &Context, args: LockArgs) -> Result<u8> {
@@ -427,7 +355,7 @@ async fn resolve(ctx: &Context, project: &Project, todo: &BTreeSet<Section>, loc
 async fn lock_ollama(
     ctx: &Context,
     client: &Client,
-    o: &crate::config::OllamaToolchainConfig,
+    o: &farm_project::config::OllamaToolchainConfig,
 ) -> Result<LockedArtifact> {
     let integrity = match &o.sha256 {
         Some(s) => Integrity::parse(s)?,
@@ -502,7 +430,7 @@ fn split_image_reference(project: &Project, reference: &str) -> Result<(String, 
     }
     match &project.config.registries.containers {
         Some(r) => {
-            let r = crate::config::expand_env("registries.containers", r).map_err(anyhow::Error::msg)?;
+            let r = farm_project::config::expand_env("registries.containers", r).map_err(anyhow::Error::msg)?;
             let repo = if reference.contains('/') { reference.to_string() } else { format!("library/{reference}") };
             Ok((r.trim_end_matches('/').to_string(), repo))
         }

@@ -12,7 +12,7 @@ pub struct LogArgs {
 
 pub fn run(ctx: &Context, args: LogArgs) -> Result<u8> {
     let record = ctx.project_dir.join(".farm").join("last-build.json");
-    let steps = crate::build::graph::read_record(&record)?;
+    let steps = farm_engine::graph::read_record(&record)?;
     let Some(step) = steps.get(&args.step) else {
         let known: Vec<&str> = steps.keys().map(String::as_str).collect();
         anyhow::bail!(

@@ -1,6 +1,7 @@
 //! One module per `farm` command; shared steps live in the crate's other modules.
 
 pub mod analyze;
+pub mod build;
 pub mod cache;
 pub mod check;
 pub mod exec;

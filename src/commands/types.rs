@@ -5,9 +5,9 @@
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::build::{self, BuildOptions, Target, Variation};
-use crate::config::Project;
 use crate::{Context, EXIT_NO};
+use farm_engine::{self, BuildOptions, Target, Variation};
+use farm_project::Project;
 
 #[derive(clap::Subcommand)]
 pub enum TypesCommand {
@@ -52,16 +52,16 @@ pub fn run(ctx: &Context, cmd: TypesCommand) -> Result<u8> {
         profile: None,
         step_timeout: std::time::Duration::from_secs(3600),
         variation: Variation::default(),
-        env: crate::config::DEFAULT_ENV.into(),
+        env: farm_project::config::DEFAULT_ENV.into(),
         dev: false,
         compression: None,
         skip_types_check: true,
     };
-    let built = build::build_project(ctx, &project, &opts)?;
+    let built = farm_engine::build_project(ctx, &project, &opts)?;
     let generated = std::fs::read_to_string(built.out_dir.join("api-types.ts"))?;
     let target = root.join(&committed);
     if sync {
-        if build::types_up_to_date(&target, &generated).is_ok() {
+        if farm_engine::build::types_up_to_date(&target, &generated).is_ok() {
             ctx.reporter.info(&format!("{} is up to date", committed.display()));
             return Ok(0);
         }
@@ -72,7 +72,7 @@ pub fn run(ctx: &Context, cmd: TypesCommand) -> Result<u8> {
         ctx.reporter.info(&format!("wrote {}", committed.display()));
         return Ok(0);
     }
-    match build::types_up_to_date(&target, &generated) {
+    match farm_engine::build::types_up_to_date(&target, &generated) {
         Ok(()) => {
             ctx.reporter.info(&format!("{} is up to date", committed.display()));
             Ok(0)

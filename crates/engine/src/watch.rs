@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use notify::{RecursiveMode, Watcher};
 
-use super::{build_project, BuildOptions, Built, Target};
-use crate::config::Project;
 use crate::Context;
+use crate::{build_project, BuildOptions, Built, Target};
+use farm_project::config::Project;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -37,7 +37,10 @@ const IGNORED: [&str; 7] = [
 fn watched_paths(project: &Project, opts: &BuildOptions) -> Vec<PathBuf> {
     let c = &project.config;
     let all = opts.targets.is_empty() || opts.targets.contains(&Target::All) || opts.targets.contains(&Target::Images);
-    let mut out = vec![project.root.join(crate::config::CONFIG_FILE), project.lock_path()];
+    let mut out = vec![
+        project.root.join(farm_project::config::CONFIG_FILE),
+        project.lock_path(),
+    ];
     if let Some(f) = &c.frontend {
         if all || opts.targets.contains(&Target::Frontend) {
             out.push(project.root.join(&f.path));

@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use farm_images::{Compression, ImageSpec, LayerContent, LayerSpec};
 use farm_store::{Store, StoreEntry};
 
-use crate::config::Config;
+use farm_project::config::Config;
 
 /// uid/gid the app runs as in its image.
 pub const APP_UID: u32 = 1000;
@@ -74,7 +74,10 @@ pub fn image_files(store: &Store) -> Result<StoreEntry> {
 
 fn annotations(plan: &ImagesPlan) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
-    a.insert("org.opencontainers.image.created".into(), super::iso8601(plan.created));
+    a.insert(
+        "org.opencontainers.image.created".into(),
+        crate::build::iso8601(plan.created),
+    );
     a.insert("org.opencontainers.image.version".into(), plan.version.clone());
     a.insert(
         "org.opencontainers.image.source".into(),

@@ -13,11 +13,11 @@ use farm_store::{Store, StoreEntry};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use super::manifest::TraceEvent;
-use super::scripts;
-use super::BuildEnv;
+use crate::manifest::TraceEvent;
 use crate::reporter::Reporter;
+use crate::scripts;
 use crate::toolchain::Toolchain;
+use crate::BuildEnv;
 
 /// Bumped when the meaning of a step key changes, so old cache entries miss.
 const KEY_VERSION: &str = concat!("farm-step-v1 farm-", env!("CARGO_PKG_VERSION"));

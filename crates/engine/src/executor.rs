@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _, Result};
 use farm_sandbox::{ContainerBackend, Outcome, StepSpec};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SandboxChoice {
     /// Native where user namespaces work, else a container.
     Auto,
@@ -18,24 +19,24 @@ pub enum SandboxChoice {
 }
 
 #[derive(Clone)]
-pub enum Backend {
+pub enum Executor {
     Native,
     Container(Arc<ContainerBackend>),
 }
 
-impl Backend {
-    pub fn select(choice: SandboxChoice) -> Result<Backend> {
-        let container = || -> Result<Backend> {
+impl Executor {
+    pub fn select(choice: SandboxChoice) -> Result<Executor> {
+        let container = || -> Result<Executor> {
             let host = std::env::var("DOCKER_HOST").ok();
             let c = ContainerBackend::connect(host.as_deref())
                 .context("connecting to the container engine (--sandbox container)")?;
-            Ok(Backend::Container(Arc::new(c)))
+            Ok(Executor::Container(Arc::new(c)))
         };
         match choice {
-            SandboxChoice::Native => Ok(Backend::Native),
+            SandboxChoice::Native => Ok(Executor::Native),
             SandboxChoice::Container => container(),
             SandboxChoice::Auto => match farm_sandbox::probe() {
-                Ok(()) => Ok(Backend::Native),
+                Ok(()) => Ok(Executor::Native),
                 Err(native) => match container() {
                     Ok(b) => Ok(b),
                     Err(engine) => bail!(
@@ -48,15 +49,15 @@ impl Backend {
 
     pub fn run(&self, spec: &StepSpec) -> Result<Outcome> {
         match self {
-            Backend::Native => farm_sandbox::run(spec).context("running the step in the native sandbox"),
-            Backend::Container(c) => c.run(spec).context("running the step in a container"),
+            Executor::Native => farm_sandbox::run(spec).context("running the step in the native sandbox"),
+            Executor::Container(c) => c.run(spec).context("running the step in a container"),
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
-            Backend::Native => "native",
-            Backend::Container(_) => "container",
+            Executor::Native => "native",
+            Executor::Container(_) => "container",
         }
     }
 }

@@ -1,19 +1,6 @@
-//! `farm build`: turn config + lock into steps, run them (in the sandbox
+//! A build: turn config + lock into steps, run them (in the sandbox
 //! with `--hermetic`) with an action cache, and write the output directory
 //! and its manifest atomically.
-
-pub mod analyze;
-pub mod compare;
-pub mod deps;
-pub mod graph;
-pub mod images;
-pub mod manifest;
-pub mod models;
-pub mod output;
-pub mod scripts;
-pub mod source;
-pub mod typegen;
-pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,12 +10,14 @@ use anyhow::{bail, Context as _, Result};
 use farm_lockfiles::Lock;
 use farm_store::{Store, StoreEntry};
 
-use crate::config::Project;
+use crate::graph::{Step, StepAction};
 use crate::toolchain::{self, Toolchain};
 use crate::Context;
-use graph::{Step, StepAction};
+use crate::{deps, graph, images, manifest, models, output, scripts, source};
+use farm_project::config::Project;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Target {
     Frontend,
     Backend,
@@ -38,95 +27,6 @@ pub enum Target {
     /// The TypeScript API types (builds the backend first).
     Types,
     All,
-}
-
-#[derive(clap::Args)]
-pub struct BuildArgs {
-    /// What to build.
-    #[arg(value_enum, default_value = "all")]
-    targets: Vec<Target>,
-    /// Run every step in the sandbox with only the locked inputs, network off.
-    #[arg(long)]
-    hermetic: bool,
-    /// Steps run at once [default: the number of CPUs].
-    #[arg(long, short)]
-    jobs: Option<usize>,
-    /// Ignore the action cache: run every step.
-    #[arg(long)]
-    no_cache: bool,
-    /// Run this step even if the action cache has it (repeatable), e.g. `--rerun images`.
-    #[arg(long, value_name = "STEP")]
-    rerun: Vec<String>,
-    /// The output directory [default: .farm/out in the project].
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// Write a bundle report (bundle-report.json and .html) of the frontend.
-    #[arg(long)]
-    analyze: bool,
-    /// Fail when the frontend bundle (sourcemaps excluded) is larger than this (e.g. 500KiB).
-    #[arg(long, value_name = "SIZE")]
-    size_limit: Option<String>,
-    /// Write a Chrome trace-event JSON of the steps (open it in Perfetto).
-    #[arg(long, value_name = "FILE")]
-    profile: Option<PathBuf>,
-    /// The build environment: a `[env.NAME]` of farm.toml.
-    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
-    env: String,
-    /// A development build: sourcemaps on, no minification.
-    #[arg(long)]
-    dev: bool,
-    /// Layer compression of the images [default: farm.toml's images.compression].
-    #[arg(long, value_enum)]
-    compression: Option<crate::config::Compression>,
-    /// Rebuild whenever an input of the selected targets changes (Ctrl-C stops).
-    #[arg(long)]
-    watch: bool,
-    /// Kill a step after this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
-    step_timeout: u64,
-}
-
-pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
-    let project = Project::load(&ctx.project_dir)?;
-    let size_limit = args
-        .size_limit
-        .as_deref()
-        .map(analyze::parse_size)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--size-limit: {e}"))?;
-    let opts = BuildOptions {
-        targets: args.targets,
-        hermetic: args.hermetic,
-        jobs: args.jobs,
-        no_cache: args.no_cache,
-        rerun: args.rerun,
-        out: args
-            .out
-            .map(|o| {
-                if o.is_absolute() {
-                    Ok(o)
-                } else {
-                    std::env::current_dir().map(|d| d.join(o))
-                }
-            })
-            .transpose()?,
-        analyze: args.analyze,
-        size_limit,
-        profile: args.profile,
-        step_timeout: Duration::from_secs(args.step_timeout),
-        variation: Variation::default(),
-        env: args.env,
-        dev: args.dev,
-        compression: args.compression,
-        skip_types_check: false,
-    };
-    if args.watch {
-        return watch::run(ctx, &project, &opts);
-    }
-    let built = build_project(ctx, &project, &opts)?;
-    ctx.reporter.info(&format!("wrote {}", built.out_dir.display()));
-    println!("{}", built.manifest.digest);
-    Ok(0)
 }
 
 /// Everything a build can be asked to do; `farm build`, `farm check` and
@@ -149,7 +49,7 @@ pub struct BuildOptions {
     /// Development build: sourcemaps on, no minification.
     pub dev: bool,
     /// Overrides farm.toml's images.compression.
-    pub compression: Option<crate::config::Compression>,
+    pub compression: Option<farm_project::config::Compression>,
     /// Don't fail a hermetic build on a stale committed types file (`farm types sync`).
     pub skip_types_check: bool,
 }
@@ -234,7 +134,7 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     }
     let lock_bytes = std::fs::read(&lock_path)?;
     let lock = Lock::read(&lock_path)?;
-    let stale = crate::commands::lock::stale_inputs(&lock, &crate::commands::lock::current_inputs(project)?);
+    let stale = farm_project::inputs::stale_inputs(&lock, &farm_project::inputs::current_inputs(project)?);
     if !stale.is_empty() {
         let msg = format!(
             "{} is stale:\n  {}\nhint: run `farm lock`",
@@ -505,7 +405,7 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     if let Some(front) = outputs.get("frontend") {
         let dist = staging.path().join(&front.path);
         if opts.analyze || opts.size_limit.is_some() {
-            let report = analyze::analyze(&dist)?;
+            let report = farm_bundle_report::analyze(&dist)?;
             if opts.analyze {
                 std::fs::write(staging.path().join("bundle-report.json"), report.to_json())?;
                 std::fs::write(
@@ -531,8 +431,10 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         source_date_epoch: sde,
         inputs: manifest::Inputs {
             lock: farm_lockfiles::integrity::sha256_of(&lock_bytes).to_string(),
-            farm_toml: farm_lockfiles::integrity::sha256_of(&std::fs::read(root.join(crate::config::CONFIG_FILE))?)
-                .to_string(),
+            farm_toml: farm_lockfiles::integrity::sha256_of(&std::fs::read(
+                root.join(farm_project::config::CONFIG_FILE),
+            )?)
+            .to_string(),
             sources,
         },
         outputs,
@@ -611,7 +513,7 @@ fn select_targets(project: &Project, asked: &[Target]) -> Result<Vec<Target>> {
 /// A `[[steps]]` entry as a sandboxed script step: its inputs are bound and
 /// named in `$FARM_INPUT_<NAME>`, its output is `$out`.
 fn custom_step(
-    cs: &crate::config::CustomStep,
+    cs: &farm_project::config::CustomStep,
     root: &Path,
     store: &Store,
     env: &BuildEnv,
@@ -712,7 +614,7 @@ fn types_step(store: &Store, lock: &Lock, env: &BuildEnv) -> Result<Step> {
                 let backend = deps.get("backend").context("the backend step's output")?;
                 let api: serde_json::Value =
                     serde_json::from_slice(&std::fs::read(backend.path.join("openapi.json"))?)?;
-                std::fs::write(out.join("api-types.ts"), typegen::generate(&api)?)?;
+                std::fs::write(out.join("api-types.ts"), farm_typegen::generate(&api)?)?;
                 Ok(())
             }),
         },
@@ -722,14 +624,14 @@ fn types_step(store: &Store, lock: &Lock, env: &BuildEnv) -> Result<Step> {
 /// Whether the committed types file is what the generator made.
 pub fn types_up_to_date(committed: &Path, generated: &str) -> Result<(), String> {
     match std::fs::read_to_string(committed) {
-        Ok(text) => typegen::check_text(generated, &text),
+        Ok(text) => farm_typegen::check_text(generated, &text),
         Err(_) => Err("missing: the generated API types have not been written yet".into()),
     }
 }
 
 fn images_plan(
     project: &Project,
-    config: &crate::config::Config,
+    config: &farm_project::config::Config,
     lock: &Lock,
     store: &Store,
     opts: &BuildOptions,
@@ -745,8 +647,8 @@ fn images_plan(
         _ => None,
     };
     let compression = match opts.compression.unwrap_or(config.images.compression) {
-        crate::config::Compression::Gzip => farm_images::Compression::Gzip,
-        crate::config::Compression::Zstd => farm_images::Compression::Zstd,
+        farm_project::config::Compression::Gzip => farm_images::Compression::Gzip,
+        farm_project::config::Compression::Zstd => farm_images::Compression::Zstd,
     };
     Ok(images::ImagesPlan {
         project: config.project.name.clone(),
@@ -793,7 +695,7 @@ fn models_step(project: &Project, lock: &Lock, store: &Store) -> Result<Step> {
     let host = match &m.host {
         Some(h) => h.clone(),
         None => {
-            let reg = crate::endpoints::models_registry(project)?.unwrap_or_default();
+            let reg = farm_project::endpoints::models_registry(project)?.unwrap_or_default();
             url::Url::parse(&reg)
                 .ok()
                 .and_then(|u| {
@@ -841,7 +743,7 @@ pub struct BuildEnv {
     pub source_date_epoch: u64,
     pub variation: Variation,
     /// The sandbox of hermetic builds.
-    pub backend: Option<crate::backend::Backend>,
+    pub backend: Option<crate::executor::Executor>,
 }
 
 impl BuildEnv {
@@ -851,7 +753,7 @@ impl BuildEnv {
         hermetic: bool,
         source_date_epoch: u64,
         variation: &Variation,
-        sandbox: crate::backend::SandboxChoice,
+        sandbox: crate::executor::SandboxChoice,
     ) -> Result<BuildEnv> {
         let variation = variation.clone();
         let pip = match &lock.python {
@@ -867,7 +769,7 @@ impl BuildEnv {
                 host_tools: vec![],
                 source_date_epoch,
                 variation,
-                backend: Some(crate::backend::Backend::select(sandbox)?),
+                backend: Some(crate::executor::Executor::select(sandbox)?),
             });
         }
         let mut host_tools = Vec::new();

@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 
-use super::manifest::Output;
+use crate::manifest::Output;
 
 pub struct Staging {
     target: PathBuf,

@@ -1,0 +1,22 @@
+//! What farm knows about one project, in one place for the engine and the
+//! commands alike: `farm.toml` (schema, parsing, validation, environments),
+//! the registry endpoints it and the user's own tool configuration name,
+//! the lock's input keys and staleness, and the `.farm/` state paths.
+//!
+//! It does not resolve, fetch or build anything: `farm-lockfiles` resolves,
+//! `farm-engine` builds.
+
+pub mod config;
+pub mod endpoints;
+pub mod inputs;
+pub mod paths;
+
+pub use config::{Config, ConfigError, Project, CONFIG_FILE, DEFAULT_ENV};
+pub use paths::StatePaths;
+
+impl Project {
+    /// The `.farm/` paths of this project.
+    pub fn state(&self) -> StatePaths {
+        StatePaths::new(&self.root)
+    }
+}
