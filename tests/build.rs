@@ -7,19 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{farm, run, shared_farm_home, stderr, stdout, Registry};
-
-/// A copy of the example app outside any git repository (so its
-/// SOURCE_DATE_EPOCH is the documented fallback wherever it is copied).
-fn example_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    common::copy_tree(
-        &common::workspace().join("examples/farm-app"),
-        dir.path(),
-        &["node_modules", "dist", ".farm"],
-    );
-    dir
-}
+use common::{example_copy, farm, run, stderr, stdout};
+use farm_testkit::{require_tool, shared_farm_home, Registry};
 
 /// A second store, also kept between runs, for the cross-store comparison.
 fn other_farm_home() -> PathBuf {
@@ -29,7 +18,7 @@ fn other_farm_home() -> PathBuf {
 }
 
 fn fetch(project: &Path, home: &Path) {
-    let registry = Registry::start(None).expect("docker-registry");
+    let registry = Registry::start();
     common::seed_model(&registry.url);
     let mut c = farm(project, home, &["fetch"]);
     c.env("FARM_OLLAMA_REGISTRY", &registry.url);
@@ -63,7 +52,7 @@ fn unique() -> String {
 }
 
 fn have_registry() -> bool {
-    common::require_program("docker-registry")
+    require_tool("docker-registry")
 }
 
 #[test]
@@ -261,7 +250,7 @@ fn size_limit_and_bundle_report() {
 
 #[test]
 fn host_build_says_it_is_not_hermetic() {
-    if !common::require_program("node") || !common::require_program("python3") || !have_registry() {
+    if !require_tool("node") || !require_tool("python3") || !have_registry() {
         return;
     }
     let p = example_copy();

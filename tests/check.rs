@@ -6,7 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{farm, run, shared_farm_home, stdout, Registry};
+use common::{farm, run, stdout};
+use farm_testkit::{require_tool, shared_farm_home, Registry};
 
 fn copy(from: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -15,7 +16,7 @@ fn copy(from: &Path) -> tempfile::TempDir {
 }
 
 fn fetch_example(p: &Path) {
-    let registry = Registry::start(None).expect("docker-registry");
+    let registry = Registry::start();
     common::seed_model(&registry.url);
     let mut c = farm(p, &shared_farm_home(), &["fetch"]);
     c.env("FARM_OLLAMA_REGISTRY", &registry.url);
@@ -24,7 +25,7 @@ fn fetch_example(p: &Path) {
 
 #[test]
 fn the_example_app_is_reproducible() {
-    if !common::require_program("docker-registry") {
+    if !require_tool("docker-registry") {
         return;
     }
     let p = copy(&common::workspace().join("examples/farm-app"));
@@ -105,7 +106,7 @@ fn each_kind_of_nondeterminism_is_detected_and_the_file_named() {
 
 #[test]
 fn verify_reproduces_a_published_manifest_and_names_an_edited_output() {
-    if !common::require_program("docker-registry") {
+    if !require_tool("docker-registry") {
         return;
     }
     let p = copy(&common::workspace().join("examples/farm-app"));

@@ -4,19 +4,20 @@
 
 mod common;
 
-use common::{farm, run, shared_farm_home, stdout, Podman};
+use common::{farm, run, stdout};
+use farm_testkit::{require_tool, shared_farm_home, PodmanService};
 
 #[test]
 fn exec_and_build_in_a_container_match_the_native_sandbox() {
-    if !common::require_program("podman") {
+    if !require_tool("podman") {
         return;
     }
     let Some(dir) = common::fetched_example() else { return };
     let p = dir.path();
     let home = shared_farm_home();
 
-    let podman = Podman::start();
-    let host = format!("unix://{}", podman.socket().display());
+    let podman = PodmanService::start();
+    let host = podman.docker_host();
     let in_container = |args: &[&str]| {
         let mut all = vec!["--sandbox", "container"];
         all.extend_from_slice(args);

@@ -4,22 +4,14 @@ mod common;
 
 use std::path::Path;
 
-use common::{farm, run, shared_farm_home, stdout, Registry};
-
-fn example() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    common::copy_tree(
-        &common::workspace().join("examples/farm-app"),
-        dir.path(),
-        &["node_modules", "dist", ".farm"],
-    );
-    dir
-}
+use common::{example_copy, farm, run, stdout};
+use farm_testkit::{require_tool, shared_farm_home, Registry};
 
 fn fetch(p: &Path) -> bool {
-    let Some(registry) = Registry::start(None) else {
+    if !require_tool("docker-registry") {
         return false;
-    };
+    }
+    let registry = Registry::start();
     common::seed_model(&registry.url);
     let mut c = farm(p, &shared_farm_home(), &["fetch"]);
     c.env("FARM_OLLAMA_REGISTRY", &registry.url);
@@ -45,7 +37,7 @@ fn bundle_js(p: &Path) -> String {
 
 #[test]
 fn environments_change_the_manifest_and_dev_builds_have_sourcemaps() {
-    let p = example();
+    let p = example_copy();
     if !fetch(p.path()) {
         return;
     }
@@ -106,7 +98,7 @@ fn environments_change_the_manifest_and_dev_builds_have_sourcemaps() {
 
 #[test]
 fn builds_at_different_times_give_the_same_bundle_with_the_source_date_timestamp() {
-    let p = example();
+    let p = example_copy();
     if !fetch(p.path()) {
         return;
     }
@@ -125,7 +117,7 @@ fn builds_at_different_times_give_the_same_bundle_with_the_source_date_timestamp
     let digest = manifest(p.path())["digest"].clone();
 
     // The same build with farm itself a day in the future.
-    if common::require_program("faketime") {
+    if require_tool("faketime") {
         let c = farm(p.path(), &home, &["build", "--hermetic", "--no-cache", "frontend"]);
         let mut wrapped = std::process::Command::new("faketime");
         wrapped.arg("+1 day").arg(c.get_program()).args(c.get_args());

@@ -7,7 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{farm, run, stderr, HttpServer, Reply};
+use common::{farm, run, stderr};
+use farm_testkit::{HttpServer, Reply};
 use sha2::Digest;
 
 /// A tar.gz with one executable, like an Ollama release archive.

@@ -8,18 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{farm, run, shared_farm_home, stderr, stdout, Registry};
+use common::{example_copy, farm, run, stderr, stdout};
+use farm_testkit::{free_port, require_tool, shared_farm_home, wait_for_port, PodmanService, Registry};
 use sha2::Digest;
-
-fn example() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    common::copy_tree(
-        &common::workspace().join("examples/farm-app"),
-        dir.path(),
-        &["node_modules", "dist", ".farm"],
-    );
-    dir
-}
 
 fn tools_present() -> bool {
     [
@@ -31,7 +22,7 @@ fn tools_present() -> bool {
         "htpasswd",
     ]
     .iter()
-    .all(|t| common::require_program(t))
+    .all(|t| require_tool(t))
 }
 
 /// A fake Ollama release (the real one lives on a host tests cannot reach):
@@ -64,9 +55,9 @@ struct Setup {
 
 /// The example with the Ollama toolchain added, locked and fetched.
 fn setup() -> Setup {
-    let project = example();
+    let project = example_copy();
     let files = tempfile::tempdir().unwrap();
-    let registry = Registry::start(None).unwrap();
+    let registry = Registry::start();
     common::seed_model(&registry.url);
     let (url, sha) = ollama_archive(files.path());
     let toml = project.path().join("farm.toml");
@@ -194,9 +185,9 @@ fn the_app_image_runs_in_podman_and_serves_health_and_the_frontend() {
     assert!(run(&mut farm(p, &home, &["build", "--hermetic", "images"]))
         .status
         .success());
-    let podman = common::Podman::start();
+    let podman = PodmanService::start();
     let mut load = farm(p, &home, &["image", "load", "app"]);
-    load.env("DOCKER_HOST", format!("unix://{}", podman.socket().display()));
+    load.env("DOCKER_HOST", podman.docker_host());
     let out = run(&mut load);
     assert!(out.status.success());
     let line = stdout(&out);
@@ -205,8 +196,8 @@ fn the_app_image_runs_in_podman_and_serves_health_and_the_frontend() {
         "prints the reference and image ID: {line}"
     );
 
-    let port = common::free_port();
-    let id = tool(podman.cmd().args([
+    let port = free_port();
+    let id = tool(podman.command().args([
         "run",
         "-d",
         "--network",
@@ -220,7 +211,7 @@ fn the_app_image_runs_in_podman_and_serves_health_and_the_frontend() {
         &port.to_string(),
     ]));
     assert!(!id.trim().is_empty());
-    common::wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(60));
+    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(60));
     let get = |path: &str| {
         let out = Command::new("curl")
             .args(["-s", "-w", "\n%{http_code}"])
@@ -249,8 +240,7 @@ fn push_with_auth_pulls_back_identical_and_skips_what_is_there() {
     assert!(run(&mut farm(p, &home, &["build", "--hermetic", "images"]))
         .status
         .success());
-    let line = tool(Command::new("htpasswd").args(["-nbB", "farmer", "s3cret-pass"]));
-    let registry = Registry::start(Some(line.trim())).unwrap();
+    let registry = Registry::start_with_htpasswd("farmer", "s3cret-pass");
     let push = |user: &str, pass: &str| {
         let mut c = farm(p, &home, &["push", "--registry", &registry.url, "app"]);
         c.env("FARM_REGISTRY_USERNAME", user)

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{farm, run, stderr};
+use farm_testkit::{require, require_tool, shared_farm_home, Registry};
 
 /// A copy of the example app as a user would have it before adopting farm:
 /// no farm.toml, no farm.lock, no build outputs.
@@ -298,16 +299,18 @@ fn init_names_the_file_when_it_cannot_decide() {
 /// Set FARM_TEST_NETWORK=0 to skip it where the registries are unreachable.
 #[test]
 fn init_then_lock_pins_everything() {
-    if std::env::var("FARM_TEST_NETWORK").as_deref() == Ok("0") {
-        eprintln!("SKIPPED: FARM_TEST_NETWORK=0");
+    let network = std::env::var("FARM_TEST_NETWORK").as_deref() != Ok("0");
+    if !require(
+        network,
+        "FARM_TEST_NETWORK=0 keeps the tests off the registries (unset it to run this test)",
+    ) || !require_tool("docker-registry")
+    {
         return;
     }
-    let Some(registry) = common::Registry::start(None) else {
-        return;
-    };
+    let registry = Registry::start();
     common::seed_model(&registry.url);
     let p = example_without_farm_files();
-    let home = common::shared_farm_home();
+    let home = shared_farm_home();
     let out = run(&mut farm(p.path(), &home, &["init"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 

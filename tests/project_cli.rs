@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{farm, run, stderr, stdout, HttpServer, Reply};
+use common::{farm, run, stderr, stdout};
+use farm_testkit::{HttpServer, Reply};
 use sha2::Digest;
 
 fn write_project(dir: &Path, extra: &str) {

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{farm, run, shared_farm_home, stderr, Registry};
+use common::{farm, run, stderr};
+use farm_testkit::{require_tool, shared_farm_home, Registry};
 
 #[test]
 fn a_pydantic_change_changes_the_types_and_the_frontend_and_stale_types_are_refused() {
@@ -70,18 +71,13 @@ fn a_pydantic_change_changes_the_types_and_the_frontend_and_stale_types_are_refu
 
 #[test]
 fn the_apps_own_generator_runs_offline_in_the_sandbox_when_its_lock_has_one() {
-    if !common::require_program("npm") {
+    if !require_tool("npm") || !require_tool("docker-registry") {
         return;
     }
-    let Some(registry) = Registry::start(None) else { return };
+    let registry = Registry::start();
     common::seed_model(&registry.url);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::example_copy();
     let p = dir.path();
-    common::copy_tree(
-        &common::workspace().join("examples/farm-app"),
-        p,
-        &["node_modules", "dist", ".farm"],
-    );
     // The app adopts openapi-typescript (its lock only; nothing is installed on the host).
     let npm = std::process::Command::new("npm")
         .args([

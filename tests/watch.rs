@@ -8,7 +8,8 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{farm, shared_farm_home};
+use common::farm;
+use farm_testkit::shared_farm_home;
 
 #[test]
 fn editing_a_backend_file_triggers_exactly_one_backend_rebuild() {

@@ -5,12 +5,14 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 use farm_images::{build_image, load_into_engine, write_docker_archive, BuiltImage, EngineError, ImageError};
+use farm_testkit::{podman_command, require_root, require_tool, PodmanService};
 
 fn podman_ready() -> bool {
-    have("podman", &["--version"], "podman runc") && have("runc", &["--version"], "runc") && is_root()
+    require_tool("podman") && require_tool("runc") && require_root()
 }
 
 /// Builds the busybox-based app image and its docker archive.
@@ -23,8 +25,9 @@ fn archive(root: &Path) -> (std::path::PathBuf, BuiltImage) {
     (tar, built)
 }
 
-fn podman_run(store: &Path, args: &[&str]) -> String {
-    let out = run(podman(store)
+/// `podman run` of `args` with the flags these machines need, on `podman`'s storage.
+fn podman_run(mut podman: Command, args: &[&str]) -> String {
+    let out = run(podman
         .args([
             "run",
             "--rm",
@@ -50,17 +53,18 @@ fn podman_loads_the_archive_and_runs_the_image() {
     let tmp = tempfile::tempdir().unwrap();
     let (tar, built) = archive(tmp.path());
     let store = tmp.path().join("podman");
-    let out = run(podman(&store).arg("load").arg("-i").arg(&tar));
+    let podman = || podman_command(&store);
+    let out = run(podman().arg("load").arg("-i").arg(&tar));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("farm-app:0.1.0"), "{said}");
-    let id = run(podman(&store).args(["image", "inspect", "--format", "{{.Id}}", "farm-app:0.1.0"]));
+    let id = run(podman().args(["image", "inspect", "--format", "{{.Id}}", "farm-app:0.1.0"]));
     assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), built.config_digest.hex());
 
-    assert_eq!(podman_run(&store, &["farm-app:0.1.0"]), "hi\n");
-    assert_eq!(podman_run(&store, &["farm-app:0.1.0", "id", "-u"]), "1000\n");
+    assert_eq!(podman_run(podman(), &["farm-app:0.1.0"]), "hi\n");
+    assert_eq!(podman_run(podman(), &["farm-app:0.1.0", "id", "-u"]), "1000\n");
     assert_eq!(
         podman_run(
-            &store,
+            podman(),
             &[
                 "farm-app:0.1.0",
                 "stat",
@@ -75,7 +79,7 @@ fn podman_loads_the_archive_and_runs_the_image() {
         "1000:1000 755 /app\n1000:1000 644 /app/main.py\n1000:1000 755 /app/run.sh\n0:0 755 /usr\n"
     );
     assert_eq!(
-        podman_run(&store, &["farm-app:0.1.0", "cat", "/app/static/index.html"]),
+        podman_run(podman(), &["farm-app:0.1.0", "cat", "/app/static/index.html"]),
         "<!doctype html><div id=root></div>\n"
     );
 }
@@ -90,16 +94,15 @@ async fn load_into_engine_uses_the_docker_api() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (tar, built) = archive(tmp.path());
-    let store = tmp.path().join("podman");
-    let service = PodmanService::start(&store);
-    let host = format!("unix://{}", service.socket.display());
+    let service = PodmanService::start();
+    let host = service.docker_host();
     let loaded = load_into_engine(&tar, Some(&host))
         .await
         .unwrap_or_else(|e| panic!("{e}\nservice log:\n{}", service.log()));
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].reference, "farm-app:0.1.0");
     assert_eq!(loaded[0].id.trim_start_matches("sha256:"), built.config_digest.hex());
-    assert_eq!(podman_run(&store, &["farm-app:0.1.0"]), "hi\n");
+    assert_eq!(podman_run(service.command(), &["farm-app:0.1.0"]), "hi\n");
 }
 
 /// Proves a missing engine is a clear error naming the socket, with a hint.

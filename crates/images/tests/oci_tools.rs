@@ -11,6 +11,7 @@ use std::process::Command;
 
 use common::*;
 use farm_images::{build_image, BuiltImage, Compression};
+use farm_testkit::{require_root, require_tool};
 
 fn build(root: &Path, compression: Compression) -> (std::path::PathBuf, BuiltImage) {
     let s = sources(&root.join("src"));
@@ -42,7 +43,7 @@ fn skopeo_inspect(layout: &Path, built: &BuiltImage) {
 /// creation date and labels as farm reported them.
 #[test]
 fn skopeo_inspects_the_gzip_layout() {
-    if !have("skopeo", &["--version"], "skopeo") {
+    if !require_tool("skopeo") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -54,7 +55,7 @@ fn skopeo_inspects_the_gzip_layout() {
 /// (decompressing every layer) into a fresh layout.
 #[test]
 fn skopeo_inspects_and_copies_the_zstd_layout() {
-    if !have("skopeo", &["--version"], "skopeo") {
+    if !require_tool("skopeo") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -77,7 +78,7 @@ fn skopeo_inspects_and_copies_the_zstd_layout() {
 /// owners, root-owned implied parents, the symlink and the hardlink.
 #[test]
 fn umoci_unpacks_files_with_the_right_modes_and_owners() {
-    if !have("umoci", &["--version"], "umoci") || !is_root() {
+    if !require_tool("umoci") || !require_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -144,7 +145,7 @@ fn umoci_unpacks_files_with_the_right_modes_and_owners() {
 /// validator.
 #[test]
 fn oci_image_tool_validates_the_layout() {
-    if !have("oci-image-tool", &["--version"], "oci-image-tool") {
+    if !require_tool("oci-image-tool") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -165,7 +166,7 @@ fn oci_image_tool_validates_the_layout() {
 /// long for ustar come back whole, and `tar --list` shows no PaxHeaders files.
 #[test]
 fn gnu_tar_extracts_names_only_pax_can_hold() {
-    if !have("tar", &["--version"], "tar") {
+    if !require_tool("tar") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

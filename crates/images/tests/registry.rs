@@ -13,14 +13,13 @@ use common::*;
 use farm_images::{build_image, push, BuiltImage, Compression, ImageError, PushError, PushOptions};
 use farm_lockfiles::http::{Client, ClientOptions};
 use farm_lockfiles::oci::{Credentials, RegistryClient};
+use farm_testkit::{require_tool, Registry};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct-horse-battery";
 
 fn tools_ready() -> bool {
-    have("docker-registry", &["--version"], "docker-registry")
-        && have("htpasswd", &["-nbB", "probe", "probe"], "apache2-utils")
-        && have("skopeo", &["--version"], "skopeo")
+    require_tool("docker-registry") && require_tool("htpasswd") && require_tool("skopeo")
 }
 
 fn client(reg: &Registry, password: &str) -> RegistryClient {
@@ -29,7 +28,7 @@ fn client(reg: &Registry, password: &str) -> RegistryClient {
         first_backoff: Duration::from_millis(50),
         ..Default::default()
     });
-    RegistryClient::new(&http, &reg.base, Some(Credentials::new(USER, password))).unwrap()
+    RegistryClient::new(&http, &reg.url, Some(Credentials::new(USER, password))).unwrap()
 }
 
 fn build(root: &Path, compression: Compression) -> (std::path::PathBuf, BuiltImage) {
@@ -62,7 +61,7 @@ async fn push_round_trips_through_a_real_registry() {
     if !tools_ready() {
         return;
     }
-    let reg = Registry::start(Some((USER, PASSWORD)));
+    let reg = Registry::start_with_htpasswd(USER, PASSWORD);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, built) = build(tmp.path(), Compression::Gzip);
     let client = client(&reg, PASSWORD);
@@ -159,7 +158,7 @@ async fn zstd_image_pushes_and_pulls() {
     if !tools_ready() {
         return;
     }
-    let reg = Registry::start(Some((USER, PASSWORD)));
+    let reg = Registry::start_with_htpasswd(USER, PASSWORD);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, built) = build(tmp.path(), Compression::Zstd);
     let report = push(
@@ -192,7 +191,7 @@ async fn wrong_credentials_are_a_clear_error_without_the_password() {
     if !tools_ready() {
         return;
     }
-    let reg = Registry::start(Some((USER, PASSWORD)));
+    let reg = Registry::start_with_htpasswd(USER, PASSWORD);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, _) = build(tmp.path(), Compression::Gzip);
     let wrong = "wrong-but-secret-password";

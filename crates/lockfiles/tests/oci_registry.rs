@@ -3,126 +3,18 @@
 //! with htpasswd Basic auth, and with Docker token (Bearer) auth served by a
 //! token server in this test.
 
-use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use farm_lockfiles::http::{Client, ClientOptions};
 use farm_lockfiles::integrity::sha256_of;
 use farm_lockfiles::oci::{self, Credentials, OciError, RegistryClient};
 use farm_lockfiles::Integrity;
-
-const BINARY: &str = "docker-registry";
-
-/// Whether `tool` runs; outside CI a missing tool skips the test loudly, in CI it fails.
-fn have(tool: &str, probe: &[&str]) -> bool {
-    let ok = Command::new(tool)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "`{tool}` is required in CI (apt-get install docker-registry apache2-utils openssl)"
-        );
-        eprintln!(
-            "\n*** SKIPPED: `{tool}` not found; apt-get install docker-registry apache2-utils openssl to run it ***\n"
-        );
-    }
-    ok
-}
-
-/// A registry process with its own storage; killed on drop.
-struct Registry {
-    child: Child,
-    base: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Registry {
-    /// Starts `docker-registry serve` with `auth_yaml` (an `auth:` section or
-    /// empty) on a free loopback port, and waits for `/v2/` to answer.
-    fn start(auth_yaml: &str) -> Registry {
-        let mut dir = tempfile::tempdir().unwrap();
-        // Another process may take the port between our probe and the
-        // registry's bind; the registry then exits and we try a new port.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog: {{ level: info }}\nstorage: {{ filesystem: {{ rootdirectory: {} }}, delete: {{ enabled: true }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n{auth_yaml}",
-                    dir.path().join("data").display()
-                ),
-            )
-            .unwrap();
-            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-            let child = Command::new(BINARY)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            let mut reg = Registry {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                dir,
-            };
-            if reg.wait_ready(port) {
-                return reg;
-            }
-            let log = reg.log();
-            let _ = reg.child.kill();
-            let _ = reg.child.wait();
-            assert!(log.contains("address already in use"), "registry did not start:\n{log}");
-            dir = std::mem::replace(&mut reg.dir, tempfile::tempdir().unwrap());
-        }
-        panic!("registry could not find a free port in 5 tries");
-    }
-
-    /// Polls `GET /v2/` (200, or 401 when auth is on) until a deadline.
-    fn wait_ready(&mut self, port: u16) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                use std::io::Write;
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-                let mut head = [0u8; 12];
-                if s.read_exact(&mut head).is_ok() && (head.ends_with(b" 200") || head.ends_with(b" 401")) {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("registry on port {port} not ready within 20 s:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-}
+use farm_testkit::{require_tool, Registry};
 
 fn http() -> Client {
     Client::new(ClientOptions {
@@ -248,12 +140,12 @@ async fn lock_and_fetch(client: &RegistryClient, reference: &str, pushed: &Pushe
 /// that every blob then fetches by digest with verified bytes.
 #[tokio::test]
 async fn ollama_model_locks_by_tag_and_every_blob_fetches_verified() {
-    if !have(BINARY, &["--version"]) {
+    if !require_tool("docker-registry") {
         return;
     }
-    let reg = Registry::start("");
+    let reg = Registry::start();
     let work = tempfile::tempdir().unwrap();
-    let client = RegistryClient::anonymous(&http(), &reg.base).unwrap();
+    let client = RegistryClient::anonymous(&http(), &reg.url).unwrap();
     client.ping().await.unwrap();
     let pushed = push_model(&client, work.path(), "library/tiny", "latest").await;
     lock_and_fetch(&client, "tiny", &pushed, work.path()).await;
@@ -308,11 +200,11 @@ async fn ollama_model_locks_by_tag_and_every_blob_fetches_verified() {
 /// single-arch tag to its manifest digest, and checks a reference's own digest.
 #[tokio::test]
 async fn image_tags_resolve_to_index_or_manifest_digests() {
-    if !have(BINARY, &["--version"]) {
+    if !require_tool("docker-registry") {
         return;
     }
-    let reg = Registry::start("");
-    let client = RegistryClient::anonymous(&http(), &reg.base).unwrap();
+    let reg = Registry::start();
+    let client = RegistryClient::anonymous(&http(), &reg.url).unwrap();
     let repo = "library/mongo";
     let config_bytes = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let config = client.push_blob_bytes(repo, config_bytes).await.unwrap();
@@ -359,7 +251,7 @@ async fn image_tags_resolve_to_index_or_manifest_digests() {
         .unwrap();
 
     assert_eq!(oci::resolve_image(&client, "mongo:7.0").await.unwrap(), index_d);
-    let host = reg.base.trim_start_matches("http://");
+    let host = reg.host.as_str();
     assert_eq!(
         oci::resolve_image(&client, &format!("{host}/library/mongo:7.0"))
             .await
@@ -397,29 +289,17 @@ async fn image_tags_resolve_to_index_or_manifest_digests() {
 /// (never the password), and no login says how to log in.
 #[tokio::test]
 async fn basic_auth_accepts_the_right_login_and_explains_a_wrong_one() {
-    if !have(BINARY, &["--version"]) || !have("htpasswd", &["-nbB", "probe", "probe"]) {
+    if !require_tool("docker-registry") || !require_tool("htpasswd") {
         return;
     }
-    // bcrypt line from apache2-utils' htpasswd, the format distribution reads.
-    let line = Command::new("htpasswd")
-        .args(["-nbB", "alice", "right-password"])
-        .output()
-        .unwrap();
-    assert!(line.status.success());
-    let auth_dir = tempfile::tempdir().unwrap();
-    let htpasswd = auth_dir.path().join("htpasswd");
-    std::fs::write(&htpasswd, &line.stdout).unwrap();
-    let reg = Registry::start(&format!(
-        "auth: {{ htpasswd: {{ realm: farm-test, path: {} }} }}\n",
-        htpasswd.display()
-    ));
+    let reg = Registry::start_with_htpasswd("alice", "right-password");
     let work = tempfile::tempdir().unwrap();
 
-    let good = RegistryClient::new(&http(), &reg.base, Some(Credentials::new("alice", "right-password"))).unwrap();
+    let good = RegistryClient::new(&http(), &reg.url, Some(Credentials::new("alice", "right-password"))).unwrap();
     let pushed = push_model(&good, work.path(), "library/tiny", "latest").await;
     lock_and_fetch(&good, "tiny:latest", &pushed, work.path()).await;
 
-    let bad = RegistryClient::new(&http(), &reg.base, Some(Credentials::new("alice", "wrong-password"))).unwrap();
+    let bad = RegistryClient::new(&http(), &reg.url, Some(Credentials::new("alice", "wrong-password"))).unwrap();
     let err = oci::resolve_model(&bad, "tiny").await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, OciError::Unauthorized { .. }), "{msg}");
@@ -429,7 +309,7 @@ async fn basic_auth_accepts_the_right_login_and_explains_a_wrong_one() {
     );
     assert!(msg.contains("explicit") && !msg.contains("wrong-password"), "{msg}");
 
-    let anonymous = RegistryClient::anonymous(&http(), &reg.base).unwrap();
+    let anonymous = RegistryClient::anonymous(&http(), &reg.url).unwrap();
     let msg = oci::resolve_model(&anonymous, "tiny").await.unwrap_err().to_string();
     assert!(
         msg.contains("no credentials were found") && msg.contains("FARM_REGISTRY_USERNAME"),
@@ -579,20 +459,20 @@ async fn start_token_server(dir: &Path, user: &'static str, password: &'static s
 /// token, reuses tokens per scope, and a wrong login is a clear 401.
 #[tokio::test]
 async fn bearer_token_auth_follows_the_challenge_and_caches_tokens() {
-    if !have(BINARY, &["--version"]) || !have("openssl", &["version"]) {
+    if !require_tool("docker-registry") || !require_tool("openssl") {
         return;
     }
     let keys = tempfile::tempdir().unwrap();
     let tokens = start_token_server(keys.path(), "bob", "token-password").await;
     let cert: PathBuf = keys.path().join("cert.pem");
-    let reg = Registry::start(&format!(
+    let reg = Registry::start_with_auth(&format!(
         "auth: {{ token: {{ realm: \"{}\", service: {SERVICE}, issuer: {ISSUER}, rootcertbundle: {} }} }}\n",
         tokens.realm,
         cert.display()
     ));
     let work = tempfile::tempdir().unwrap();
 
-    let client = RegistryClient::new(&http(), &reg.base, Some(Credentials::new("bob", "token-password"))).unwrap();
+    let client = RegistryClient::new(&http(), &reg.url, Some(Credentials::new("bob", "token-password"))).unwrap();
     let pushed = push_model(&client, work.path(), "library/tiny", "latest").await;
     // One token for the pull scope (the existence checks), one for pull,push; then reused.
     let after_push = tokens.requests.load(Ordering::SeqCst);
@@ -604,7 +484,7 @@ async fn bearer_token_auth_follows_the_challenge_and_caches_tokens() {
         "the pull scope's token is reused for the lock and the fetches"
     );
 
-    let bad = RegistryClient::new(&http(), &reg.base, Some(Credentials::new("bob", "nope"))).unwrap();
+    let bad = RegistryClient::new(&http(), &reg.url, Some(Credentials::new("bob", "nope"))).unwrap();
     let err = oci::resolve_model(&bad, "tiny").await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, OciError::Unauthorized { .. }), "{msg}");

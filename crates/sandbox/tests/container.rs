@@ -4,20 +4,22 @@
 //! The step's root is a tiny tree made from the host's static busybox.
 //!
 //! Needs root, `podman`, `runc` and `busybox-static`: with CI=true a missing
-//! one fails the test, otherwise the test is skipped with a loud notice.
+//! one fails the test, otherwise the test is skipped with a `SKIPPED` line
+//! (farm-testkit's skip mechanism).
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio as ProcStdio};
+use std::process::{Command, Stdio as ProcStdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use farm_sandbox::container::{ContainerBackend, ContainerError, ENGINE_ADDED_ENV, STEP_LABEL};
 use farm_sandbox::{standard_env, Bind, Network, Outcome, RootSpec, Stdio, StepSpec};
+use farm_testkit::{require, require_root, require_tool, PodmanService};
 
 const EPOCH: u64 = 1_700_000_000;
 const HOSTNAME: &str = "farm-container-test";
@@ -34,27 +36,6 @@ static SETUP: Once = Once::new();
 /// reads the environment or any child starts.
 fn setup() {
     SETUP.call_once(|| std::env::set_var(FAKE_TOKEN.0, FAKE_TOKEN.1));
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-fn skip(reason: &str) -> bool {
-    assert!(!in_ci(), "{reason} (required in CI)");
-    // Straight to stderr: libtest captures eprintln!, and a skip must be seen.
-    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {reason} ***\n");
-    false
-}
-
-fn have(tool: &str, package: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(ProcStdio::null())
-        .stderr(ProcStdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok || skip(&format!("`{tool}` not found; apt-get install {package}"))
 }
 
 /// ELF with no PT_INTERP program header, so it runs in a root without libc.
@@ -75,93 +56,29 @@ fn is_static_elf(path: &Path) -> bool {
 /// Root, podman, runc and a static busybox, or a skip (a failure in CI).
 fn ready() -> bool {
     setup();
-    if !nix::unistd::geteuid().is_root() {
-        return skip("needs root (podman with vfs storage of its own)");
-    }
-    if !(have("podman", "podman") && have("runc", "runc")) {
-        return false;
-    }
-    is_static_elf(Path::new("/bin/busybox"))
-        || skip("/bin/busybox is missing or not static; apt-get install busybox-static")
+    require_root()
+        && require_tool("podman")
+        && require_tool("runc")
+        && require(
+            is_static_elf(Path::new("/bin/busybox")),
+            "/bin/busybox is missing or not static (scripts/install-deps installs busybox-static)",
+        )
 }
 
-fn podman(dir: &Path) -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("runroot"))
-        .arg("--tmpdir")
-        .arg(dir.join("tmp"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            // crun fails on these machines (hybrid cgroups, rlimits).
-            "--runtime",
-            "runc",
-            "--events-backend",
-            "file",
-        ]);
-    cmd
-}
-
-/// `podman system service` on a socket of its own; stopped on drop.
+/// Podman's API service for one test, with the CLI on its storage.
 struct Engine {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    log: PathBuf,
+    service: PodmanService,
 }
 
 impl Engine {
     fn start() -> Engine {
-        let dir = tempfile::Builder::new().prefix("farm-podman-").tempdir().unwrap();
-        let socket = dir.path().join("podman.sock");
-        let log = dir.path().join("service.log");
-        let out = fs::File::create(&log).unwrap();
-        let child = podman(dir.path())
-            .args(["system", "service", "--time", "0"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdin(ProcStdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start podman system service");
-        let mut engine = Engine {
-            child,
-            dir,
-            socket,
-            log,
-        };
-        engine.wait_ready();
-        engine
-    }
-
-    /// Waits for `GET /_ping` to answer on the socket, with a deadline.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("podman service exited ({status}):\n{}", self.log());
-            }
-            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n");
-                let mut reply = String::new();
-                let _ = s.read_to_string(&mut reply);
-                if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        Engine {
+            service: PodmanService::start(),
         }
-        panic!("podman service not ready within 60 s:\n{}", self.log());
     }
 
     fn host(&self) -> String {
-        format!("unix://{}", self.socket.display())
+        self.service.docker_host()
     }
 
     fn backend(&self) -> ContainerBackend {
@@ -169,12 +86,12 @@ impl Engine {
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.service.log()
     }
 
     /// The podman CLI on the service's storage.
     fn cli(&self, args: &[&str]) -> String {
-        let out = podman(self.dir.path()).args(args).output().unwrap();
+        let out = self.service.command().args(args).output().unwrap();
         assert!(
             out.status.success(),
             "podman {args:?}: {}",
@@ -189,25 +106,6 @@ impl Engine {
             .lines()
             .map(str::to_string)
             .collect()
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // SIGTERM lets the service shut down cleanly; SIGKILL if it does not.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -692,7 +590,7 @@ fn inherit_on_a_terminal_gives_the_step_a_terminal() {
     if std::env::var(CHILD_ENV).is_ok() {
         return inherit_child_on_tty();
     }
-    if !(ready() && have("script", "bsdutils")) {
+    if !(ready() && require_tool("script")) {
         return;
     }
     let engine = Engine::start();

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use farm_sandbox::{Bind, Network};
+use farm_testkit::wait_until;
 use support::*;
 
 /// A secret in the invoking user's home and one in a world-readable

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio as ProcStdio};
 use std::time::{Duration, Instant};
 
 use farm_sandbox::{Bind, RootSpec, Sandbox, SandboxError, Stage, Stdio};
+use farm_testkit::wait_until;
 use support::*;
 
 const IDENTITY: &str = "id -u; id -g; id -un; echo HOME=$HOME; echo SDE=$SOURCE_DATE_EPOCH; \

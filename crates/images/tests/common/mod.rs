@@ -1,55 +1,19 @@
 //! Helpers for farm-images' integration tests: sample trees, image specs,
-//! and the real programs the tests check farm's output with (a registry,
-//! podman, skopeo, umoci). Each server is killed when its guard drops.
+//! and running the real programs the tests check farm's output with
+//! (skopeo, umoci, podman). The registry, Podman's service and the skip
+//! mechanism are farm-testkit's.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use farm_images::{ImageSpec, LayerContent, LayerSpec};
 
 /// SOURCE_DATE_EPOCH used by the tests (2023-11-14T22:13:20Z).
 pub const EPOCH: i64 = 1_700_000_000;
-
-/// Whether `tool` runs. Outside CI a missing tool skips the test loudly; in
-/// CI (`CI=true`) it fails, because a skipped check there is a false green.
-pub fn have(tool: &str, probe: &[&str], package: &str) -> bool {
-    let ok = Command::new(tool)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "`{tool}` is required in CI (apt-get install {package})"
-        );
-        eprintln!("\n*** SKIPPED: `{tool}` not found; apt-get install {package} to run this test ***\n");
-    }
-    ok
-}
-
-/// Whether the tests run as root (umoci unpack and podman's vfs storage need it).
-pub fn is_root() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "this test must run as root in CI"
-        );
-        eprintln!("\n*** SKIPPED: needs root ***\n");
-    }
-    root
-}
 
 /// Runs `cmd`, failing the test with its output unless it succeeds.
 pub fn run(cmd: &mut Command) -> Output {
@@ -260,185 +224,6 @@ pub fn blob(layout: &Path, digest: &str) -> PathBuf {
     layout
         .join("blobs/sha256")
         .join(digest.strip_prefix("sha256:").unwrap())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A `docker-registry` (distribution) process on loopback with its own
-/// storage, optionally behind htpasswd auth; killed on drop.
-pub struct Registry {
-    child: Child,
-    pub base: String,
-    pub host: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Registry {
-    pub fn start(login: Option<(&str, &str)>) -> Registry {
-        let mut dir = tempfile::tempdir().unwrap();
-        let auth = match login {
-            None => String::new(),
-            Some((user, password)) => {
-                let line = run(Command::new("htpasswd").args(["-nbB", user, password])).stdout;
-                let file = dir.path().join("htpasswd");
-                fs::write(&file, line).unwrap();
-                format!(
-                    "auth: {{ htpasswd: {{ realm: farm-test, path: {} }} }}\n",
-                    file.display()
-                )
-            }
-        };
-        // The port can be taken between the probe and the registry's bind:
-        // then the registry exits and the next port is tried.
-        for _ in 0..5 {
-            let port = free_port();
-            let config = dir.path().join("config.yml");
-            fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog: {{ level: info }}\nstorage: {{ filesystem: {{ rootdirectory: {} }}, delete: {{ enabled: true }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n{auth}",
-                    dir.path().join("data").display()
-                ),
-            )
-            .unwrap();
-            let log = fs::File::create(dir.path().join("registry.log")).unwrap();
-            let child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            let mut reg = Registry {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                host: format!("127.0.0.1:{port}"),
-                dir,
-            };
-            if reg.wait_ready(port) {
-                return reg;
-            }
-            let log = reg.log();
-            assert!(log.contains("address already in use"), "registry did not start:\n{log}");
-            dir = std::mem::replace(&mut reg.dir, tempfile::tempdir().unwrap());
-        }
-        panic!("no free port for the registry in 5 tries");
-    }
-
-    /// Polls `GET /v2/` (200, or 401 with auth on) until a deadline.
-    fn wait_ready(&mut self, port: u16) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-                let mut head = [0u8; 12];
-                if s.read_exact(&mut head).is_ok() && (head.ends_with(b" 200") || head.ends_with(b" 401")) {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("registry on port {port} not ready within 20 s:\n{}", self.log());
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-}
-
-/// Podman with storage of its own under `dir`, so tests share no state.
-pub fn podman(dir: &Path) -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("runroot"))
-        .arg("--tmpdir")
-        .arg(dir.join("tmp"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--runtime",
-            "runc",
-            "--events-backend",
-            "file",
-        ]);
-    cmd
-}
-
-/// `podman system service` on a socket of its own; killed on drop.
-pub struct PodmanService {
-    child: Child,
-    pub socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for PodmanService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl PodmanService {
-    pub fn start(dir: &Path) -> PodmanService {
-        fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("podman.sock");
-        let log = dir.join("service.log");
-        let out = fs::File::create(&log).unwrap();
-        let child = podman(dir)
-            .args(["system", "service", "--time", "0"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut service = PodmanService { child, socket, log };
-        service.wait_ready();
-        service
-    }
-
-    /// Waits for `GET /_ping` to answer `OK` on the socket, with a deadline.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("podman service exited ({status}):\n{}", self.log());
-            }
-            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n");
-                let mut reply = String::new();
-                let _ = s.read_to_string(&mut reply);
-                if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("podman service not ready within 30 s:\n{}", self.log());
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
 }
 
 /// Sets the mtime of everything under `root` (symlinks themselves included).

@@ -216,20 +216,6 @@ pub fn host_processes_with(marker: &str) -> Vec<u32> {
     found
 }
 
-/// Polls `done` until it holds or `within` passes; true if it held.
-pub fn wait_until(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if done() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 /// The sandbox helper started by the caller process `caller_pid`.
 pub fn helper_of(caller_pid: u32) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
