@@ -39,23 +39,22 @@ enum Node {
     Dir,
 }
 
+/// Every entry of `root/rel` (or `rel` itself when it is not a directory),
+/// keyed by its path relative to `root`.
 fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, Node>) -> Result<()> {
-    let dir = root.join(rel);
-    let meta = std::fs::symlink_metadata(&dir)?;
+    let top = root.join(rel);
+    let meta = std::fs::symlink_metadata(&top)?;
     if !meta.is_dir() {
-        out.insert(rel.display().to_string(), node(&dir, &meta)?);
+        out.insert(rel.display().to_string(), node(&top, &meta)?);
         return Ok(());
     }
-    let mut names: Vec<_> = std::fs::read_dir(&dir)?.collect::<std::io::Result<_>>()?;
-    names.sort_by_key(|e| e.file_name());
-    for e in names {
-        let r = rel.join(e.file_name());
-        let m = std::fs::symlink_metadata(e.path())?;
-        if m.is_dir() {
-            out.insert(r.display().to_string(), Node::Dir);
-            walk(root, &r, out)?;
+    for found in farm_archive::walk(&top) {
+        let found = found?;
+        let key = rel.join(found.relative()).display().to_string();
+        if found.file_type().is_dir() {
+            out.insert(key, Node::Dir);
         } else {
-            out.insert(r.display().to_string(), node(&e.path(), &m)?);
+            out.insert(key, node(found.path(), &found.metadata()?)?);
         }
     }
     Ok(())

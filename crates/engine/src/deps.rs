@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use farm_archive::{Members, TarOptions};
 use farm_lockfiles::Lock;
 use farm_store::{Store, StoreEntry};
 use sha2::Digest as _;
@@ -62,43 +63,15 @@ pub fn node_modules(store: &Store, lock: &Lock) -> Result<StoreEntry> {
 }
 
 /// Unpacks an npm tarball, dropping its single top directory (`package/`
-/// for most, but not all, packages).
+/// for most, but not all, packages). As npm does, only files and
+/// directories are installed; like every archive farm unpacks, a member
+/// that would land outside `dest` is an error.
 fn unpack_npm_tarball(tgz: &Path, dest: &Path) -> Result<()> {
-    let file = std::fs::File::open(tgz)?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    std::fs::create_dir_all(dest)?;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        let mut comps = path.components();
-        comps.next();
-        let rel: PathBuf = comps.collect();
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            bail!("{}: refusing the unsafe path {}", tgz.display(), path.display());
-        }
-        let to = dest.join(&rel);
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            std::fs::create_dir_all(&to)?;
-            continue;
-        }
-        if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-            // npm itself only installs files and directories from package tarballs.
-            continue;
-        }
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mode = entry.header().mode().unwrap_or(0o644);
-        let mut out = std::fs::File::create(&to)?;
-        std::io::copy(&mut entry, &mut out)?;
-        use std::os::unix::fs::PermissionsExt;
-        let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
-    }
+    let options = TarOptions {
+        strip: 1,
+        members: Members::FilesAndDirectories,
+    };
+    farm_archive::unpack_tar_into(tgz, options, dest)?;
     Ok(())
 }
 

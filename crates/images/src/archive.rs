@@ -9,12 +9,13 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use farm_archive::{Format, TarEntry, TarError, TarKind, TarWriter};
+use farm_formats::canonical_json;
 use farm_lockfiles::integrity::Integrity;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::decoder;
 use crate::digest::{parse_sha256, HashingWriter};
-use crate::json::to_canonical_vec;
 use crate::layout::{valid_repository, valid_tag, LayoutImage};
 use crate::ImageError;
 
@@ -122,7 +123,12 @@ pub fn write_docker_archive(layout_dir: &Path, image_ref: &str, out: &Path) -> R
         .prefix(".farm-archive-")
         .tempfile_in(parent)
         .map_err(io_err(parent))?;
-    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, tmp.as_file()));
+    // A layer of 8 GiB or more gets GNU's base-256 size field, which
+    // Docker's and Podman's readers accept (spec/images.md).
+    let mut tar = TarWriter::new(
+        io::BufWriter::with_capacity(1 << 20, tmp.as_file()),
+        Format::PaxBase256Numbers,
+    );
 
     let config_name = format!("{}.json", image.config_digest.hex());
     let manifest = vec![ArchiveManifest {
@@ -130,10 +136,11 @@ pub fn write_docker_archive(layout_dir: &Path, image_ref: &str, out: &Path) -> R
         repo_tags: vec![image_ref.to_string()],
         layers: diff_ids.iter().map(|d| format!("{}/layer.tar", d.hex())).collect(),
     }];
-    let manifest_json = to_canonical_vec(&manifest).expect("plain strings serialise");
+    let manifest_json = canonical_json::to_vec(&manifest).expect("plain strings serialise");
     append(
         &mut tar,
         "manifest.json",
+        Path::new("manifest.json"),
         &manifest_json[..],
         manifest_json.len() as u64,
         out,
@@ -141,6 +148,7 @@ pub fn write_docker_archive(layout_dir: &Path, image_ref: &str, out: &Path) -> R
     append(
         &mut tar,
         &config_name,
+        &image.blob(&image.config_digest),
         &image.config_bytes[..],
         image.config_bytes.len() as u64,
         out,
@@ -175,72 +183,69 @@ pub fn write_docker_archive(layout_dir: &Path, image_ref: &str, out: &Path) -> R
             }
             .into());
         }
-        let dir = format!("{}/", diff_id.hex());
-        tar.append(&header(&dir, tar::EntryType::Directory, 0), io::empty())
-            .map_err(io_err(out))?;
-        append(&mut tar, &format!("{dir}layer.tar"), open()?, len, out)?;
+        let dir = diff_id.hex();
+        tar.append(&member(&dir, TarKind::Dir)).map_err(tar_err(out, &dir))?;
+        append(&mut tar, &format!("{dir}/layer.tar"), &blob, open()?, len, out)?;
     }
-    let buffered = tar.into_inner().map_err(io_err(out))?;
+    let buffered = tar.finish().map_err(tar_err(out, "the end of the archive"))?;
     buffered.into_inner().map_err(|e| io_err(out)(e.into_error()))?;
     tmp.as_file().sync_all().map_err(io_err(out))?;
     tmp.persist(out).map_err(|e| io_err(out)(e.error))?;
     Ok(())
 }
 
-fn header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.as_ustar_mut().expect("ustar").name[..name.len()].copy_from_slice(name.as_bytes());
-    h.set_entry_type(kind);
-    h.set_mode(if kind == tar::EntryType::Directory {
-        0o755
-    } else {
-        0o644
-    });
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    // Sizes over 8 GiB get GNU's base-256 field, which Docker's and Podman's readers accept.
-    h.set_size(size);
-    h.set_cksum();
-    h
+/// A member with the archive's fixed metadata: owner 0:0, mtime 0, mode
+/// 0644 (directories 0755).
+fn member(name: &str, kind: TarKind) -> TarEntry {
+    let mode = if kind == TarKind::Dir { 0o755 } else { 0o644 };
+    TarEntry {
+        path: name.as_bytes().to_vec(),
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+    }
 }
 
-/// Appends `len` bytes of `data` as `name`, failing if `data` has fewer.
+/// Appends `len` bytes of `data` (the contents of `source`) as `name`,
+/// failing if `data` has more or fewer.
 fn append<W: Write, R: Read>(
-    tar: &mut tar::Builder<W>,
+    tar: &mut TarWriter<W>,
     name: &str,
+    source: &Path,
     data: R,
     len: u64,
     out: &Path,
 ) -> Result<(), ArchiveError> {
-    let mut counted = CountingReader { inner: data, n: 0 };
-    tar.append(&header(name, tar::EntryType::Regular, len), (&mut counted).take(len))
-        .map_err(|source| ArchiveError::Io {
+    let entry = member(
+        name,
+        TarKind::File {
+            source: source.into(),
+            size: len,
+        },
+    );
+    tar.append_reader(&entry, data).map_err(tar_err(out, name))
+}
+
+fn tar_err<'a>(out: &'a Path, name: &'a str) -> impl FnOnce(TarError) -> ArchiveError + 'a {
+    move |e| match e {
+        TarError::Open { path, source } | TarError::Read { path, source } => ArchiveError::Io { path, source },
+        TarError::Changed { expected, found, .. } => {
+            let kind = if found == "more" {
+                io::ErrorKind::InvalidData
+            } else {
+                io::ErrorKind::UnexpectedEof
+            };
+            ArchiveError::Io {
+                path: out.into(),
+                source: io::Error::new(kind, format!("{name}: expected {expected} bytes, read {found}")),
+            }
+        }
+        TarError::Write { source, .. } | TarError::Finish { source } => ArchiveError::Io {
             path: out.into(),
             source,
-        })?;
-    if counted.n != len {
-        return Err(ArchiveError::Io {
-            path: out.into(),
-            source: io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{name}: expected {len} bytes, read {}", counted.n),
-            ),
-        });
-    }
-    Ok(())
-}
-
-struct CountingReader<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
+        },
     }
 }
 

@@ -1,20 +1,22 @@
 //! One image layer: which host files go where, and the exact bytes of its
 //! uncompressed tar (whose SHA-256 is the layer's diffID).
 //!
-//! The tar is written header by header so that nothing about the host
-//! leaks in: entries in a fixed order, owners as given, no user or group
-//! names, modes from the executable bit only, mtimes clamped to
-//! SOURCE_DATE_EPOCH, no atime/ctime/xattrs, and a PAX header only where
-//! ustar cannot hold a value. `spec/images.md` lists every rule.
+//! This module decides what the tar holds so that nothing about the host
+//! leaks in: entries in tar order, owners as given, modes from the
+//! executable bit only, mtimes clamped to SOURCE_DATE_EPOCH, hardlinks for
+//! a file's later names. farm-archive's writer writes it (ustar headers, no
+//! user or group names, no atime/ctime/xattrs, and a PAX header only where
+//! ustar cannot hold a value). `spec/images.md` lists every rule.
 
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use farm_archive::{tar_order, Format, TarEntry, TarError, TarKind, TarWriter, WalkError};
 use serde::{Deserialize, Serialize};
 
 /// A named layer and the host trees or files it holds.
@@ -100,26 +102,6 @@ const DIR_OR_EXEC_MODE: u32 = 0o755;
 const FILE_MODE: u32 = 0o644;
 const SYMLINK_MODE: u32 = 0o777;
 
-/// Largest size, uid or gid a ustar numeric field holds (11 and 7 octal digits).
-const USTAR_SIZE_MAX: u64 = 0o77_777_777_777;
-const USTAR_ID_MAX: u32 = 0o7_777_777;
-
-const BLOCK: usize = 512;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
-    Dir,
-    File {
-        source: PathBuf,
-        size: u64,
-        /// `(dev, ino)` when the file has other names, to write them as hardlinks.
-        inode: Option<(u64, u64)>,
-    },
-    Symlink(Vec<u8>),
-    /// A later name of a file already in the layer: its in-layer path.
-    HardLink(Vec<u8>),
-}
-
 /// Where an entry came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Origin {
@@ -144,13 +126,11 @@ impl Origin {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    /// In-layer path: relative, `/`-separated, no trailing `/`.
-    path: Vec<u8>,
-    kind: Kind,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: u64,
+    /// What the tar holds; its path is the in-layer path (relative,
+    /// `/`-separated, no trailing `/`).
+    tar: TarEntry,
+    /// `(dev, ino)` of a file that has other names, to write them as hardlinks.
+    inode: Option<(u64, u64)>,
     origin: Origin,
 }
 
@@ -159,13 +139,6 @@ struct Entry {
 pub(crate) struct LayerPlan {
     name: String,
     entries: Vec<Entry>,
-}
-
-/// Tar order: paths compared component by component (as if `/` sorted
-/// below every other byte), so a directory's entries follow it directly,
-/// as with GNU tar's `--sort=name`.
-fn sort_key(path: &[u8]) -> Vec<u8> {
-    path.iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
 }
 
 /// Splits an absolute in-image path into components.
@@ -202,6 +175,7 @@ struct Planner<'a> {
     layer: &'a str,
     epoch: u64,
     lower: &'a LowerDirs,
+    /// By [`tar_order`] of the path.
     entries: BTreeMap<Vec<u8>, Entry>,
 }
 
@@ -241,12 +215,15 @@ impl Planner<'_> {
                 mtime: self.epoch,
             });
             self.insert(Entry {
-                path,
-                kind: Kind::Dir,
-                mode: attrs.mode,
-                uid: attrs.uid,
-                gid: attrs.gid,
-                mtime: attrs.mtime,
+                tar: TarEntry {
+                    path,
+                    kind: TarKind::Dir,
+                    mode: attrs.mode,
+                    uid: attrs.uid,
+                    gid: attrs.gid,
+                    mtime: attrs.mtime,
+                },
+                inode: None,
                 origin: Origin::Implied {
                     target: content.target.clone(),
                     source: content.source.clone(),
@@ -264,25 +241,23 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// Adds everything below the directory `dir`, whose in-layer path is `image_dir`.
     fn walk(&mut self, dir: &Path, image_dir: &[u8], content: &LayerContent) -> Result<(), LayerError> {
-        let mut names: Vec<_> = Vec::new();
-        for item in fs::read_dir(dir).map_err(self.read_err(dir))? {
-            names.push(item.map_err(self.read_err(dir))?.file_name());
-        }
-        names.sort();
-        for name in names {
-            let host = dir.join(&name);
-            let meta = fs::symlink_metadata(&host).map_err(self.read_err(&host))?;
+        let walk_err = |e: WalkError| LayerError::Read {
+            layer: self.layer.into(),
+            path: e.path,
+            source: e.source,
+        };
+        for found in farm_archive::walk(dir) {
+            let found = found.map_err(walk_err)?;
+            let meta = found.metadata().map_err(walk_err)?;
             let mut path = image_dir.to_vec();
             if !path.is_empty() {
                 path.push(b'/');
             }
-            path.extend_from_slice(name.as_bytes());
-            let entry = self.entry_for(path.clone(), &host, &meta, content)?;
+            path.extend_from_slice(found.relative().as_os_str().as_bytes());
+            let entry = self.entry_for(path, found.path(), &meta, content)?;
             self.insert(entry)?;
-            if meta.is_dir() {
-                self.walk(&host, &path, content)?;
-            }
         }
         Ok(())
     }
@@ -295,23 +270,24 @@ impl Planner<'_> {
         content: &LayerContent,
     ) -> Result<Entry, LayerError> {
         let ft = meta.file_type();
+        let mut inode = None;
         let (kind, mode) = if ft.is_dir() {
-            (Kind::Dir, DIR_OR_EXEC_MODE)
+            (TarKind::Dir, DIR_OR_EXEC_MODE)
         } else if ft.is_file() {
             let mode = if meta.mode() & 0o111 != 0 {
                 DIR_OR_EXEC_MODE
             } else {
                 FILE_MODE
             };
-            let kind = Kind::File {
+            inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+            let kind = TarKind::File {
                 source: host.to_path_buf(),
                 size: meta.len(),
-                inode: (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
             };
             (kind, mode)
         } else if ft.is_symlink() {
             let target = fs::read_link(host).map_err(self.read_err(host))?;
-            (Kind::Symlink(target.as_os_str().as_bytes().to_vec()), SYMLINK_MODE)
+            (TarKind::Symlink(target.as_os_str().as_bytes().to_vec()), SYMLINK_MODE)
         } else {
             use std::os::unix::fs::FileTypeExt;
             let kind = if ft.is_fifo() {
@@ -330,12 +306,15 @@ impl Planner<'_> {
             });
         };
         Ok(Entry {
-            path,
-            kind,
-            mode,
-            uid: content.uid,
-            gid: content.gid,
-            mtime: (meta.mtime().max(0) as u64).min(self.epoch),
+            tar: TarEntry {
+                path,
+                kind,
+                mode,
+                uid: content.uid,
+                gid: content.gid,
+                mtime: (meta.mtime().max(0) as u64).min(self.epoch),
+            },
+            inode,
             origin: Origin::Source(host.to_path_buf()),
         })
     }
@@ -344,14 +323,14 @@ impl Planner<'_> {
     /// own beats an implied parent), anything else at a taken path is an error.
     fn insert(&mut self, entry: Entry) -> Result<(), LayerError> {
         let layer = self.layer;
-        match self.entries.entry(sort_key(&entry.path)) {
+        match self.entries.entry(tar_order(&entry.tar.path)) {
             MapEntry::Vacant(slot) => {
                 slot.insert(entry);
             }
             MapEntry::Occupied(mut slot) => {
                 let existing = slot.get_mut();
-                let shown = String::from_utf8_lossy(&entry.path).into_owned();
-                if existing.kind != Kind::Dir || entry.kind != Kind::Dir {
+                let shown = String::from_utf8_lossy(&entry.tar.path).into_owned();
+                if existing.tar.kind != TarKind::Dir || entry.tar.kind != TarKind::Dir {
                     return Err(LayerError::Overlap {
                         layer: layer.into(),
                         entry: shown,
@@ -360,14 +339,20 @@ impl Planner<'_> {
                     });
                 }
                 let implied = |e: &Entry| matches!(e.origin, Origin::Implied { .. });
+                let owner = |e: &Entry| (e.tar.uid, e.tar.gid);
                 match (implied(existing), implied(&entry)) {
                     (true, false) => *existing = entry,
-                    (false, false) if (existing.uid, existing.gid) != (entry.uid, entry.gid) => {
+                    (false, false) if owner(existing) != owner(&entry) => {
                         return Err(LayerError::OwnerConflict {
                             layer: layer.into(),
                             entry: shown,
-                            first: format!("{}:{} in {}", existing.uid, existing.gid, existing.origin.describe()),
-                            second: format!("{}:{} in {}", entry.uid, entry.gid, entry.origin.describe()),
+                            first: format!(
+                                "{}:{} in {}",
+                                existing.tar.uid,
+                                existing.tar.gid,
+                                existing.origin.describe()
+                            ),
+                            second: format!("{}:{} in {}", entry.tar.uid, entry.tar.gid, entry.origin.describe()),
                         });
                     }
                     _ => {}
@@ -397,11 +382,11 @@ impl LayerPlan {
         // data; later names link to it.
         let mut first_names: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
         for entry in &mut entries {
-            if let Kind::File { inode: Some(inode), .. } = entry.kind {
+            if let Some(inode) = entry.inode {
                 match first_names.get(&inode) {
-                    Some(first) => entry.kind = Kind::HardLink(first.clone()),
+                    Some(first) => entry.tar.kind = TarKind::HardLink(first.clone()),
                     None => {
-                        first_names.insert(inode, entry.path.clone());
+                        first_names.insert(inode, entry.tar.path.clone());
                     }
                 }
             }
@@ -418,7 +403,7 @@ impl LayerPlan {
 
     /// Adds this layer's directories to `lower`, for the layers above it.
     pub(crate) fn record_dirs(&self, lower: &mut LowerDirs) {
-        for e in self.entries.iter().filter(|e| e.kind == Kind::Dir) {
+        for e in self.entries.iter().map(|e| &e.tar).filter(|e| e.kind == TarKind::Dir) {
             let attrs = DirAttrs {
                 uid: e.uid,
                 gid: e.gid,
@@ -431,192 +416,41 @@ impl LayerPlan {
 
     /// Writes the layer's tar to `out`, reading each file as it goes.
     pub(crate) fn write_tar<W: Write>(&self, out: &mut W) -> Result<(), LayerError> {
-        let write_err = |source: io::Error| LayerError::Write {
-            layer: self.name.clone(),
-            what: "the layer's tar stream".into(),
-            source,
-        };
+        let mut tar = TarWriter::new(out, Format::Pax);
         for entry in &self.entries {
-            let (header, pax) = self.header_for(entry);
-            if let Some((pax_header, records)) = pax {
-                out.write_all(pax_header.as_bytes()).map_err(write_err)?;
-                out.write_all(&records).map_err(write_err)?;
-                pad(out, records.len() as u64).map_err(write_err)?;
-            }
-            out.write_all(header.as_bytes()).map_err(write_err)?;
-            if let Kind::File { source, size, .. } = &entry.kind {
-                self.copy_file(source, *size, out)?;
-                pad(out, *size).map_err(write_err)?;
-            }
+            tar.append(&entry.tar).map_err(|e| self.tar_err(e))?;
         }
-        out.write_all(&[0u8; 2 * BLOCK]).map_err(write_err)
-    }
-
-    /// Copies exactly `size` bytes of `source`, failing if it has more or fewer.
-    fn copy_file<W: Write>(&self, source: &Path, size: u64, out: &mut W) -> Result<(), LayerError> {
-        let read_err = |e| LayerError::Read {
-            layer: self.name.clone(),
-            path: source.into(),
-            source: e,
-        };
-        let file = fs::File::open(source).map_err(read_err)?;
-        let mut limited = file.take(size);
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut copied = 0u64;
-        loop {
-            let n = limited.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n]).map_err(|source| LayerError::Write {
-                layer: self.name.clone(),
-                what: "the layer's tar stream".into(),
-                source,
-            })?;
-            copied += n as u64;
-        }
-        let changed = |found: String| LayerError::Changed {
-            layer: self.name.clone(),
-            path: source.into(),
-            expected: size,
-            found,
-        };
-        if copied != size {
-            return Err(changed(format!("{copied} bytes")));
-        }
-        let mut file = limited.into_inner();
-        if file.read(&mut [0u8; 1]).map_err(read_err)? != 0 {
-            return Err(changed("more".into()));
-        }
+        tar.finish().map_err(|e| self.tar_err(e))?;
         Ok(())
     }
 
-    /// The ustar header of `entry`, and a PAX header with its records when
-    /// a value does not fit ustar.
-    fn header_for(&self, entry: &Entry) -> (tar::Header, Option<(tar::Header, Vec<u8>)>) {
-        let mut name = entry.path.clone();
-        if entry.kind == Kind::Dir {
-            name.push(b'/');
-        }
-        let mut h = tar::Header::new_ustar();
-        let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
-        if !set_ustar_path(&mut h, &name) {
-            pax.push(("path", name.clone()));
-            let cut = name.len().min(100);
-            h.as_old_mut().name[..cut].copy_from_slice(&name[..cut]);
-        }
-        let (entry_type, size, link) = match &entry.kind {
-            Kind::Dir => (tar::EntryType::Directory, 0, None),
-            Kind::File { size, .. } => (tar::EntryType::Regular, *size, None),
-            Kind::Symlink(target) => (tar::EntryType::Symlink, 0, Some(target)),
-            Kind::HardLink(target) => (tar::EntryType::Link, 0, Some(target)),
-        };
-        h.set_entry_type(entry_type);
-        if let Some(link) = link {
-            let field = &mut h.as_old_mut().linkname;
-            let cut = link.len().min(field.len());
-            field[..cut].copy_from_slice(&link[..cut]);
-            if link.len() > field.len() {
-                pax.push(("linkpath", link.clone()));
+    fn tar_err(&self, e: TarError) -> LayerError {
+        let layer = self.name.clone();
+        match e {
+            TarError::Open { path, source } | TarError::Read { path, source } => {
+                LayerError::Read { layer, path, source }
             }
+            TarError::Changed { path, expected, found } => LayerError::Changed {
+                layer,
+                path,
+                expected,
+                found,
+            },
+            TarError::Write { source, .. } | TarError::Finish { source } => LayerError::Write {
+                layer,
+                what: "the layer's tar stream".into(),
+                source,
+            },
         }
-        if size > USTAR_SIZE_MAX {
-            pax.push(("size", size.to_string().into_bytes()));
-            h.set_size(0);
-        } else {
-            h.set_size(size);
-        }
-        let mut id_field = |key: &'static str, id: u32| {
-            if id > USTAR_ID_MAX {
-                pax.push((key, id.to_string().into_bytes()));
-                0
-            } else {
-                u64::from(id)
-            }
-        };
-        let (uid, gid) = (id_field("uid", entry.uid), id_field("gid", entry.gid));
-        h.set_uid(uid);
-        h.set_gid(gid);
-        h.set_mode(entry.mode);
-        h.set_mtime(entry.mtime);
-        h.set_cksum();
-        if pax.is_empty() {
-            return (h, None);
-        }
-        pax.sort_by(|a, b| a.0.cmp(b.0));
-        let mut records = Vec::new();
-        if pax.iter().any(|(_, v)| std::str::from_utf8(v).is_err()) {
-            records.extend(pax_record("hdrcharset", b"BINARY"));
-        }
-        for (key, value) in &pax {
-            records.extend(pax_record(key, value));
-        }
-        let mut ph = tar::Header::new_ustar();
-        let base = entry.path.rsplit(|b| *b == b'/').next().unwrap_or_default();
-        let mut pax_name = b"PaxHeaders/".to_vec();
-        pax_name.extend_from_slice(base);
-        pax_name.truncate(100);
-        ph.as_old_mut().name[..pax_name.len()].copy_from_slice(&pax_name);
-        ph.set_entry_type(tar::EntryType::XHeader);
-        ph.set_size(records.len() as u64);
-        ph.set_mode(FILE_MODE);
-        ph.set_uid(0);
-        ph.set_gid(0);
-        ph.set_mtime(entry.mtime);
-        ph.set_cksum();
-        (h, Some((ph, records)))
     }
-}
-
-/// Puts `path` in ustar's `name` (100 bytes) or `prefix` (155) + `name`,
-/// split at a `/`; false when it cannot fit.
-fn set_ustar_path(h: &mut tar::Header, path: &[u8]) -> bool {
-    let ustar = h.as_ustar_mut().expect("a ustar header");
-    if path.len() <= ustar.name.len() {
-        ustar.name[..path.len()].copy_from_slice(path);
-        return true;
-    }
-    // The longest prefix that fits leaves the shortest name.
-    let split = path
-        .iter()
-        .enumerate()
-        .filter(|(i, b)| **b == b'/' && *i <= ustar.prefix.len() && *i + 1 < path.len())
-        .map(|(i, _)| i)
-        .next_back();
-    match split {
-        Some(i) if path.len() - i - 1 <= ustar.name.len() => {
-            ustar.prefix[..i].copy_from_slice(&path[..i]);
-            ustar.name[..path.len() - i - 1].copy_from_slice(&path[i + 1..]);
-            true
-        }
-        _ => false,
-    }
-}
-
-/// One PAX record, `"<len> <key>=<value>\n"`, where `len` counts itself.
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let rest = key.len() + value.len() + 3;
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    let mut record = format!("{len} {key}=").into_bytes();
-    record.extend_from_slice(value);
-    record.push(b'\n');
-    record
-}
-
-fn pad<W: Write>(out: &mut W, len: u64) -> io::Result<()> {
-    let rem = (len % BLOCK as u64) as usize;
-    if rem != 0 {
-        out.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
     use std::os::unix::fs::{symlink, PermissionsExt};
+
+    use farm_archive::writer::BLOCK;
 
     use super::*;
 
@@ -961,13 +795,5 @@ mod tests {
             }
         }
         assert_eq!(records, [("uid".to_string(), "3000000".to_string())]);
-    }
-
-    #[test]
-    fn pax_record_length_counts_itself() {
-        assert_eq!(pax_record("path", b"abc"), b"12 path=abc\n");
-        let r = pax_record("path", &[b'x'; 93]);
-        assert_eq!(r.len(), 103);
-        assert!(r.starts_with(b"103 path="));
     }
 }

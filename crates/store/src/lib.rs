@@ -29,6 +29,6 @@ pub use store::{
     MAX_NAME_LEN, STORE_MTIME,
 };
 pub use tree::{normalise_tree, TreeError};
-pub use units::{parse_duration, parse_size, ParseDurationError, ParseSizeError};
+pub use units::{parse_duration, ParseDurationError};
 pub use unpack::{unpack_archive, ArchiveFormat, Compression, UnpackError, UnpackStats};
 pub use verify::{Actual, Corrupt, VerifyReport};
