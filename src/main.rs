@@ -8,9 +8,34 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit status for "the command ran, and its answer is no" (stale lock,
-/// corrupt store entries, missing artifacts), as opposed to an error (1).
-pub const EXIT_NO: u8 = 3;
+/// How `farm` exits (README, "Exit status"); the integration tests and CI
+/// scripts rely on each of these numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done, and the answer (if the command asks a question) is yes.
+    Success,
+    /// 1: the command failed; the error has been printed.
+    Error,
+    /// 2: the arguments were wrong (clap's own status for that).
+    Usage,
+    /// 3: the command ran, and its answer is no: a stale lock, missing
+    /// artifacts, a corrupt store, stale types, outputs that differ.
+    No,
+    /// `farm exec` and `farm shell` pass on the status of what they ran.
+    Command(u8),
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(match exit {
+            Exit::Success => 0,
+            Exit::Error => 1,
+            Exit::Usage => 2,
+            Exit::No => 3,
+            Exit::Command(status) => status,
+        })
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -86,7 +111,14 @@ fn main() -> ExitCode {
     {
         farm_sandbox::helper_main();
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` come this way too, to be printed on stdout.
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage } else { Exit::Success }.into();
+        }
+    };
     let ctx = Context {
         project_dir: cli.project.clone(),
         farm_home: cli.farm_home.clone().unwrap_or_else(farm_store::Store::default_root),
@@ -112,10 +144,10 @@ fn main() -> ExitCode {
         Command::Shell(a) => commands::exec::run_shell(&ctx, a),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(exit) => exit.into(),
         Err(e) => {
             ctx.reporter.error(&format!("{e:#}"));
-            ExitCode::from(1)
+            Exit::Error.into()
         }
     }
 }

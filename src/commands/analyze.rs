@@ -1,13 +1,13 @@
-//! `farm analyze`: the bundle report of the last build's frontend, without
-//! building.
+//! `farm analyze`: arguments into `AnalyzeOptions`, then the engine's
+//! analysis; the table (or the JSON report) is printed here.
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
+use farm_bundle_report::format_size;
+use farm_engine::ops::analyze::{analyze, AnalyzeOptions};
 
-use crate::Context;
-use farm_bundle_report as analyze;
-use farm_project::Project;
+use crate::{Context, Exit};
 
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
@@ -19,27 +19,14 @@ pub struct AnalyzeArgs {
     json: bool,
 }
 
-pub fn run(ctx: &Context, args: AnalyzeArgs) -> Result<u8> {
-    let project = Project::load(&ctx.project_dir)?;
-    let out = args.out.unwrap_or_else(|| project.root.join(".farm").join("out"));
-    let dist = out.join("frontend");
-    if !dist.is_dir() {
-        anyhow::bail!(
-            "{}: no frontend output\nhint: run `farm build frontend` first",
-            dist.display()
-        );
-    }
-    let report = analyze::analyze(&dist)?;
-    let json = report.to_json();
-    std::fs::write(out.join("bundle-report.json"), &json).with_context(|| out.display().to_string())?;
-    std::fs::write(
-        out.join("bundle-report.html"),
-        report.to_html(&project.config.project.name),
-    )?;
+/// Entry point of `farm analyze`.
+pub fn run(ctx: &Context, args: AnalyzeArgs) -> Result<Exit> {
+    let a = analyze(ctx, &AnalyzeOptions { out: args.out })?;
     if args.json {
-        print!("{json}");
-        return Ok(0);
+        print!("{}", a.json);
+        return Ok(Exit::Success);
     }
+    let report = &a.report;
     let mut files: Vec<_> = report.files.iter().filter(|f| f.kind.counts_toward_bundle()).collect();
     files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.path.cmp(&b.path)));
     println!("{:<48} {:>12} {:>12}", "file", "size", "gzip");
@@ -47,17 +34,16 @@ pub fn run(ctx: &Context, args: AnalyzeArgs) -> Result<u8> {
         println!(
             "{:<48} {:>12} {:>12}",
             f.path,
-            analyze::format_size(f.bytes),
-            analyze::format_size(f.gzip_bytes)
+            format_size(f.bytes),
+            format_size(f.gzip_bytes)
         );
     }
     println!(
         "{:<48} {:>12} {:>12}",
         format!("total ({} files)", files.len()),
-        analyze::format_size(report.totals.bytes),
-        analyze::format_size(report.totals.gzip_bytes)
+        format_size(report.totals.bytes),
+        format_size(report.totals.gzip_bytes)
     );
-    ctx.reporter
-        .info(&format!("report: {}", out.join("bundle-report.html").display()));
-    Ok(0)
+    ctx.reporter.info(&format!("report: {}", a.html.display()));
+    Ok(Exit::Success)
 }

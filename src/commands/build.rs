@@ -7,7 +7,7 @@ use anyhow::Result;
 use farm_engine::build::{build_project, BuildOptions, Target, Variation};
 use farm_project::Project;
 
-use crate::Context;
+use crate::{Context, Exit};
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
@@ -56,12 +56,12 @@ pub struct BuildArgs {
 }
 
 /// Entry point of `farm build`.
-pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
+pub fn run(ctx: &Context, args: BuildArgs) -> Result<Exit> {
     let project = Project::load(&ctx.project_dir)?;
     let size_limit = args
         .size_limit
         .as_deref()
-        .map(farm_bundle_report::parse_size)
+        .map(farm_formats::size::parse_size)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--size-limit: {e}"))?;
     let opts = BuildOptions {
@@ -69,7 +69,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         hermetic: args.hermetic,
         jobs: args.jobs,
         no_cache: args.no_cache,
-        rerun: args.rerun,
+        rerun: args.rerun.iter().map(|s| farm_engine::step::StepId::parse(s)).collect(),
         out: args
             .out
             .map(|o| {
@@ -91,10 +91,12 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<u8> {
         skip_types_check: false,
     };
     if args.watch {
-        return farm_engine::watch::run(ctx, &project, &opts);
+        // The watch loop only ends on Ctrl-C (status 0) or an error.
+        farm_engine::watch::run(ctx, &project, &opts)?;
+        return Ok(Exit::Success);
     }
     let built = build_project(ctx, &project, &opts)?;
     ctx.reporter.info(&format!("wrote {}", built.out_dir.display()));
     println!("{}", built.manifest.digest);
-    Ok(0)
+    Ok(Exit::Success)
 }

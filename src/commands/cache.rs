@@ -1,15 +1,13 @@
-//! `farm cache status|gc` and `farm store verify`: what the store holds, how
-//! to trim it, and whether it is intact.
-
-use std::collections::HashSet;
+//! `farm cache status|gc|clean` and `farm store verify`: arguments into the
+//! engine's options; the status table and the gc and verify reports are
+//! printed here.
 
 use anyhow::Result;
-use farm_lockfiles::Lock;
-use farm_store::{GcOptions, Store};
-
-use crate::{Context, EXIT_NO};
+use farm_engine::ops::cache::{self, GcOptions, Keep};
 use farm_engine::reporter::human_bytes;
-use farm_project::Project;
+use farm_store::GcReport;
+
+use crate::{Context, Exit};
 
 #[derive(clap::Subcommand)]
 pub enum CacheCommand {
@@ -48,11 +46,11 @@ pub enum StoreCommand {
     Verify,
 }
 
-pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<u8> {
-    let store = Store::open(&ctx.farm_home)?;
+/// Entry point of `farm cache`.
+pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
     match cmd {
         CacheCommand::Status { json } => {
-            let s = store.status()?;
+            let s = cache::status(ctx)?;
             if json {
                 let by_kind: serde_json::Map<String, serde_json::Value> = s
                     .by_kind
@@ -61,7 +59,7 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<u8> {
                     .collect();
                 let v = serde_json::json!({"root": ctx.farm_home, "entries": s.entries, "bytes": s.bytes, "by_kind": by_kind});
                 println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(0);
+                return Ok(Exit::Success);
             }
             println!("store: {}", ctx.farm_home.display());
             println!("{:<12} {:>8} {:>12}", "kind", "entries", "size");
@@ -69,28 +67,17 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<u8> {
                 println!("{kind:<12} {n:>8} {:>12}", human_bytes(*b));
             }
             println!("{:<12} {:>8} {:>12}", "total", s.entries, human_bytes(s.bytes));
-            Ok(0)
+            Ok(Exit::Success)
         }
         CacheCommand::Clean { dry_run } => {
-            let mut keep = locked_entries(ctx, &store)?;
-            let record = ctx.project_dir.join(".farm").join("last-build.json");
-            keep.extend(farm_engine::graph::recorded_entries(&record));
-            let report = store.gc(&GcOptions {
-                max_size: Some(0),
-                older_than: None,
-                keep,
-                dry_run,
-            })?;
-            let verb = if dry_run { "would delete" } else { "deleted" };
-            for (name, size) in &report.removed {
-                ctx.reporter.info(&format!("{verb} {name} ({})", human_bytes(*size)));
-            }
+            let report = cache::gc(ctx, &GcOptions::clean(dry_run))?;
+            let verb = report_removed(ctx, &report, dry_run);
             ctx.reporter.info(&format!(
                 "{verb} {} entries, {}; kept what farm.lock and the last build reference",
                 report.removed.len(),
                 human_bytes(report.freed)
             ));
-            Ok(0)
+            Ok(Exit::Success)
         }
         CacheCommand::Gc {
             max_size,
@@ -98,60 +85,43 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<u8> {
             include_locked,
             dry_run,
         } => {
-            let max_size = max_size.map(|s| farm_store::parse_size(&s)).transpose()?;
+            let max_size = max_size.map(|s| farm_formats::size::parse_size(&s)).transpose()?;
             let older_than = older_than.map(|s| farm_store::parse_duration(&s)).transpose()?;
             if max_size.is_none() && older_than.is_none() {
                 anyhow::bail!("farm cache gc needs --max-size SIZE and/or --older-than DURATION");
             }
-            let keep = if include_locked {
-                HashSet::new()
-            } else {
-                locked_entries(ctx, &store)?
-            };
-            let report = store.gc(&GcOptions {
+            let opts = GcOptions {
                 max_size,
                 older_than,
-                keep,
+                keep: if include_locked { Keep::Nothing } else { Keep::Locked },
                 dry_run,
-            })?;
-            let verb = if dry_run { "would delete" } else { "deleted" };
-            for (name, size) in &report.removed {
-                ctx.reporter.info(&format!("{verb} {name} ({})", human_bytes(*size)));
-            }
+            };
+            let report = cache::gc(ctx, &opts)?;
+            let verb = report_removed(ctx, &report, dry_run);
             ctx.reporter.info(&format!(
                 "{verb} {} entries, {}; kept {} referenced by farm.lock",
                 report.removed.len(),
                 human_bytes(report.freed),
                 report.kept_referenced
             ));
-            Ok(0)
+            Ok(Exit::Success)
         }
     }
 }
 
-/// Entries the project's lock references (nothing when there is no project here).
-fn locked_entries(ctx: &Context, store: &Store) -> Result<HashSet<String>> {
-    let Ok(project) = Project::load(&ctx.project_dir) else {
-        return Ok(HashSet::new());
-    };
-    let path = project.lock_path();
-    if !path.exists() {
-        return Ok(HashSet::new());
+/// Names each removed entry; returns the verb the summary line uses.
+fn report_removed(ctx: &Context, report: &GcReport, dry_run: bool) -> &'static str {
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for (name, size) in &report.removed {
+        ctx.reporter.info(&format!("{verb} {name} ({})", human_bytes(*size)));
     }
-    let lock = Lock::read(&path)?;
-    let mut keep = HashSet::new();
-    for job in super::fetch::jobs(&lock) {
-        if let Some(entry) = store.artifact(&job.integrity.to_string())? {
-            keep.insert(entry.file_name());
-        }
-    }
-    Ok(keep)
+    verb
 }
 
-pub fn run_store(ctx: &Context, cmd: StoreCommand) -> Result<u8> {
+/// Entry point of `farm store`.
+pub fn run_store(ctx: &Context, cmd: StoreCommand) -> Result<Exit> {
     let StoreCommand::Verify = cmd;
-    let store = Store::open(&ctx.farm_home)?;
-    let report = store.verify()?;
+    let report = cache::verify(ctx)?;
     for c in &report.corrupt {
         ctx.reporter.error(&format!(
             "{}: corrupt: expected {}, found {}; moved to {}",
@@ -164,13 +134,13 @@ pub fn run_store(ctx: &Context, cmd: StoreCommand) -> Result<u8> {
     if report.corrupt.is_empty() {
         ctx.reporter
             .info(&format!("verified {} entries: all intact", report.checked));
-        Ok(0)
+        Ok(Exit::Success)
     } else {
         ctx.reporter.error(&format!(
             "{} of {} entries were corrupt and have been quarantined\nhint: run `farm fetch` to fetch them again",
             report.corrupt.len(),
             report.checked
         ));
-        Ok(EXIT_NO)
+        Ok(Exit::No)
     }
 }

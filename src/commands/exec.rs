@@ -1,18 +1,12 @@
-//! `farm exec` and `farm shell`: run a command in the project's hermetic
-//! environment, the one build steps get: locked toolchains on PATH, the
-//! project read-only at /build/src, no network, nothing from the host.
+//! `farm exec` and `farm shell`: arguments into `ExecOptions`, then the
+//! engine runs the command; its exit status becomes farm's.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
-use farm_lockfiles::Lock;
-use farm_sandbox::{Bind, Limits, Network, RootSpec, Stdio, StepSpec};
-use farm_store::Store;
+use anyhow::Result;
+use farm_engine::ops::exec::{exec, ExecOptions};
 
-use crate::Context;
-use farm_engine::toolchain::{self, Toolchain};
-use farm_project::Project;
+use crate::{Context, Exit};
 
 #[derive(clap::Args)]
 pub struct ExecArgs {
@@ -31,78 +25,30 @@ pub struct ShellArgs {
     shell: String,
 }
 
-pub fn run_exec(ctx: &Context, args: ExecArgs) -> Result<u8> {
-    let status = run_in_env(ctx, args.command, args.timeout.map(Duration::from_secs))?;
-    Ok(status)
+/// Entry point of `farm exec`.
+pub fn run_exec(ctx: &Context, args: ExecArgs) -> Result<Exit> {
+    run(
+        ctx,
+        ExecOptions {
+            argv: args.command,
+            timeout: args.timeout.map(Duration::from_secs),
+        },
+    )
 }
 
-pub fn run_shell(ctx: &Context, args: ShellArgs) -> Result<u8> {
-    run_in_env(ctx, vec![args.shell], None)
+/// Entry point of `farm shell`.
+pub fn run_shell(ctx: &Context, args: ShellArgs) -> Result<Exit> {
+    run(
+        ctx,
+        ExecOptions {
+            argv: vec![args.shell],
+            timeout: None,
+        },
+    )
 }
 
-fn run_in_env(ctx: &Context, argv: Vec<String>, timeout: Option<Duration>) -> Result<u8> {
-    let project = Project::load(&ctx.project_dir)?;
-    let lock_path = project.lock_path();
-    if !lock_path.exists() {
-        bail!(
-            "{}: no lock file\nhint: run `farm lock && farm fetch`",
-            lock_path.display()
-        );
-    }
-    let lock = Lock::read(&lock_path)?;
-    let store = Store::open(&ctx.farm_home)?;
-    toolchain::require_fetched(&store, &lock)?;
-    let tc = toolchain::compose(&store, &lock)?;
-    let project_root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
-    let spec = step_spec(&tc, &project_root, argv, project.source_date_epoch(), timeout);
-    let outcome = farm_engine::Executor::select(ctx.sandbox)?.run(&spec)?;
-    if outcome.timed_out {
-        bail!(
-            "the command ran past its {}s timeout and was killed",
-            timeout.map(|t| t.as_secs()).unwrap_or(0)
-        );
-    }
-    Ok(u8::try_from(outcome.status).unwrap_or(1))
-}
-
-/// The sandbox spec shared by `farm exec`, `farm shell` and build steps.
-pub fn step_spec(
-    tc: &Toolchain,
-    project_root: &Path,
-    argv: Vec<String>,
-    source_date_epoch: u64,
-    timeout: Option<Duration>,
-) -> StepSpec {
-    let mut binds: Vec<Bind> = tc
-        .inputs
-        .iter()
-        .map(|e| Bind {
-            source: e.path.clone(),
-            target: Toolchain::sandbox_path(e),
-            read_only: true,
-        })
-        .collect();
-    binds.push(Bind {
-        source: project_root.to_path_buf(),
-        target: PathBuf::from("/build/src"),
-        read_only: true,
-    });
-    StepSpec {
-        root: RootSpec::Dir(tc.root.path.clone()),
-        binds,
-        argv,
-        env: tc.env(source_date_epoch),
-        cwd: PathBuf::from("/build/src"),
-        hostname: "farm".into(),
-        uid: 1000,
-        gid: 1000,
-        timeout,
-        limits: Limits::default(),
-        network: Network::None,
-        stdio: Stdio::Inherit,
-        writable: ["/build", "/out", "/tmp", "/dev/shm"]
-            .iter()
-            .map(PathBuf::from)
-            .collect(),
-    }
+fn run(ctx: &Context, opts: ExecOptions) -> Result<Exit> {
+    let status = exec(ctx, &opts)?;
+    // A status outside 0..=255 cannot be passed on; it is an error.
+    Ok(Exit::Command(u8::try_from(status).unwrap_or(1)))
 }

@@ -1,20 +1,10 @@
-//! `farm fetch`: bring every artifact farm.lock names into the store,
-//! verified while it streams. Present artifacts are never fetched again, so
-//! a second run does no network I/O.
+//! `farm fetch`: arguments into `FetchOptions`, then the engine's fetch.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use anyhow::{bail, Context as _, Result};
-use farm_lockfiles::http::{Client, ClientOptions};
-use farm_lockfiles::lock::{ArtifactKind, Unpack};
-use farm_lockfiles::{Integrity, Lock};
-use farm_store::{ArchiveFormat, Store};
-
-use crate::{Context, EXIT_NO};
+use anyhow::Result;
+use farm_engine::ops::fetch::{fetch, FetchOptions, FetchOutcome};
 use farm_engine::reporter::human_bytes;
-use farm_project::endpoints;
-use farm_project::Project;
+
+use crate::{Context, Exit};
 
 #[derive(clap::Args)]
 pub struct FetchArgs {
@@ -26,267 +16,40 @@ pub struct FetchArgs {
     jobs: usize,
 }
 
-/// One thing to bring into the store.
-#[derive(Debug, Clone)]
-pub struct FetchJob {
-    pub kind: ArtifactKind,
-    pub label: String,
-    pub source: Source,
-    pub integrity: Integrity,
-    pub unpack: Unpack,
-    pub strip: u32,
-    pub store_name: String,
-}
-
-#[derive(Debug, Clone)]
-pub enum Source {
-    Url(String),
-    /// A blob or manifest of a model in the configured registry.
-    Registry {
-        repository: String,
-        digest: Integrity,
-        manifest: bool,
-    },
-}
-
-/// Every artifact of the lock, deduplicated by integrity.
-pub fn jobs(lock: &Lock) -> Vec<FetchJob> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (kind, a) in lock.artifacts() {
-        if !seen.insert(a.integrity.clone()) {
-            continue;
-        }
-        out.push(FetchJob {
-            kind,
-            label: format!("{} {}", a.name, a.version),
-            source: Source::Url(a.url.clone()),
-            integrity: a.integrity.clone(),
-            unpack: a.unpack,
-            strip: a.strip,
-            store_name: a.store_name(),
-        });
-    }
-    for m in &lock.models {
-        let blobs = std::iter::once((&m.manifest, true))
-            .chain(std::iter::once((&m.config, false)))
-            .chain(m.layers.iter().map(|l| (l, false)));
-        for (blob, manifest) in blobs {
-            if !seen.insert(blob.digest.clone()) {
-                continue;
-            }
-            out.push(FetchJob {
-                kind: ArtifactKind::Model,
-                label: format!("{} {}", m.reference, short(&blob.digest)),
-                source: Source::Registry {
-                    repository: m.repository.clone(),
-                    digest: blob.digest.clone(),
-                    manifest,
-                },
-                integrity: blob.digest.clone(),
-                unpack: Unpack::File,
-                strip: 0,
-                store_name: format!("model-{}", blob.digest.hex()),
-            });
-        }
-    }
-    out
-}
-
-fn short(i: &Integrity) -> String {
-    format!("{}:{}", i.algorithm.name(), &i.hex()[..12])
-}
-
-pub fn run(ctx: &Context, args: FetchArgs) -> Result<u8> {
-    let project = Project::load(&ctx.project_dir)?;
-    let lock_path = project.lock_path();
-    if !lock_path.exists() {
-        bail!("{}: no lock file\nhint: run `farm lock` first", lock_path.display());
-    }
-    let lock = Lock::read(&lock_path)?;
-    let stale = farm_project::inputs::stale_inputs(&lock, &farm_project::inputs::current_inputs(&project)?);
-    if !stale.is_empty() {
-        ctx.reporter.warn(&format!(
-            "{} is stale ({}); fetching what it names. Run `farm lock` to update it.",
-            lock_path.display(),
-            stale.join(", ")
-        ));
-    }
-    let store = Store::open(&ctx.farm_home)?;
-    let all = jobs(&lock);
-    let missing: Vec<FetchJob> = all
-        .iter()
-        .filter(|j| store.artifact(&j.integrity.to_string()).ok().flatten().is_none())
-        .cloned()
-        .collect();
-    let present = all.len() - missing.len();
-
-    if args.offline {
-        if missing.is_empty() {
-            ctx.reporter.info(&format!(
-                "all {} artifacts of {} are in the store",
-                all.len(),
-                lock_path.display()
-            ));
-            return Ok(0);
-        }
-        let list: Vec<String> = missing
-            .iter()
-            .map(|j| format!("{} ({})", j.label, j.integrity))
-            .collect();
-        ctx.reporter.error(&format!(
-            "{} of {} artifacts are not in the store:\n  {}\nhint: run `farm fetch` with network access",
-            missing.len(),
-            all.len(),
-            list.join("\n  ")
-        ));
-        return Ok(EXIT_NO);
-    }
-    if missing.is_empty() {
-        ctx.reporter.info(&format!(
-            "all {} artifacts are in the store; nothing to fetch",
-            all.len()
-        ));
-        return Ok(0);
-    }
-    ctx.reporter.info(&format!(
-        "fetching {} artifacts ({} already in the store)",
-        missing.len(),
-        present
-    ));
-    let rt = tokio::runtime::Runtime::new()?;
-    let (count, bytes) = rt.block_on(fetch_all(
-        ctx,
-        &project,
-        missing,
-        args.jobs.max(1),
-        ClientOptions::from_env(),
-    ))?;
-    ctx.reporter
-        .info(&format!("fetched {count} artifacts ({})", human_bytes(bytes)));
-    Ok(0)
-}
-
-/// Fetches `jobs` in parallel. Every job runs to its end even when one fails,
-/// so a retry only has the failures left; the first error is returned.
-pub async fn fetch_all(
-    ctx: &Context,
-    project: &Project,
-    jobs: Vec<FetchJob>,
-    parallel: usize,
-    options: ClientOptions,
-) -> Result<(usize, u64)> {
-    let client = Client::new(options);
-    let mirrors = Arc::new(endpoints::mirrors(project));
-    let registry = match endpoints::models_registry(project)? {
-        Some(url) if jobs.iter().any(|j| matches!(j.source, Source::Registry { .. })) => {
-            Some(Arc::new(farm_lockfiles::oci::RegistryClient::new(&client, &url, None)?))
-        }
-        _ => None,
+/// Entry point of `farm fetch`.
+pub fn run(ctx: &Context, args: FetchArgs) -> Result<Exit> {
+    let opts = FetchOptions {
+        offline: args.offline,
+        jobs: args.jobs,
     };
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel));
-    let done = Arc::new(AtomicUsize::new(0));
-    let bytes = Arc::new(AtomicU64::new(0));
-    let counter = Arc::new(ctx.reporter.counter("fetch", jobs.len() as u64));
-    let mut tasks = tokio::task::JoinSet::new();
-    for job in jobs {
-        let (client, mirrors, registry, semaphore) =
-            (client.clone(), mirrors.clone(), registry.clone(), semaphore.clone());
-        let (done, bytes, counter) = (done.clone(), bytes.clone(), counter.clone());
-        let reporter = ctx.reporter.clone();
-        let home = ctx.farm_home.clone();
-        tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await.expect("semaphore open");
-            let task = reporter.task(&job.label);
-            let r = fetch_one(&client, &mirrors, registry.as_deref(), &home, &job, &task).await;
-            counter.inc();
-            match r {
-                Ok(size) => {
-                    done.fetch_add(1, Ordering::Relaxed);
-                    bytes.fetch_add(size, Ordering::Relaxed);
-                    task.finish(&human_bytes(size));
-                    Ok(())
-                }
-                Err(e) => {
-                    task.abandon();
-                    Err(e.context(format!("fetching {} ({})", job.label, job.integrity)))
-                }
-            }
-        });
-    }
-    let mut errors = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r.expect("fetch task panicked") {
-            errors.push(e);
-        }
-    }
-    if let Ok(c) = Arc::try_unwrap(counter) {
-        c.finish();
-    }
-    if let Some(first) = errors.into_iter().next() {
-        return Err(first);
-    }
-    Ok((done.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed)))
-}
-
-async fn fetch_one(
-    client: &Client,
-    mirrors: &farm_lockfiles::mirror::Mirrors,
-    registry: Option<&farm_lockfiles::oci::RegistryClient>,
-    farm_home: &std::path::Path,
-    job: &FetchJob,
-    task: &farm_engine::reporter::Task,
-) -> Result<u64> {
-    // Downloads land in the store's own staging area (same filesystem, locked
-    // against gc) and only enter the store once verified.
-    let staging = Store::open(farm_home)?.temp_dir()?;
-    let dest = staging.path().join("download");
-    match &job.source {
-        Source::Url(url) => {
-            let url = mirrors.resolve(client, url).await?;
-            client
-                .download(&url, Some(&job.integrity), &dest, &|n, t| task.progress(n, t))
-                .await?;
-        }
-        Source::Registry {
-            repository,
-            digest,
-            manifest,
-        } => {
-            let registry = registry.context("the lock has models but farm.toml has no [models] registry")?;
-            if *manifest {
-                let fetched = registry
-                    .get_manifest(
-                        repository,
-                        &digest.to_string(),
-                        &farm_lockfiles::oci::MODEL_MANIFEST_TYPES,
-                    )
-                    .await?;
-                let bytes = fetched.bytes;
-                if !digest.matches(&bytes) {
-                    bail!("manifest {digest} of {repository}: the registry served different bytes");
-                }
-                std::fs::write(&dest, &bytes)?;
+    let r = &ctx.reporter;
+    match fetch(ctx, &opts)? {
+        FetchOutcome::AllPresent { lock, artifacts } => {
+            if args.offline {
+                r.info(&format!(
+                    "all {artifacts} artifacts of {} are in the store",
+                    lock.display()
+                ));
             } else {
-                registry.get_blob(repository, digest, &dest).await?;
+                r.info(&format!("all {artifacts} artifacts are in the store; nothing to fetch"));
             }
+            Ok(Exit::Success)
+        }
+        FetchOutcome::Missing { artifacts, missing } => {
+            let list: Vec<String> = missing
+                .iter()
+                .map(|j| format!("{} ({})", j.label, j.integrity))
+                .collect();
+            r.error(&format!(
+                "{} of {artifacts} artifacts are not in the store:\n  {}\nhint: run `farm fetch` with network access",
+                missing.len(),
+                list.join("\n  ")
+            ));
+            Ok(Exit::No)
+        }
+        FetchOutcome::Fetched { count, bytes } => {
+            r.info(&format!("fetched {count} artifacts ({})", human_bytes(bytes)));
+            Ok(Exit::Success)
         }
     }
-    let size = std::fs::metadata(&dest)?.len();
-    let home = farm_home.to_path_buf();
-    let job = job.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let store = Store::open(&home)?;
-        let kind = job.kind.as_str();
-        let entry = match job.unpack {
-            Unpack::File => store.adopt_file(&dest, &job.store_name, kind)?,
-            Unpack::Tar => store.add_archive(&dest, ArchiveFormat::Tar { strip: job.strip }, &job.store_name, kind)?,
-            Unpack::Deb => store.add_archive(&dest, ArchiveFormat::Deb, &job.store_name, kind)?,
-        };
-        store.record_artifact(&job.integrity.to_string(), &entry)?;
-        drop(staging);
-        Ok(())
-    })
-    .await??;
-    Ok(size)
 }

@@ -1,6 +1,6 @@
 //! `farm init`: write a farm.toml for an existing app (detection lives in farm-init).
 
-use crate::Context;
+use crate::{Context, Exit};
 
 #[derive(clap::Args)]
 pub struct InitArgs {
@@ -9,7 +9,8 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<u8> {
+/// Entry point of `farm init`.
+pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<Exit> {
     let report = farm_init::init(&ctx.project_dir, args.force)?;
     let r = &ctx.reporter;
     for n in &report.detection.notes {
@@ -21,5 +22,5 @@ pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<u8> {
     r.info(&report.summary);
     r.info(&format!("wrote {}", report.written.display()));
     r.info(&format!("next: {}", report.next));
-    Ok(0)
+    Ok(Exit::Success)
 }

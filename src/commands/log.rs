@@ -1,8 +1,10 @@
-//! `farm log STEP`: the full log of a step of the project's last build.
+//! `farm log STEP`: arguments into `LogOptions`; the log is printed as it is.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
+use farm_engine::ops::log::{log, LogOptions};
+use farm_project::StepId;
 
-use crate::Context;
+use crate::{Context, Exit};
 
 #[derive(clap::Args)]
 pub struct LogArgs {
@@ -10,23 +12,14 @@ pub struct LogArgs {
     step: String,
 }
 
-pub fn run(ctx: &Context, args: LogArgs) -> Result<u8> {
-    let record = ctx.project_dir.join(".farm").join("last-build.json");
-    let steps = farm_engine::graph::read_record(&record)?;
-    let Some(step) = steps.get(&args.step) else {
-        let known: Vec<&str> = steps.keys().map(String::as_str).collect();
-        anyhow::bail!(
-            "the last build had no step {:?}; its steps: {}",
-            args.step,
-            known.join(", ")
-        );
-    };
-    let log = step
-        .log
-        .as_ref()
-        .with_context(|| format!("step {} has no log", args.step))?;
-    let text = std::fs::read_to_string(log)
-        .with_context(|| format!("{}: the log is gone (was the store cleaned?)", log.display()))?;
+/// Entry point of `farm log`.
+pub fn run(ctx: &Context, args: LogArgs) -> Result<Exit> {
+    let text = log(
+        ctx,
+        &LogOptions {
+            step: StepId::parse(&args.step),
+        },
+    )?;
     print!("{text}");
-    Ok(0)
+    Ok(Exit::Success)
 }

@@ -196,7 +196,7 @@ fn analyze_dist(dist: &Path) -> Result<BundleReport, AnalyzeError> {
     }
 
     let mut paths = Vec::new();
-    walk(dist, "", &mut paths)?;
+    walk(dist, &mut paths)?;
     let all: BTreeSet<String> = paths.iter().cloned().collect();
 
     let manifest = read_manifest(dist, &all)?;
@@ -289,46 +289,30 @@ fn analyze_dist(dist: &Path) -> Result<BundleReport, AnalyzeError> {
     })
 }
 
-/// Collects regular files below `dir`, as `/`-separated paths relative to the
-/// walk's root, in sorted order (readdir order differs between filesystems).
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), AnalyzeError> {
-    let io_err = |source| AnalyzeError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err)? {
-        let entry = entry.map_err(io_err)?;
-        let path = entry.path();
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|_| AnalyzeError::NonUtf8Name { path: path.clone() })?;
-        entries.push((name, path));
-    }
-    entries.sort();
-    for (name, path) in entries {
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
+/// Collects regular files below `dist`, as `/`-separated paths relative to
+/// it, in sorted order (readdir order differs between filesystems).
+fn walk(dist: &Path, out: &mut Vec<String>) -> Result<(), AnalyzeError> {
+    for found in farm_archive::walk(dist) {
+        let found = found.map_err(|e| AnalyzeError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+        let path = found.path().to_path_buf();
+        let Some(rel) = found.relative().to_str().map(str::to_owned) else {
+            return Err(AnalyzeError::NonUtf8Name { path });
         };
         // Follows symlinks to files; a symlinked directory could loop, so it is refused.
         let meta = fs::metadata(&path).map_err(|source| AnalyzeError::Io {
             path: path.clone(),
             source,
         })?;
-        let is_link = fs::symlink_metadata(&path)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
         if meta.is_dir() {
-            if is_link {
+            if found.file_type().is_symlink() {
                 return Err(AnalyzeError::UnsupportedEntry {
                     path,
                     found: "a symlink to a directory",
                 });
             }
-            walk(&path, &rel, out)?;
         } else if meta.is_file() {
             out.push(rel);
         } else {
@@ -699,65 +683,9 @@ fn display_source_path(source: &str) -> String {
     }
 }
 
-/// `1536` → `1.5 KiB`; binary units, one decimal; bytes below 1 KiB as `N B`.
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// Parses a size for `--size-limit`: a number (fraction allowed) with an
-/// optional, case-insensitive unit. `B` or none is bytes; `K`/`KB`, `M`/`MB`,
-/// `G`/`GB` are decimal (1000ⁿ); `KiB`, `MiB`, `GiB` are binary (1024ⁿ).
-/// Fractions of a byte are rounded down: `1.5KB` is 1500, `1.5KiB` is 1536.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let invalid = |why: &str| {
-        format!(
-            "invalid size {s:?}: {why}; expected a number with an optional unit \
-             (B, KB, KiB, MB, MiB, GB, GiB), e.g. 200KB or 1.5MiB"
-        )
-    };
-    let trimmed = s.trim();
-    let number_end = trimmed
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(number_end);
-    let unit = unit.trim();
-    if number.is_empty() {
-        return Err(invalid("no number"));
-    }
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
-        return Err(invalid("not a number"));
-    }
-    let multiplier: u128 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        _ => return Err(invalid(&format!("unknown unit {unit:?}"))),
-    };
-    // Exact decimal arithmetic: floats would turn 1.1MB into 1099999 bytes.
-    let digits = format!("{whole}{fraction}");
-    if digits.len() > 30 {
-        return Err(invalid("too large"));
-    }
-    let mantissa: u128 = digits.parse().map_err(|_| invalid("not a number"))?;
-    let scale = 10u128.pow(fraction.len() as u32);
-    let bytes = mantissa * multiplier / scale;
-    u64::try_from(bytes).map_err(|_| invalid("too large"))
-}
+/// Sizes in the report's text and page are written the way every farm
+/// command writes them.
+pub use farm_formats::size::format_size;
 
 impl BundleReport {
     /// Pretty JSON with sorted keys and a trailing newline; the same `dist/`
@@ -1668,43 +1596,6 @@ mod tests {
     }
 
     #[test]
-    fn parse_size_accepts_decimal_and_binary_units() {
-        assert_eq!(parse_size("200000"), Ok(200_000));
-        assert_eq!(parse_size("200KB"), Ok(200_000));
-        assert_eq!(parse_size("200K"), Ok(200_000));
-        assert_eq!(parse_size("200KiB"), Ok(204_800));
-        assert_eq!(parse_size("200kib"), Ok(204_800));
-        assert_eq!(parse_size("1.5MB"), Ok(1_500_000));
-        assert_eq!(parse_size("1.1MB"), Ok(1_100_000), "no float rounding");
-        assert_eq!(parse_size("1MiB"), Ok(1_048_576));
-        assert_eq!(parse_size("1.5KiB"), Ok(1536));
-        assert_eq!(parse_size(" 2 GB "), Ok(2_000_000_000));
-        assert_eq!(parse_size("512B"), Ok(512));
-        assert_eq!(parse_size("0.0001K"), Ok(0), "fractions of a byte round down");
-    }
-
-    #[test]
-    fn parse_size_rejects_garbage_naming_the_input() {
-        for bad in [
-            "",
-            "KB",
-            "abc",
-            "1.2.3MB",
-            "10 parsecs",
-            "-5KB",
-            ".",
-            "99999999999999999999GB",
-        ] {
-            let err = parse_size(bad).unwrap_err();
-            assert!(
-                err.contains(&format!("{bad:?}")),
-                "error names the input {bad:?}: {err}"
-            );
-            assert!(err.contains("e.g. 200KB"), "{err}");
-        }
-    }
-
-    #[test]
     fn html_is_self_contained_deterministic_and_lists_every_file() {
         let tmp = tempfile::tempdir().unwrap();
         let contents = fake_dist(tmp.path());
@@ -1909,14 +1800,5 @@ mod tests {
             resolve_script_src(&srcs[2], "sub", &all).as_deref(),
             Some("sub/local.mjs")
         );
-    }
-
-    #[test]
-    fn format_size_uses_binary_units_with_one_decimal() {
-        assert_eq!(format_size(0), "0 B");
-        assert_eq!(format_size(1023), "1023 B");
-        assert_eq!(format_size(1024), "1.0 KiB");
-        assert_eq!(format_size(251_187), "245.3 KiB");
-        assert_eq!(format_size(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
     }
 }

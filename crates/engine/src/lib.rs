@@ -13,14 +13,17 @@ pub mod build;
 pub mod compare;
 pub mod deps;
 pub mod executor;
-pub mod graph;
+pub mod plan;
 pub mod images;
 pub mod manifest;
 pub mod models;
+pub mod ops;
 pub mod output;
 pub mod reporter;
+pub mod schedule;
 pub mod scripts;
 pub mod source;
+pub mod step;
 pub mod toolchain;
 pub mod watch;
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use farm_formats::canonical_json;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -63,9 +64,7 @@ impl Manifest {
     fn canonical_without_digest(&self) -> Vec<u8> {
         let mut m = self.clone();
         m.digest.clear();
-        // serde_json maps are sorted (no `preserve_order`), so this is canonical.
-        let v = serde_json::to_value(&m).expect("manifest serialises");
-        serde_json::to_vec(&v).expect("json")
+        canonical_json::to_vec(&m).expect("a manifest holds only strings, integers and JSON values")
     }
 
     pub fn compute_digest(&self) -> String {
@@ -79,12 +78,9 @@ impl Manifest {
         self.digest = self.compute_digest();
     }
 
-    /// The file's bytes: sorted keys, pretty, trailing newline.
+    /// The file's bytes: sorted keys, two-space indent, trailing newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let v = serde_json::to_value(self).expect("manifest serialises");
-        let mut out = serde_json::to_vec_pretty(&v).expect("json");
-        out.push(b'\n');
-        out
+        canonical_json::to_vec_pretty(self).expect("a manifest holds only strings, integers and JSON values")
     }
 }
 
@@ -180,5 +176,75 @@ mod tests {
         let edited = String::from_utf8(bytes).unwrap().replace("\"size\": 3", "\"size\": 4");
         let e: Manifest = serde_json::from_str(&edited).unwrap();
         assert_ne!(e.compute_digest(), e.digest, "an edit is detectable");
+    }
+
+    /// A manifest with every kind of field, including `metadata` written in
+    /// non-sorted order.
+    fn small() -> Manifest {
+        let mut m = sample();
+        m.inputs.sources.insert("frontend".into(), "sha256:33".into());
+        let out = m.outputs.get_mut("frontend").unwrap();
+        out.metadata = serde_json::from_str(r#"{"zeta":1,"alpha":{"b":true,"a":["y","x"]},"Upper":null}"#).unwrap();
+        m.seal();
+        m
+    }
+
+    /// The format, byte for byte. These are the bytes farm wrote before
+    /// canonical JSON had its own module (through `serde_json::Value`, whose
+    /// maps sort while serde_json's `preserve_order` is off); a dependency
+    /// turning that feature on must not change them, and neither may
+    /// anything else short of a new `SCHEMA`.
+    #[test]
+    fn bytes_and_digest_are_pinned() {
+        let m = small();
+        assert_eq!(
+            String::from_utf8(m.canonical_without_digest()).unwrap(),
+            r#"{"dev":false,"environment":"production","hermetic":true,"inputs":{"farm_toml":"sha256:22","lock":"sha256:11","sources":{"frontend":"sha256:33"}},"outputs":{"frontend":{"digest":"sha256:00","metadata":{"Upper":null,"alpha":{"a":["y","x"],"b":true},"zeta":1},"path":"frontend","size":3}},"project":{"name":"a","version":"1"},"schema":1,"source_date_epoch":315532800}"#
+        );
+        assert_eq!(
+            m.digest,
+            "sha256:5e7bcc10f8dee673baba89b14824e88185051c4ea0c06af914df1e612f89d0fc"
+        );
+        assert_eq!(
+            String::from_utf8(m.to_bytes()).unwrap(),
+            r#"{
+  "dev": false,
+  "digest": "sha256:5e7bcc10f8dee673baba89b14824e88185051c4ea0c06af914df1e612f89d0fc",
+  "environment": "production",
+  "hermetic": true,
+  "inputs": {
+    "farm_toml": "sha256:22",
+    "lock": "sha256:11",
+    "sources": {
+      "frontend": "sha256:33"
+    }
+  },
+  "outputs": {
+    "frontend": {
+      "digest": "sha256:00",
+      "metadata": {
+        "Upper": null,
+        "alpha": {
+          "a": [
+            "y",
+            "x"
+          ],
+          "b": true
+        },
+        "zeta": 1
+      },
+      "path": "frontend",
+      "size": 3
+    }
+  },
+  "project": {
+    "name": "a",
+    "version": "1"
+  },
+  "schema": 1,
+  "source_date_epoch": 315532800
+}
+"#
+        );
     }
 }

@@ -130,21 +130,9 @@ impl Counter {
     }
 }
 
-/// Human-readable bytes (binary units), for summaries.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// Human-readable bytes for summaries: the one formatter
+/// (`farm_formats::size::format_size`), under the name the commands use.
+pub use farm_formats::size::format_size as human_bytes;
 
 /// One running build step: a spinner with elapsed time on a terminal, a
 /// "started" line in plain mode.

@@ -1,4 +1,4 @@
-//! The build graph: steps with their keys, run in dependency order with up
+//! The scheduler: steps with their keys, run in dependency order with up
 //! to `jobs` at once, each looked up in the action cache first. A step's
 //! output (its /out) becomes one store entry; the cache maps key → entry.
 
@@ -8,74 +8,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use farm_sandbox::{Bind, Limits, Network, RootSpec, Stdio, StepSpec};
+use farm_sandbox::{Bind, Stdio};
 use farm_store::{Store, StoreEntry};
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 
+use crate::build::BuildEnv;
+use crate::executor::sandbox_spec;
 use crate::manifest::TraceEvent;
 use crate::reporter::Reporter;
 use crate::scripts;
-use crate::toolchain::Toolchain;
-use crate::BuildEnv;
-
-/// Bumped when the meaning of a step key changes, so old cache entries miss.
-const KEY_VERSION: &str = concat!("farm-step-v1 farm-", env!("CARGO_PKG_VERSION"));
-
-/// An in-process step: fills its output directory from store entries,
-/// given the outputs of the steps it takes inputs from.
-pub type InProcessFn = Box<dyn Fn(&Path, &BTreeMap<String, StoreEntry>) -> Result<()> + Send + Sync>;
-
-pub struct Step {
-    pub name: String,
-    /// Steps that must finish first.
-    pub after: Vec<String>,
-    /// Steps whose outputs are inputs of this one (part of its key); each is also in `after`.
-    pub inputs_from: Vec<String>,
-    pub action: StepAction,
-}
-
-pub enum StepAction {
-    /// A shell script run in the sandbox (or on the host without --hermetic).
-    Script {
-        script: String,
-        inputs: Vec<StoreEntry>,
-        extra_env: Vec<(String, String)>,
-    },
-    /// Trusted in-process assembly from store entries (no tools run).
-    InProcess { key_parts: Vec<String>, run: InProcessFn },
-}
-
-impl Step {
-    /// SHA-256 over a canonical description of everything the step can see.
-    pub fn key(&self, env: &BuildEnv, deps: &BTreeMap<String, StoreEntry>) -> String {
-        let deps: BTreeMap<&String, String> = deps.iter().map(|(k, e)| (k, e.file_name())).collect();
-        let desc = match &self.action {
-            StepAction::Script {
-                script,
-                inputs,
-                extra_env,
-            } => {
-                let mut ins: Vec<String> = inputs.iter().map(|e| e.file_name()).collect();
-                if let Some(tc) = &env.toolchain {
-                    ins.extend(tc.inputs.iter().map(|e| e.file_name()));
-                    ins.push(format!("root={}", tc.root.file_name()));
-                }
-                ins.sort();
-                serde_json::json!({
-                    "v": KEY_VERSION, "name": self.name, "hermetic": env.hermetic, "script": script,
-                    "inputs": ins, "env": extra_env, "host": env.host_tools,
-                    "source_date_epoch": env.source_date_epoch, "variation": env.variation,
-                    "deps": deps,
-                })
-            }
-            StepAction::InProcess { key_parts, .. } => {
-                serde_json::json!({"v": KEY_VERSION, "name": self.name, "parts": key_parts, "deps": deps})
-            }
-        };
-        hex::encode(sha2::Sha256::digest(serde_json::to_vec(&desc).expect("json")))
-    }
-}
+use crate::step::{ActionRecord, Step, StepAction, StepId, StepKey, StepOutputs};
 
 pub struct Runner<'a> {
     pub store: &'a Store,
@@ -83,7 +25,7 @@ pub struct Runner<'a> {
     pub jobs: usize,
     pub no_cache: bool,
     /// Steps run even when the action cache has their key.
-    pub rerun: Vec<String>,
+    pub rerun: Vec<StepId>,
     pub logs_dir: PathBuf,
     pub timeout: Duration,
     /// Start ready steps last-first (a `farm check` variation).
@@ -92,7 +34,7 @@ pub struct Runner<'a> {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
-    pub key: String,
+    pub key: StepKey,
     pub status: String,
     pub cached: bool,
     pub log: Option<PathBuf>,
@@ -101,7 +43,7 @@ pub struct StepRecord {
 }
 
 pub struct StepResult {
-    pub name: String,
+    pub id: StepId,
     pub entry: StoreEntry,
     pub record: StepRecord,
     pub start: Duration,
@@ -110,7 +52,7 @@ pub struct StepResult {
 
 pub struct Results {
     pub steps: Vec<StepResult>,
-    pub records: BTreeMap<String, StepRecord>,
+    pub records: BTreeMap<StepId, StepRecord>,
     pub failure: Option<anyhow::Error>,
 }
 
@@ -136,8 +78,8 @@ impl Results {
         self.steps
             .iter()
             .map(|s| TraceEvent {
-                name: s.name.clone(),
-                key: s.record.key.clone(),
+                name: s.id.to_string(),
+                key: s.record.key.0.clone(),
                 start_us: s.start.as_micros() as u64,
                 dur_us: s.record.duration_ms * 1000,
                 lane: s.lane,
@@ -176,7 +118,7 @@ pub fn recorded_entries(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn read_record(path: &Path) -> Result<BTreeMap<String, StepRecord>> {
+pub fn read_record(path: &Path) -> Result<BTreeMap<StepId, StepRecord>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "{}: no build has run in this project yet\nhint: run `farm build`",
@@ -197,9 +139,9 @@ struct Done {
 impl Runner<'_> {
     pub fn run(&self, steps: &[Step], env: &BuildEnv) -> Results {
         let t0 = Instant::now();
-        let names: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
-        let mut keys: Vec<String> = vec![String::new(); steps.len()];
-        let mut outputs: BTreeMap<String, StoreEntry> = BTreeMap::new();
+        let index: HashMap<&StepId, usize> = steps.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
+        let mut keys: Vec<StepKey> = vec![StepKey::default(); steps.len()];
+        let mut outputs = StepOutputs::new();
         let mut state = vec![0u8; steps.len()]; // 0 waiting, 1 running, 2 done, 3 failed
         let mut lanes = vec![false; self.jobs];
         let mut results = Results {
@@ -222,7 +164,7 @@ impl Runner<'_> {
                     let ready = steps[i]
                         .after
                         .iter()
-                        .all(|d| names.get(d.as_str()).is_none_or(|&j| state[j] == 2));
+                        .all(|d| index.get(d).is_none_or(|&j| state[j] == 2));
                     let Some(lane) = lanes.iter().position(|busy| !busy) else {
                         break;
                     };
@@ -231,7 +173,7 @@ impl Runner<'_> {
                     }
                     state[i] = 1;
                     lanes[lane] = true;
-                    let deps: BTreeMap<String, StoreEntry> = steps[i]
+                    let deps: StepOutputs = steps[i]
                         .inputs_from
                         .iter()
                         .filter_map(|d| outputs.get(d).map(|e| (d.clone(), e.clone())))
@@ -255,14 +197,14 @@ impl Runner<'_> {
             }
             let done = rx.recv().expect("a running step reports");
             lanes[done.lane] = false;
-            let name = steps[done.index].name.clone();
+            let id = steps[done.index].id.clone();
             match done.result {
                 Ok((entry, record)) => {
                     state[done.index] = 2;
-                    outputs.insert(name.clone(), entry.clone());
-                    results.records.insert(name.clone(), record.clone());
+                    outputs.insert(id.clone(), entry.clone());
+                    results.records.insert(id.clone(), record.clone());
                     results.steps.push(StepResult {
-                        name,
+                        id,
                         entry,
                         record,
                         start: done.start,
@@ -272,12 +214,12 @@ impl Runner<'_> {
                 Err(e) => {
                     state[done.index] = 3;
                     results.records.insert(
-                        name.clone(),
+                        id.clone(),
                         StepRecord {
                             key: keys[done.index].clone(),
                             status: "failed".into(),
                             cached: false,
-                            log: Some(self.log_path(&name, &keys[done.index])),
+                            log: Some(self.log_path(&id, &keys[done.index])),
                             duration_ms: 0,
                             peak_rss_kib: None,
                         },
@@ -296,49 +238,33 @@ impl Runner<'_> {
         results
     }
 
-    fn log_path(&self, name: &str, key: &str) -> PathBuf {
-        self.logs_dir.join(format!("{name}-{}.log", &key[..16]))
+    fn log_path(&self, id: &StepId, key: &StepKey) -> PathBuf {
+        self.logs_dir.join(format!("{id}-{}.log", key.short()))
     }
 
-    fn run_step(
-        &self,
-        step: &Step,
-        key: &str,
-        env: &BuildEnv,
-        deps: &BTreeMap<String, StoreEntry>,
-    ) -> Result<(StoreEntry, StepRecord)> {
-        let line = self.reporter.step(&step.name);
-        let cache_key = format!("step:{key}");
-        if !self.no_cache && !self.rerun.contains(&step.name) {
-            if let Some(v) = self.store.action_get(&cache_key)? {
-                if let Some(e) = v
-                    .get("entry")
-                    .and_then(|n| n.as_str())
-                    .map(|n| self.store.entry(n))
-                    .transpose()?
-                    .flatten()
-                {
-                    self.store.touch(&e)?;
-                    let log = v.get("log").and_then(|l| l.as_str()).map(PathBuf::from);
-                    line.finish("cached");
-                    return Ok((
-                        e,
-                        StepRecord {
-                            key: key.into(),
-                            status: "ok".into(),
-                            cached: true,
-                            log,
-                            duration_ms: 0,
-                            peak_rss_kib: None,
-                        },
-                    ));
-                }
+    fn run_step(&self, step: &Step, key: &StepKey, env: &BuildEnv, deps: &StepOutputs) -> Result<(StoreEntry, StepRecord)> {
+        let line = self.reporter.step(step.id.as_str());
+        if !self.no_cache && !self.rerun.contains(&step.id) {
+            if let Some((record, e)) = ActionRecord::lookup(self.store, key)? {
+                self.store.touch(&e)?;
+                line.finish("cached");
+                return Ok((
+                    e,
+                    StepRecord {
+                        key: key.clone(),
+                        status: "ok".into(),
+                        cached: true,
+                        log: record.log,
+                        duration_ms: 0,
+                        peak_rss_kib: None,
+                    },
+                ));
             }
         }
         let staging = self.store.temp_dir()?;
         let out = staging.path().join("out");
         std::fs::create_dir_all(&out)?;
-        let log = self.log_path(&step.name, key);
+        let log = self.log_path(&step.id, key);
         std::fs::create_dir_all(&self.logs_dir)?;
         let started = Instant::now();
         let mut peak = None;
@@ -346,7 +272,7 @@ impl Runner<'_> {
             StepAction::InProcess { run, .. } => {
                 std::fs::write(
                     &log,
-                    format!("{}: assembled in-process from store entries\n", step.name),
+                    format!("{}: assembled in-process from store entries\n", step.id),
                 )?;
                 run(&out, deps)
             }
@@ -372,12 +298,12 @@ impl Runner<'_> {
                     if timed_out {
                         bail!(
                             "step {} ran past its {}s timeout and was killed",
-                            step.name,
+                            step.id,
                             self.timeout.as_secs()
                         );
                     }
                     if status != 0 {
-                        bail!("step {} failed with exit status {status}", step.name);
+                        bail!("step {} failed with exit status {status}", step.id);
                     }
                     Ok(())
                 })
@@ -385,17 +311,20 @@ impl Runner<'_> {
         };
         if let Err(e) = outcome {
             line.finish("FAILED");
-            return Err(anyhow::anyhow!("{e:#}; {}", failure_excerpt(&step.name, &log)));
+            return Err(anyhow::anyhow!("{e:#}; {}", failure_excerpt(step.id.as_str(), &log)));
         }
-        let entry = self.store.adopt_tree(&out, &format!("out-{}", step.name), "output")?;
-        self.store
-            .action_put(&cache_key, &serde_json::json!({"entry": entry.file_name(), "log": log}))?;
+        let entry = self.store.adopt_tree(&out, &format!("out-{}", step.id), "output")?;
+        ActionRecord {
+            entry: entry.file_name(),
+            log: Some(log.clone()),
+        }
+        .store(self.store, key)?;
         let duration_ms = started.elapsed().as_millis() as u64;
         line.finish("built");
         Ok((
             entry,
             StepRecord {
-                key: key.into(),
+                key: key.clone(),
                 status: "ok".into(),
                 cached: false,
                 log: Some(log),
@@ -415,37 +344,26 @@ impl Runner<'_> {
         log: &Path,
     ) -> Result<(i32, bool, Option<u64>)> {
         let tc = env.toolchain.as_ref().expect("hermetic builds have a toolchain");
-        let mut binds: Vec<Bind> = tc
-            .inputs
-            .iter()
-            .chain(inputs.iter())
-            .map(|e| Bind::read_only(&e.path, Toolchain::sandbox_path(e)))
-            .collect();
-        binds.sort_by(|a, b| a.target.cmp(&b.target));
-        binds.dedup_by(|a, b| a.target == b.target);
-        binds.push(Bind::writable(out, farm_sandbox::OUT_DIR));
         let paths = env.paths();
-        let mut spec = StepSpec::new(
-            RootSpec::Dir(tc.root.path.clone()),
+        let mut spec = sandbox_spec(
+            tc,
+            inputs,
             vec![
                 "/bin/sh".into(),
                 "-c".into(),
                 variation_preamble(env, true) + &scripts::render(script, &paths),
             ],
+            env.source_date_epoch,
             Stdio::Capture {
                 log: log.to_path_buf(),
                 stream: false,
             },
         );
-        spec.binds = binds;
-        spec.env = tc.env(env.source_date_epoch);
+        spec.binds.push(Bind::writable(out, farm_sandbox::OUT_DIR));
         spec.env.extend(extra_env.iter().cloned());
-        spec.hostname = "farm".into();
         spec.timeout = Some(self.timeout);
-        spec.limits = Limits::default();
-        spec.network = Network::None;
-        let backend = env.backend.as_ref().expect("hermetic builds have a sandbox");
-        let o = backend.run(&spec)?;
+        let executor = env.executor.as_ref().expect("hermetic builds have a sandbox");
+        let o = executor.run(&spec)?;
         Ok((o.status, o.timed_out, o.peak_rss_kib))
     }
 

@@ -182,7 +182,7 @@ pub fn dep(name: &str) -> String {
 }
 
 /// Replaces `@FARM_DEP:<step>@` with where that step's output entry is.
-pub fn render_deps(script: &str, deps: &std::collections::BTreeMap<String, StoreEntry>, hermetic: bool) -> String {
+pub fn render_deps(script: &str, deps: &crate::step::StepOutputs, hermetic: bool) -> String {
     let mut s = script.to_string();
     for (name, e) in deps {
         let at = if hermetic {
@@ -190,7 +190,7 @@ pub fn render_deps(script: &str, deps: &std::collections::BTreeMap<String, Store
         } else {
             e.path.display().to_string()
         };
-        s = s.replace(&dep(name), &q(&at));
+        s = s.replace(&dep(name.as_str()), &q(&at));
     }
     s
 }

@@ -10,9 +10,10 @@ use farm_lockfiles::Lock;
 use farm_store::{Store, StoreEntry};
 use sha2::Digest as _;
 
+use crate::step::ActionRecord;
+
 /// Where store entries appear inside the sandbox, whatever `$FARM_HOME` is.
 pub const SANDBOX_STORE: &str = "/farm/store";
-pub const HOME: &str = "/homeless-shelter";
 
 /// The resolved toolchain of a locked project.
 pub struct Toolchain {
@@ -30,24 +31,24 @@ impl Toolchain {
         Path::new(SANDBOX_STORE).join(entry.file_name())
     }
 
-    /// The fixed environment of every step (nothing comes from the host).
+    /// The fixed environment of every step (nothing comes from the host):
+    /// the sandbox's standard environment with PATH from the toolchain, and
+    /// what keeps Python and npm from writing bytecode or asking the network.
     pub fn env(&self, source_date_epoch: u64) -> Vec<(String, String)> {
         let profile_bin = Self::sandbox_path(&self.profile).join("bin");
-        let mut env = vec![
-            ("PATH".to_string(), format!("{}:/usr/bin:/bin", profile_bin.display())),
-            ("HOME".into(), HOME.into()),
-            ("TMPDIR".into(), "/tmp".into()),
-            ("TZ".into(), "UTC".into()),
-            ("LANG".into(), "C.UTF-8".into()),
-            ("LC_ALL".into(), "C.UTF-8".into()),
-            ("SOURCE_DATE_EPOCH".into(), source_date_epoch.to_string()),
-            ("PYTHONHASHSEED".into(), "0".into()),
-            ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
-            ("NO_UPDATE_NOTIFIER".into(), "1".into()),
-            ("npm_config_update_notifier".into(), "false".into()),
-            ("npm_config_fund".into(), "false".into()),
-            ("npm_config_audit".into(), "false".into()),
-        ];
+        let path = format!("{}:/usr/bin:/bin", profile_bin.display());
+        let mut env = farm_sandbox::standard_env(&path, source_date_epoch);
+        env.extend(
+            [
+                ("PYTHONHASHSEED", "0"),
+                ("PYTHONDONTWRITEBYTECODE", "1"),
+                ("NO_UPDATE_NOTIFIER", "1"),
+                ("npm_config_update_notifier", "false"),
+                ("npm_config_fund", "false"),
+                ("npm_config_audit", "false"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         if let Some(pip) = &self.pip_wheel {
             // pip runs from its wheel: a zip on sys.path is importable as is.
             env.push(("PYTHONPATH".into(), Self::sandbox_path(pip).display().to_string()));
@@ -198,14 +199,15 @@ fn compose_root(store: &Store, debs: &[StoreEntry], name: &str, exclude: &[&str]
 /// The store entry the action cache records under `key`, or `build`'s,
 /// recorded there. For entries farm composes from other entries.
 pub fn cached_entry(store: &Store, key: &str, build: impl FnOnce() -> Result<StoreEntry>) -> Result<StoreEntry> {
-    let recorded = store.action_get(key)?;
-    if let Some(name) = recorded.as_ref().and_then(|v| v.get("entry")).and_then(|e| e.as_str()) {
-        if let Some(e) = store.entry(name)? {
-            return Ok(e);
-        }
+    if let Some((_, e)) = ActionRecord::lookup_row(store, key)? {
+        return Ok(e);
     }
     let e = build()?;
-    store.action_put(key, &serde_json::json!({"entry": e.file_name()}))?;
+    ActionRecord {
+        entry: e.file_name(),
+        log: None,
+    }
+    .store_row(store, key)?;
     Ok(e)
 }
 

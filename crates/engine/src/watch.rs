@@ -79,12 +79,12 @@ fn report(ctx: &Context, what: &str, started: Instant, r: &Result<Built>) {
             if b.ran.is_empty() {
                 "nothing".to_string()
             } else {
-                b.ran.join(", ")
+                crate::step::join_ids(&b.ran)
             },
             if b.cached.is_empty() {
                 "nothing".to_string()
             } else {
-                b.cached.join(", ")
+                crate::step::join_ids(&b.cached)
             },
             b.manifest.digest
         )),
@@ -102,7 +102,7 @@ pub fn run(ctx: &Context, project: &Project, opts: &BuildOptions) -> Result<u8> 
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let root = std::fs::canonicalize(&project.root)?;
-    let out_dir = opts.out.clone().unwrap_or_else(|| root.join(".farm").join("out"));
+    let out_dir = opts.out.clone().unwrap_or_else(|| project.state().out());
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {

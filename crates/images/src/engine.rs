@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bollard::query_parameters::ImportImageOptions;
 use bollard::Docker;
+use farm_lockfiles::redact::{redact_text, RedactedUrl};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
@@ -25,16 +26,16 @@ pub struct LoadedImage {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("container engine at {host}: {message}; hint: start Docker, or run `podman system service --time 0 unix:///PATH/podman.sock` and pass that socket (or set DOCKER_HOST=unix:///PATH/podman.sock)")]
-    Connect { host: String, message: String },
+    Connect { host: RedactedUrl, message: String },
     #[error("container engine at {host}: loading {archive}: {message}")]
     Load {
-        host: String,
+        host: RedactedUrl,
         archive: PathBuf,
         message: String,
     },
     #[error("container engine at {host}: loaded {archive}, but inspecting {reference} failed: {message}")]
     Inspect {
-        host: String,
+        host: RedactedUrl,
         archive: PathBuf,
         reference: String,
         message: String,
@@ -58,14 +59,16 @@ pub async fn load_into_engine(archive: &Path, docker_host: Option<&str>) -> Resu
         .or(env_host)
         .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
     let connect_err = |message: String| EngineError::Connect {
-        host: host.clone(),
+        host: (&host).into(),
         message,
     };
-    let docker = Docker::connect_with_host(&host).map_err(|e| connect_err(e.to_string()))?;
-    let docker = docker
-        .negotiate_version()
-        .await
-        .map_err(|e| connect_err(format!("no answer to the version handshake: {e}")))?;
+    let docker = Docker::connect_with_host(&host).map_err(|e| connect_err(redact_text(&e.to_string()).into_owned()))?;
+    let docker = docker.negotiate_version().await.map_err(|e| {
+        connect_err(format!(
+            "no answer to the version handshake: {}",
+            redact_text(&e.to_string())
+        ))
+    })?;
 
     let file = tokio::fs::File::open(archive).await.map_err(|source| EngineError::Io {
         path: archive.into(),
@@ -83,7 +86,7 @@ pub async fn load_into_engine(archive: &Path, docker_host: Option<&str>) -> Resu
         }
     });
     let load_err = |message: String| EngineError::Load {
-        host: host.clone(),
+        host: (&host).into(),
         archive: archive.into(),
         message,
     };
@@ -113,13 +116,13 @@ pub async fn load_into_engine(archive: &Path, docker_host: Option<&str>) -> Resu
             .inspect_image(reference)
             .await
             .map_err(|e| EngineError::Inspect {
-                host: host.clone(),
+                host: (&host).into(),
                 archive: archive.into(),
                 reference: reference.clone(),
                 message: e.to_string(),
             })?;
         let id = inspect.id.ok_or_else(|| EngineError::Inspect {
-            host: host.clone(),
+            host: (&host).into(),
             archive: archive.into(),
             reference: reference.clone(),
             message: "the engine reported no image ID".into(),

@@ -12,6 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use farm_formats::canonical_json;
 use farm_lockfiles::integrity::Integrity;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageIndex,
@@ -24,7 +25,6 @@ use serde::{Deserialize, Serialize};
 use crate::cache::LayerCache;
 use crate::compress::{produce_layer, Compression, CompressionSettings, CompressorRuns};
 use crate::digest::{blob_path, parse_sha256};
-use crate::json::to_canonical_vec;
 use crate::layer::{LayerPlan, LayerSpec, LowerDirs};
 use crate::ImageError;
 
@@ -463,7 +463,7 @@ pub fn build_image(spec: &ImageSpec, layout_dir: &Path, cache_dir: Option<&Path>
 }
 
 fn canonical<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, LayoutError> {
-    to_canonical_vec(value).map_err(|e| LayoutError::Document {
+    canonical_json::to_vec(value).map_err(|e| LayoutError::Document {
         what: what.into(),
         message: e.to_string(),
     })

@@ -15,7 +15,6 @@ mod cache;
 pub mod compress;
 mod digest;
 pub mod engine;
-mod json;
 pub mod layer;
 pub mod layout;
 pub mod push;

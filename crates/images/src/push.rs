@@ -189,3 +189,62 @@ pub async fn push(
         references,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use farm_lockfiles::http::{Client, ClientOptions};
+    use std::io::{Read, Write};
+
+    /// A registry that refuses every request with `status`.
+    fn refusing_registry(status: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        format!("http://ci-bot:hunter2@{addr}")
+    }
+
+    #[tokio::test]
+    async fn push_errors_never_show_the_password_of_the_registry_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        crate::build_image(&crate::ImageSpec::new("app", "1", 0), &layout, None).unwrap();
+        let http = Client::new(ClientOptions {
+            attempts: 1,
+            ..Default::default()
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for registry in [
+            refusing_registry("401 Unauthorized"),
+            refusing_registry("500 Internal Server Error"),
+            format!("http://ci-bot:hunter2@{closed}"),
+        ] {
+            let client = RegistryClient::anonymous(&http, &registry).unwrap();
+            let err = push(&layout, &client, "team/app", &["1".into()], &PushOptions::default())
+                .await
+                .unwrap_err();
+            for shown in [err.to_string(), format!("{err:?}"), format!("{client:?}")] {
+                assert!(!shown.contains("hunter2"), "{shown}");
+            }
+            assert!(
+                err.to_string().contains("ci-bot:***@"),
+                "the error still names the URL: {err}"
+            );
+        }
+    }
+}

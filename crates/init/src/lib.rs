@@ -5,8 +5,11 @@
 //! It is not a validator of the app: `farm lock` and `farm build` are.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use farm_project::config::{self, CONFIG_FILE};
+use pep440_rs::{Version, VersionSpecifiers};
+use toml_edit::{Array, DocumentMut, Item, Table, Value};
 
 /// Node used when the project pins none.
 pub const DEFAULT_NODE: &str = "22.19.0";
@@ -236,27 +239,29 @@ pub fn detect(root: &Path) -> Result<Detection, InitError> {
 /// The farm.toml text for a detection, with a comment on where each value came from.
 /// A `.ts` file under `src/` that starts with farm's generated-types header.
 fn find_api_types(frontend: &Path) -> Option<Found<String>> {
-    fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
-        let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            if p.is_dir() && e.file_name() != "node_modules" {
-                walk(&p, base, out);
-            } else if p.extension().is_some_and(|x| x == "ts") {
-                let head = std::fs::read_to_string(&p)
-                    .ok()
-                    .and_then(|t| t.lines().next().map(str::to_owned));
-                if head.as_deref() == Some(farm_typegen::HEADER) {
-                    out.push(p.strip_prefix(base).unwrap_or(&p).to_path_buf());
-                }
+    let mut entries = farm_archive::walk(&frontend.join("src"));
+    let mut first = None;
+    while let Some(entry) = entries.next() {
+        // What cannot be read is passed over: detection reports what it finds.
+        let Ok(entry) = entry else { continue };
+        if entry.file_type().is_dir() {
+            if entry.file_name() == "node_modules" {
+                entries.skip_current_dir();
+            }
+            continue;
+        }
+        let p = entry.path();
+        if p.extension().is_some_and(|x| x == "ts") {
+            let head = std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| t.lines().next().map(str::to_owned));
+            if head.as_deref() == Some(farm_typegen::HEADER) {
+                first = Some(p.strip_prefix(frontend).unwrap_or(p).to_path_buf());
+                break;
             }
         }
     }
-    let mut found = Vec::new();
-    walk(&frontend.join("src"), frontend, &mut found);
-    let first = found.into_iter().next()?;
+    let first = first?;
     let value = first.display().to_string();
     Some(Found {
         source: format!("{value} starts with farm's generated-types header"),
@@ -264,86 +269,121 @@ fn find_api_types(frontend: &Path) -> Option<Found<String>> {
     })
 }
 
+/// The farm.toml text for what was detected: every value with a comment
+/// saying where it came from. Written through `toml_edit`, so quoting is
+/// TOML's own and comments sit where a person would put them.
 pub fn render(d: &Detection) -> String {
-    let mut t = String::new();
-    t.push_str("# Written by `farm init` from what it read in this repository; every key is\n");
-    t.push_str("# described in farm's spec/farm-toml.md. Review it, then:\n");
-    t.push_str("#   farm lock && farm fetch && farm build --hermetic\n\n");
-    let mut t = Toml(t);
-    t.section("project");
-    t.kv("name", &quote(&d.name.value), &d.name.source);
-    t.kv("version", &quote(&d.version.value), &d.version.source);
+    let mut doc = DocumentMut::new();
+    let mut t = Section::new(&mut doc, &["project"]);
+    t.table.decor_mut().set_prefix(
+        "# Written by `farm init` from what it read in this repository; every key is\n\
+         # described in farm's spec/farm-toml.md. Review it, then:\n\
+         #   farm lock && farm fetch && farm build --hermetic\n\n",
+    );
+    t.kv("name", &d.name.value, &d.name.source);
+    t.kv("version", &d.version.value, &d.version.source);
     if let Some(n) = &d.node {
-        t.section("toolchains.node");
-        t.kv("version", &quote(&n.value), &n.source);
-        t.kv("npm", &quote("10"), "the newest npm 10.x, pinned by `farm lock`");
+        let mut t = Section::new(&mut doc, &["toolchains", "node"]);
+        t.kv("version", &n.value, &n.source);
+        t.kv("npm", "10", "the newest npm 10.x, pinned by `farm lock`");
     }
     if let Some(p) = &d.python {
-        t.section("toolchains.python");
-        t.kv("version", &quote(&p.value), &p.source);
-        t.kv("pip", &quote("24.3.1"), "installs the backend's wheels offline");
+        let mut t = Section::new(&mut doc, &["toolchains", "python"]);
+        t.kv("version", &p.value, &p.source);
+        t.kv("pip", "24.3.1", "installs the backend's wheels offline");
     }
-    t.section("toolchains.debian");
+    let mut t = Section::new(&mut doc, &["toolchains", "debian"]);
     t.comment("The base every build step runs on; Python comes from its python3.X packages.");
-    t.kv("suite", &quote("bookworm"), "");
-    t.kv("architecture", &quote("amd64"), "");
+    t.kv("suite", "bookworm", "");
+    t.kv("architecture", "amd64", "");
     if let Some(f) = &d.frontend {
-        t.section("frontend");
-        t.kv("path", &quote(&rel_str(&f.path)), &f.why);
-        t.kv("build-script", &quote(&f.build_script.value), &f.build_script.source);
-        t.kv("output-dir", &quote(&f.output_dir.value), &f.output_dir.source);
+        let mut t = Section::new(&mut doc, &["frontend"]);
+        t.kv("path", rel_str(&f.path), &f.why);
+        t.kv("build-script", &f.build_script.value, &f.build_script.source);
+        t.kv("output-dir", &f.output_dir.value, &f.output_dir.source);
         if let Some(a) = &f.api_types {
-            t.kv("api-types", &quote(&a.value), &a.source);
+            t.kv("api-types", &a.value, &a.source);
         }
     }
     if let Some(b) = &d.backend {
-        t.section("backend");
-        t.kv("path", &quote(&rel_str(&b.path)), &b.why);
+        let mut t = Section::new(&mut doc, &["backend"]);
+        t.kv("path", rel_str(&b.path), &b.why);
         t.kv(
             "requirements",
-            &quote(&b.requirements),
+            &b.requirements,
             "exact `==` pins, resolved by `farm lock`",
         );
-        t.kv("app", &quote(&b.app.value), &b.app.source);
+        t.kv("app", &b.app.value, &b.app.source);
     }
     if let Some(m) = &d.models {
-        t.section("models");
+        let mut t = Section::new(&mut doc, &["models"]);
         t.comment("The Ollama/OCI registry the models are pulled from, read from the environment");
         t.comment("so no registry is built into the project.");
-        t.kv("registry", &quote(MODELS_REGISTRY), "");
+        t.kv("registry", MODELS_REGISTRY, "");
         t.comment("The name Ollama knows the models by (manifests/<host>/...): fixed, so the");
         t.comment("models directory does not depend on where the registry runs.");
-        t.kv("host", &quote(&format!("models.{}.internal", d.name.value)), "");
-        let list: Vec<String> = m.models.iter().map(|s| quote(s)).collect();
-        t.kv("models", &format!("[{}]", list.join(", ")), &m.source);
+        t.kv("host", format!("models.{}.internal", d.name.value), "");
+        t.kv("models", m.models.iter().collect::<Array>(), &m.source);
         if let Some(def) = &m.default {
-            t.kv("default", &quote(def), "");
+            t.kv("default", def, "");
         }
         if let Some(c) = &m.config {
-            t.kv("config", &quote(c), "secrets are stripped from the build output");
+            t.kv("config", c, "secrets are stripped from the build output");
         }
     }
-    t.0
+    doc.to_string()
 }
 
-/// A farm.toml under construction.
-struct Toml(String);
+/// One `[table]` of the farm.toml being written, keys in the order added.
+struct Section<'a> {
+    table: &'a mut Table,
+    /// Comment lines for the next key.
+    comments: String,
+}
 
-impl Toml {
-    fn section(&mut self, name: &str) {
-        if !self.0.ends_with("\n\n") {
-            self.0.push('\n');
+impl<'a> Section<'a> {
+    /// Adds the table at `path` after those added before it; its parents
+    /// (`[toolchains]`) are implicit, so only `[toolchains.node]` is written.
+    fn new(doc: &'a mut DocumentMut, path: &[&str]) -> Section<'a> {
+        let (last, parents) = path.split_last().expect("a table path");
+        let mut table = doc.as_table_mut();
+        for parent in parents {
+            table = table
+                .entry(parent)
+                .or_insert_with(|| {
+                    let mut implicit = Table::new();
+                    implicit.set_implicit(true);
+                    Item::Table(implicit)
+                })
+                .as_table_mut()
+                .expect("farm init's tables nest");
         }
-        self.0.push_str(&format!("[{name}]\n"));
+        let table = table
+            .entry(last)
+            .or_insert(Item::Table(Table::new()))
+            .as_table_mut()
+            .expect("farm init's tables nest");
+        Section {
+            table,
+            comments: String::new(),
+        }
     }
+
+    /// A comment line above the next key.
     fn comment(&mut self, text: &str) {
-        self.0.push_str(&format!("# {}\n", one_line(text)));
+        self.comments.push_str(&format!("# {}\n", one_line(text)));
     }
-    fn kv(&mut self, key: &str, value: &str, comment: &str) {
-        if comment.is_empty() {
-            self.0.push_str(&format!("{key} = {value}\n"));
-        } else {
-            self.0.push_str(&format!("{key} = {value}  # {}\n", one_line(comment)));
+
+    /// `key = value`, with `comment` after it on the same line unless empty.
+    fn kv(&mut self, key: &str, value: impl Into<Value>, comment: &str) {
+        let mut value = value.into();
+        if !comment.is_empty() {
+            value.decor_mut().set_suffix(format!("  # {}", one_line(comment)));
+        }
+        self.table.insert(key, Item::Value(value));
+        if !self.comments.is_empty() {
+            let mut key = self.table.key_mut(key).expect("just inserted");
+            key.leaf_decor_mut().set_prefix(std::mem::take(&mut self.comments));
         }
     }
 }
@@ -932,16 +972,12 @@ fn major_minor(s: &str) -> Option<String> {
     (ok(ma) && ok(mi)).then(|| format!("{ma}.{mi}"))
 }
 
-/// The Python `MAJOR.MINOR` farm uses for a version specifier: its default
-/// when allowed (it is what the default Debian base ships), else the oldest allowed.
+/// The Python `MAJOR.MINOR` farm uses for a version specifier (PEP 440, or
+/// Poetry's `^3.11`, `~3.11`, `3.11`): its default when allowed (it is what
+/// the default Debian base ships), else the oldest allowed.
 fn python_for_specifier(spec: &str) -> Option<String> {
-    let clauses: Vec<Clause> = spec
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && *c != "*")
-        .map(Clause::parse)
-        .collect::<Option<_>>()?;
-    let allows = |minor: u64| (0..=40).any(|patch| clauses.iter().all(|c| c.allows([3, minor, patch])));
+    let specifiers = VersionSpecifiers::from_str(&pep440_from_poetry(spec)?).ok()?;
+    let allows = |minor: u64| (0..=40).any(|patch| specifiers.contains(&Version::new([3, minor, patch])));
     let default_minor: u64 = DEFAULT_PYTHON.split('.').nth(1)?.parse().ok()?;
     if allows(default_minor) {
         return Some(DEFAULT_PYTHON.to_string());
@@ -949,61 +985,48 @@ fn python_for_specifier(spec: &str) -> Option<String> {
     (8..=14).find(|m| allows(*m)).map(|m| format!("3.{m}"))
 }
 
-/// One clause of a PEP 440 (or Poetry) version specifier.
-#[derive(Debug)]
-struct Clause {
-    op: &'static str,
-    version: Vec<u64>,
-    wildcard: bool,
-}
-
-impl Clause {
-    fn parse(s: &str) -> Option<Clause> {
-        let ops = ["===", "==", "!=", "~=", ">=", "<=", ">", "<", "^", "~", "="];
-        let op = ops.into_iter().find(|o| s.starts_with(o)).unwrap_or("==");
-        let rest = s[if s.starts_with(op) { op.len() } else { 0 }..].trim();
-        let (rest, wildcard) = match rest.strip_suffix(".*") {
-            Some(r) => (r, true),
-            None => (rest, false),
+/// Poetry's constraint syntax (`tool.poetry.dependencies.python`) in PEP
+/// 440 terms, clause by clause: `^3.11` is `>=3.11,<4`, `~3.11` is
+/// `>=3.11,<3.12`, and a bare or `=` version like `3.11` means that release
+/// series, `==3.11.*`. PEP 440 clauses, and so any `requires-python`, pass
+/// through unchanged.
+fn pep440_from_poetry(spec: &str) -> Option<String> {
+    let mut clauses = Vec::new();
+    for clause in spec.split(',').map(str::trim).filter(|c| !c.is_empty() && *c != "*") {
+        let release = |v: &str| -> Option<Vec<u64>> {
+            let parts = v
+                .trim()
+                .split('.')
+                .map(|p| p.parse().ok())
+                .collect::<Option<Vec<u64>>>()?;
+            (!parts.is_empty()).then_some(parts)
         };
-        let version = rest
-            .split('.')
-            .map(|p| p.parse::<u64>().ok())
-            .collect::<Option<Vec<_>>>()?;
-        if version.is_empty() || version.len() > 3 {
-            return None;
-        }
-        let op = match op {
-            "===" | "=" => "==",
-            o => o,
-        };
-        // A bare Poetry/PEP 440 `3.11` means that release series.
-        let wildcard = wildcard || (op == "==" && !s.starts_with("==") && version.len() < 3);
-        Some(Clause { op, version, wildcard })
-    }
-
-    fn allows(&self, v: [u64; 3]) -> bool {
-        let n = self.version.len();
-        let mut spec = [0u64; 3];
-        spec[..n].copy_from_slice(&self.version);
-        let prefix_eq = v[..n] == self.version[..];
-        match self.op {
-            "==" if self.wildcard => prefix_eq,
-            "==" => v == spec,
-            "!=" if self.wildcard => !prefix_eq,
-            "!=" => v != spec,
-            ">=" => v >= spec,
-            "<=" => v <= spec,
-            ">" => v > spec,
-            "<" => v < spec,
-            // ~=3.11 → >=3.11, ==3.*; ~=3.11.2 → >=3.11.2, ==3.11.*
-            "~=" => v >= spec && n >= 2 && v[..n - 1] == self.version[..n - 1],
-            // Poetry: ^3.11 → >=3.11,<4; ~3.11 → >=3.11,<3.12
-            "^" => v >= spec && v[0] == spec[0],
-            "~" => v >= spec && v[..n.min(2)] == spec[..n.min(2)],
-            _ => false,
+        let join = |parts: &[u64]| parts.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
+        if let Some(v) = clause.strip_prefix('^') {
+            let lower = release(v)?;
+            // The first non-zero part may not change: ^3.11 → <4, ^0.2 → <0.3.
+            let keep = lower.iter().position(|&p| p != 0).unwrap_or(lower.len() - 1);
+            let mut upper = lower[..=keep].to_vec();
+            upper[keep] += 1;
+            clauses.push(format!(">={},<{}", join(&lower), join(&upper)));
+        } else if let Some(v) = clause.strip_prefix('~').filter(|v| !v.starts_with('=')) {
+            let lower = release(v)?;
+            // ~3.11 and ~3.11.2 allow patch releases, ~3 minor ones.
+            let keep = lower.len().min(2) - 1;
+            let mut upper = lower[..=keep].to_vec();
+            upper[keep] += 1;
+            clauses.push(format!(">={},<{}", join(&lower), join(&upper)));
+        } else if clause.starts_with(|c: char| c.is_ascii_digit())
+            || (clause.starts_with('=') && !clause.starts_with("=="))
+        {
+            let v = release(clause.trim_start_matches('='))?;
+            let series = if v.len() < 3 { ".*" } else { "" };
+            clauses.push(format!("=={}{series}", join(&v)));
+        } else {
+            clauses.push(clause.to_string());
         }
     }
+    Some(clauses.join(","))
 }
 
 // ---------------------------------------------------------------------------
@@ -1321,24 +1344,6 @@ fn dedup(v: Vec<PathBuf>) -> Vec<PathBuf> {
             out.push(p);
         }
     }
-    out
-}
-
-/// A TOML basic string.
-fn quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
@@ -1965,6 +1970,30 @@ mod tests {
         assert_eq!(python_for_specifier("^3.12").as_deref(), Some("3.12"));
         assert_eq!(python_for_specifier(">=3.11.4").as_deref(), Some("3.11"));
         assert_eq!(python_for_specifier(">=4"), None);
+        assert_eq!(python_for_specifier(">=3.10,<3.13").as_deref(), Some("3.11"));
+        assert_eq!(python_for_specifier(">=3.12, <3.14").as_deref(), Some("3.12"));
+        assert_eq!(
+            python_for_specifier(">3.11").as_deref(),
+            Some("3.11"),
+            "3.11.1 is above 3.11"
+        );
+        assert_eq!(python_for_specifier("!=3.11.*,>=3.10").as_deref(), Some("3.10"));
+        assert_eq!(python_for_specifier("<3.11").as_deref(), Some("3.8"));
+        assert_eq!(python_for_specifier("==3.12").as_deref(), Some("3.12"));
+        assert_eq!(python_for_specifier("*").as_deref(), Some("3.11"));
+        assert_eq!(python_for_specifier("~3.12").as_deref(), Some("3.12"), "Poetry's tilde");
+        assert_eq!(
+            python_for_specifier("3.13").as_deref(),
+            Some("3.13"),
+            "Poetry's bare version"
+        );
+        assert_eq!(python_for_specifier("^3.12,<3.13").as_deref(), Some("3.12"));
+        assert_eq!(python_for_specifier(">=3.10 and <4"), None, "not a specifier");
+        assert_eq!(python_for_specifier(">=3.1x"), None);
+        assert_eq!(
+            pep440_from_poetry("^3.11, ~3.12.1, 3.13, =3.9, >=3.8").as_deref(),
+            Some(">=3.11,<4,>=3.12.1,<3.13,==3.13.*,==3.9.*,>=3.8")
+        );
         assert_eq!(major_minor("3.11.4").as_deref(), Some("3.11"));
         assert_eq!(major_minor("pypy3.10"), None);
     }
@@ -2012,5 +2041,87 @@ mod tests {
         assert_eq!(c.backend.unwrap().app, "main:app");
         assert!(c.models.is_none() && c.frontend.is_none());
         check_generated(&text).unwrap();
+        assert!(
+            text.contains("version = '1.0.0-\"rc\"'\n"),
+            "a value with quotes is a literal string: {text}"
+        );
+        assert!(
+            text.contains("name = \"x\"  # a \"quoted\" source\n"),
+            "a comment stays on one line: {text}"
+        );
+    }
+
+    #[test]
+    fn rendered_text_is_pinned() {
+        let d = Detection {
+            name: found("farm-app".to_string(), "farm.config.ts name"),
+            version: found("0.1.0".to_string(), "farm.config.ts version"),
+            frontend: Some(FrontendFound {
+                path: "apps/web".into(),
+                why: "apps/web/package.json has vite in devDependencies".into(),
+                build_script: found("build".to_string(), "apps/web/package.json scripts.build: vite build"),
+                output_dir: found("dist".to_string(), "apps/web/vite.config.js build.outDir"),
+                api_types: None,
+            }),
+            backend: Some(BackendFound {
+                path: "apps/api".into(),
+                why: "apps/api/requirements.txt and a FastAPI app".into(),
+                requirements: "requirements.txt".into(),
+                app: found(
+                    "app.main:app".to_string(),
+                    "apps/api/app/main.py:21: `app = FastAPI(...)`",
+                ),
+            }),
+            node: Some(found("22.19.0".to_string(), ".nvmrc")),
+            python: None,
+            models: Some(ModelsFound {
+                models: vec!["farm-tiny:latest".into(), "llama3.2:1b".into()],
+                default: Some("farm-tiny:latest".into()),
+                source: "farm.config.ts ai.providers.ollama".into(),
+                config: None,
+            }),
+            notes: vec![],
+            warnings: vec![],
+        };
+        assert_eq!(
+            render(&d),
+            r#"# Written by `farm init` from what it read in this repository; every key is
+# described in farm's spec/farm-toml.md. Review it, then:
+#   farm lock && farm fetch && farm build --hermetic
+
+[project]
+name = "farm-app"  # farm.config.ts name
+version = "0.1.0"  # farm.config.ts version
+
+[toolchains.node]
+version = "22.19.0"  # .nvmrc
+npm = "10"  # the newest npm 10.x, pinned by `farm lock`
+
+[toolchains.debian]
+# The base every build step runs on; Python comes from its python3.X packages.
+suite = "bookworm"
+architecture = "amd64"
+
+[frontend]
+path = "apps/web"  # apps/web/package.json has vite in devDependencies
+build-script = "build"  # apps/web/package.json scripts.build: vite build
+output-dir = "dist"  # apps/web/vite.config.js build.outDir
+
+[backend]
+path = "apps/api"  # apps/api/requirements.txt and a FastAPI app
+requirements = "requirements.txt"  # exact `==` pins, resolved by `farm lock`
+app = "app.main:app"  # apps/api/app/main.py:21: `app = FastAPI(...)`
+
+[models]
+# The Ollama/OCI registry the models are pulled from, read from the environment
+# so no registry is built into the project.
+registry = "${FARM_OLLAMA_REGISTRY}"
+# The name Ollama knows the models by (manifests/<host>/...): fixed, so the
+# models directory does not depend on where the registry runs.
+host = "models.farm-app.internal"
+models = ["farm-tiny:latest", "llama3.2:1b"]  # farm.config.ts ai.providers.ollama
+default = "farm-tiny:latest"
+"#
+        );
     }
 }

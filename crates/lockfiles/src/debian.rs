@@ -13,9 +13,10 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::http::{Client, HttpError};
+use crate::http::{Client, Expected, HttpError};
 use crate::integrity::{sha256_of, Integrity};
 use crate::lock::{DebianBase, DebianPackage, LockedArtifact, Unpack};
+use crate::redact::{redact_url, RedactedUrl};
 
 pub const ROLE_BASE: &str = "base";
 pub const ROLE_PYTHON: &str = "python";
@@ -69,7 +70,8 @@ pub struct DebianResolution {
     /// The closure, sorted by package name.
     pub packages: Vec<DebianPackage>,
     pub trust: ReleaseTrust,
-    /// The Release (or InRelease) document the packages were pinned from.
+    /// The Release (or InRelease) document the packages were pinned from,
+    /// redacted for messages (the mirror URL may carry credentials).
     pub release_url: String,
 }
 
@@ -91,16 +93,16 @@ pub enum DebianError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{url}: {message}")]
-    Release { url: String, message: String },
+    Release { url: RedactedUrl, message: String },
     #[error("{url}: the signature does not check out against keyring {keyring}: {detail}{hint}")]
     Signature {
-        url: String,
+        url: RedactedUrl,
         keyring: PathBuf,
         detail: String,
         hint: &'static str,
     },
     #[error("{url}: {message}")]
-    Index { url: String, message: String },
+    Index { url: RedactedUrl, message: String },
     #[error("{index} index, package {package}: {message}")]
     BadField {
         index: String,
@@ -174,7 +176,9 @@ pub async fn resolve(client: &Client, req: &DebianRequest) -> Result<DebianResol
     if req.mirror.trim().is_empty() || req.suite.trim().is_empty() || req.architecture.trim().is_empty() {
         return Err(DebianError::Request(format!(
             "mirror {:?}, suite {:?} and architecture {:?} must all be set",
-            req.mirror, req.suite, req.architecture
+            redact_url(&req.mirror),
+            req.suite,
+            req.architecture
         )));
     }
     let components = if req.components.is_empty() {
@@ -226,7 +230,7 @@ pub async fn resolve(client: &Client, req: &DebianRequest) -> Result<DebianResol
     Ok(DebianResolution {
         packages,
         trust: signed.trust,
-        release_url: signed.url,
+        release_url: redact_url(&signed.url),
     })
 }
 
@@ -268,11 +272,11 @@ async fn fetch_release(
                 }
             }
             let text = String::from_utf8(bytes).map_err(|_| DebianError::Release {
-                url: in_url.clone(),
+                url: (&in_url).into(),
                 message: "not UTF-8 text".into(),
             })?;
             let body = clearsigned_body(&text).ok_or_else(|| DebianError::Release {
-                url: in_url.clone(),
+                url: (&in_url).into(),
                 message: "not a clearsigned document (no `-----BEGIN PGP SIGNED MESSAGE-----` block)".into(),
             })?;
             Ok(SignedRelease {
@@ -297,7 +301,7 @@ async fn fetch_release(
                 }
             }
             let text = String::from_utf8(bytes).map_err(|_| DebianError::Release {
-                url: url.clone(),
+                url: (&url).into(),
                 message: "not UTF-8 text".into(),
             })?;
             Ok(SignedRelease { url, text, trust })
@@ -612,7 +616,7 @@ async fn load_index(
 ) -> Result<String, DebianError> {
     let url = format!("{dists}/{}", file.path);
     let index_err = |message: String| DebianError::Index {
-        url: url.clone(),
+        url: (&url).into(),
         message,
     };
     let cached = cache_dir.map(|d| d.join(format!("debian-packages-{}", file.sha256.hex())));
@@ -629,18 +633,21 @@ async fn load_index(
     let download = scratch.join(format!("index-{}", file.sha256.hex()));
     // By-hash paths never change under a syncing mirror; fall back when absent.
     let mut fetched = Err(HttpError::BadUrl {
-        url: url.clone(),
+        url: (&url).into(),
         message: "not tried".into(),
     });
+    // Release gives the size: a mirror sending more is stopped there.
+    let expected = Expected {
+        integrity: Some(&file.sha256),
+        size: Some(file.size),
+    };
     if by_hash {
         let dir = file.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let hashed = format!("{dists}/{dir}/by-hash/SHA256/{}", file.sha256.hex());
-        fetched = client
-            .download(&hashed, Some(&file.sha256), &download, &|_, _| {})
-            .await;
+        fetched = client.download_expected(&hashed, expected, &download, &|_, _| {}).await;
     }
     if fetched.as_ref().is_err_and(|e| !by_hash || is_not_found(e)) {
-        fetched = client.download(&url, Some(&file.sha256), &download, &|_, _| {}).await;
+        fetched = client.download_expected(&url, expected, &download, &|_, _| {}).await;
     }
     fetched?;
     let got = std::fs::metadata(&download)

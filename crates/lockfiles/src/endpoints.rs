@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::redact::{redact_text, redact_url, RedactedUrl};
+
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
     #[error("{path}: {source}")]
@@ -24,7 +26,7 @@ pub enum EndpointError {
     #[error(
         "{origin}: {found:?} is not an absolute http(s) or file URL; hint: write it like `https://mirror.example/path`"
     )]
-    BadUrl { origin: String, found: String },
+    BadUrl { origin: String, found: RedactedUrl },
     #[error(
         "no npm registry configured (looked at {searched}, and `npm config get registry` gave nothing); \
          hint: set `registry=<url>` in the project's .npmrc or export NPM_CONFIG_REGISTRY"
@@ -187,7 +189,7 @@ pub fn parse_one_line_sources(path: &Path, text: &str) -> Result<Vec<AptSource>,
             .ok_or_else(|| syntax("missing the repository URI".into()))?;
         let suite = words
             .next()
-            .ok_or_else(|| syntax(format!("missing the suite after `{uri}`")))?;
+            .ok_or_else(|| syntax(format!("missing the suite after `{}`", redact_url(uri))))?;
         out.push(AptSource {
             uris: vec![uri.to_string()],
             suites: vec![suite.to_string()],
@@ -287,7 +289,7 @@ fn deb822_stanzas(path: &Path, text: &str) -> Result<Vec<Stanza>, EndpointError>
         let (key, value) = line.split_once(':').ok_or_else(|| EndpointError::Syntax {
             path: path.into(),
             line: n + 1,
-            message: format!("expected `Field: value`, found {line:?}"),
+            message: format!("expected `Field: value`, found {:?}", redact_text(line)),
         })?;
         current.get_or_insert_with(|| Stanza {
             line: n + 1,

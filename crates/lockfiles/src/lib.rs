@@ -14,6 +14,7 @@ pub mod mirror;
 pub mod npm;
 pub mod oci;
 pub mod pypi;
+pub mod redact;
 
 pub use integrity::Integrity;
 pub use lock::{Lock, LockedArtifact, Unpack};

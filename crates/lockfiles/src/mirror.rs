@@ -8,14 +8,19 @@
 //! onto its own endpoints. Any other URL (an Ollama release on a file
 //! server, a `file://` path) is locked as written.
 
+use std::fmt;
+
 use crate::http::Client;
 use crate::pypi::{self, PypiError, PYPI_SCHEME};
+use crate::redact::{redact_url, without_userinfo, RedactedUrl};
 
 pub const MIRROR_SCHEME: &str = "mirror://";
 
 /// The endpoints of one machine, as its npm/pip/apt configuration (or
 /// farm.toml) names them. `None` means that ecosystem is not configured.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// An endpoint may carry credentials (`https://user:token@host/`); `Debug`
+/// shows them redacted.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Mirrors {
     /// npm registry base, e.g. `https://npm.example.invalid/`.
     pub npm: Option<String>,
@@ -25,21 +30,32 @@ pub struct Mirrors {
     pub pypi_index: Option<String>,
 }
 
+impl fmt::Debug for Mirrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |u: &Option<String>| u.as_deref().map(redact_url);
+        f.debug_struct("Mirrors")
+            .field("npm", &shown(&self.npm))
+            .field("debian", &shown(&self.debian))
+            .field("pypi_index", &shown(&self.pypi_index))
+            .finish()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     #[error(
         "{url}: the lock names the `{registry}` mirror, but no {what} is configured on this machine; hint: {hint}"
     )]
     Unconfigured {
-        url: String,
+        url: RedactedUrl,
         registry: String,
         what: &'static str,
         hint: &'static str,
     },
     #[error("{url}: unknown mirror `{registry}`; farm.lock knows mirror://npm/ and mirror://debian/ (hint: was the lock written by a newer farm?)")]
-    UnknownMirror { url: String, registry: String },
+    UnknownMirror { url: RedactedUrl, registry: String },
     #[error("{url}: a mirror:// URL needs a path after the mirror name, e.g. mirror://npm/react/-/react-19.0.0.tgz")]
-    Malformed { url: String },
+    Malformed { url: RedactedUrl },
     #[error(transparent)]
     Pypi(#[from] PypiError),
 }
@@ -75,12 +91,16 @@ fn with_slash(base: &str) -> String {
 impl Mirrors {
     /// The lock form of `url`: `mirror://<kind>/<rest>` when it lies under a
     /// configured npm registry or Debian mirror, otherwise `url` unchanged.
+    /// Credentials in either URL are ignored when comparing, so a registry
+    /// configured as `https://user:token@host/` still matches the tarball
+    /// URLs it serves, and its token never reaches farm.lock.
     pub fn relativize(&self, url: &str) -> String {
+        let bare = without_userinfo(url);
         for (kind, base) in [(&NPM, &self.npm), (&DEBIAN, &self.debian)] {
             let Some(base) = base.as_deref().filter(|b| !b.is_empty()) else {
                 continue;
             };
-            if let Some(rest) = url.strip_prefix(&with_slash(base)) {
+            if let Some(rest) = bare.strip_prefix(&with_slash(&without_userinfo(base))) {
                 if !rest.is_empty() {
                     return format!("{MIRROR_SCHEME}{}/{rest}", kind.name);
                 }
@@ -169,6 +189,41 @@ mod tests {
         assert_eq!(
             Mirrors::default().relativize("https://npm.example.invalid/x"),
             "https://npm.example.invalid/x"
+        );
+    }
+
+    #[tokio::test]
+    async fn registry_credentials_never_reach_the_lock_or_messages() {
+        let m = Mirrors {
+            npm: Some("https://ci:npm-secret@npm.example.invalid/npm/".into()),
+            debian: Some("http://deb.example.invalid/debian".into()),
+            pypi_index: Some("https://__token__:pypi-secret@pi.example.invalid/simple".into()),
+        };
+        // The registry serves tarball URLs without the credentials it was reached with.
+        let lock_url = m.relativize("https://npm.example.invalid/npm/react/-/react-19.0.0.tgz");
+        assert_eq!(lock_url, "mirror://npm/react/-/react-19.0.0.tgz");
+        assert_eq!(
+            m.relativize("https://ci:npm-secret@npm.example.invalid/npm/react/-/react-19.0.0.tgz"),
+            lock_url
+        );
+        // Fetching maps it back onto the endpoint, credentials included.
+        let client = Client::new(ClientOptions::default());
+        assert_eq!(
+            m.resolve(&client, &lock_url).await.unwrap(),
+            "https://ci:npm-secret@npm.example.invalid/npm/react/-/react-19.0.0.tgz"
+        );
+        let debug = format!("{m:?}");
+        assert!(
+            !debug.contains("npm-secret") && !debug.contains("pypi-secret") && debug.contains("ci:***@"),
+            "{debug}"
+        );
+        let err = Mirrors::default()
+            .resolve(&client, "mirror://cran/x?token=abc")
+            .await
+            .unwrap_err();
+        assert!(
+            !err.to_string().contains("abc") && !format!("{err:?}").contains("abc"),
+            "{err:?}"
         );
     }
 

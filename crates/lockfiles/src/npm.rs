@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::http::{Client, HttpError};
 use crate::integrity::{Algorithm, Integrity};
 use crate::lock::{LockedArtifact, NodeToolchain, NpmPackage, Unpack};
+use crate::redact::{redact_url, RedactedUrl};
 
 /// The abbreviated packument: versions with `dist` but without readmes, a
 /// fraction of the full document's size.
@@ -32,12 +33,12 @@ pub enum NpmError {
     #[error("npm package `{package}`: {source}")]
     Registry { package: String, source: HttpError },
     #[error("{url}: not the npm registry document farm expected: {message}")]
-    BadDocument { url: String, message: String },
+    BadDocument { url: RedactedUrl, message: String },
     #[error("npm package `{package}@{version}` ({url}): `dist.integrity` is {found}; expected a sha512 SRI string (hint: the registry may be a mirror that strips `integrity`; farm does not pin by sha1 `shasum`)")]
     NoIntegrity {
         package: String,
         version: String,
-        url: String,
+        url: RedactedUrl,
         found: String,
     },
     #[error("npm package `{package}`: no published version matches `{wanted}` (newest stable: {newest}); hint: use an exact version, a MAJOR or MAJOR.MINOR prefix, or a dist-tag such as `latest`")]
@@ -129,7 +130,7 @@ fn dist_integrity(package: &str, doc: &VersionDoc) -> Result<Integrity, NpmError
     let err = |found: String| NpmError::NoIntegrity {
         package: package.into(),
         version: doc.version.clone(),
-        url: doc.dist.tarball.clone(),
+        url: (&doc.dist.tarball).into(),
         found,
     };
     let raw = doc.dist.integrity.as_deref().ok_or_else(|| err("missing".into()))?;
@@ -151,7 +152,7 @@ async fn version_document(
     let doc: VersionDoc = fetch_json(client, &url, package, None).await?;
     if doc.version != version {
         return Err(NpmError::BadDocument {
-            url,
+            url: url.into(),
             message: format!("asked for version {version}, the document is for {}", doc.version),
         });
     }
@@ -175,7 +176,7 @@ async fn newest_matching(client: &Client, registry: &str, package: &str, wanted:
         });
     };
     packument.versions.remove(&chosen).ok_or_else(|| NpmError::BadDocument {
-        url,
+        url: url.into(),
         message: format!("dist-tag `{wanted}` points at {chosen}, which is not in `versions`"),
     })
 }
@@ -374,7 +375,8 @@ pub fn parse_package_lock(path: &str, text: &str, registry: &str) -> Result<Vec<
             Some(r) if r.starts_with("https://") || r.starts_with("http://") => r.to_string(),
             Some(r) => {
                 return Err(entry_err(format!(
-                    "`resolved` is {r:?}, not a registry tarball; farm locks only registry packages (hint: publish it to your registry, or vendor it as a workspace package)"
+                    "`resolved` is {:?}, not a registry tarball; farm locks only registry packages (hint: publish it to your registry, or vendor it as a workspace package)",
+                    redact_url(r)
                 )))
             }
         };

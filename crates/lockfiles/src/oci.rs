@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use futures_util::StreamExt;
+use oci_spec::image::{Descriptor, ImageManifest};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -22,7 +23,12 @@ use serde::Deserialize;
 use crate::http::Client;
 use crate::integrity::{Algorithm, Hasher, Integrity};
 use crate::lock::{LockedModel, OciBlob};
+use crate::redact::{redact_text, redact_url};
 
+// The manifest media types as the HTTP `Accept` and `Content-Type` headers
+// carry them. They are oci-spec's `MediaType::ImageManifest` and
+// `MediaType::ImageIndex` and those types' Docker v2 equivalents
+// (`ToDockerV2S2`); a test holds them to that.
 pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -324,7 +330,7 @@ pub struct RegistryClient {
 impl fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryClient")
-            .field("base", &self.base.as_str())
+            .field("base", &redact_url(self.base.as_str()))
             .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
@@ -345,7 +351,7 @@ impl RegistryClient {
     /// A client that never sends credentials.
     pub fn anonymous(client: &Client, base_url: &str) -> Result<Self, OciError> {
         let bad = |message: String| OciError::BadBaseUrl {
-            url: base_url.into(),
+            url: redact_url(base_url),
             message,
         };
         let mut base = url::Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
@@ -547,7 +553,7 @@ impl RegistryClient {
                 Err(StreamError::Transport(message)) => {
                     return Err(OciError::Transport {
                         method: "GET".into(),
-                        url: url.to_string(),
+                        url: redact_url(url.as_str()),
                         message,
                         attempts: attempt,
                     })
@@ -712,16 +718,16 @@ impl RegistryClient {
     fn location(&self, resp: &reqwest::Response, method: &str, url: &url::Url) -> Result<url::Url, OciError> {
         let raw = header_str(resp.headers(), LOCATION.as_str()).ok_or_else(|| OciError::Status {
             method: method.into(),
-            url: url.to_string(),
+            url: redact_url(url.as_str()),
             status: resp.status().as_u16(),
             message: ": the registry sent no upload Location".into(),
             hint: String::new(),
         })?;
         self.base.join(raw).map_err(|e| OciError::Status {
             method: method.into(),
-            url: url.to_string(),
+            url: redact_url(url.as_str()),
             status: resp.status().as_u16(),
-            message: format!(": upload Location {raw:?} is not a URL: {e}"),
+            message: format!(": upload Location {:?} is not a URL: {e}", redact_url(raw)),
             hint: String::new(),
         })
     }
@@ -771,7 +777,7 @@ impl RegistryClient {
                 Err(e) => {
                     return Err(OciError::Transport {
                         method,
-                        url: req.url.to_string(),
+                        url: redact_url(req.url.as_str()),
                         message: error_chain(&e),
                         attempts: attempt,
                     })
@@ -796,7 +802,7 @@ impl RegistryClient {
             let registry_message = registry_error_message(resp).await;
             let unauthorized = |reason: String, hint: String| OciError::Unauthorized {
                 method: method.clone(),
-                url: req.url.to_string(),
+                url: redact_url(req.url.as_str()),
                 message: registry_message.clone(),
                 reason,
                 hint,
@@ -874,7 +880,7 @@ impl RegistryClient {
     /// with Basic credentials when there are any, answering `token` or `access_token`.
     async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String, OciError> {
         let bad = |message: String| OciError::Token {
-            realm: realm.into(),
+            realm: redact_url(realm),
             message,
         };
         let mut url = url::Url::parse(realm).map_err(|e| bad(format!("the registry's realm is not a URL: {e}")))?;
@@ -893,7 +899,7 @@ impl RegistryClient {
         }
         let resp = builder.send().await.map_err(|e| OciError::Transport {
             method: "GET".into(),
-            url: url.to_string(),
+            url: redact_url(url.as_str()),
             message: error_chain(&e),
             attempts: 1,
         })?;
@@ -902,7 +908,7 @@ impl RegistryClient {
             let message = registry_error_message(resp).await;
             return Err(self.rejected(|reason, hint| OciError::Unauthorized {
                 method: "GET".into(),
-                url: url.to_string(),
+                url: redact_url(url.as_str()),
                 message: format!(" (token server answered {status}){message}"),
                 reason,
                 hint,
@@ -1004,7 +1010,8 @@ fn error_chain(e: &reqwest::Error) -> String {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    message
+    // reqwest names the URL: a redirect's may be pre-signed, a realm's may carry a token.
+    redact_text(&message).into_owned()
 }
 
 /// `: CODE: message` from the registry's `{"errors":[…]}` body, if any.
@@ -1037,7 +1044,7 @@ async fn status_error(method: &str, url: &url::Url, resp: reqwest::Response, hin
     let message = registry_error_message(resp).await;
     OciError::Status {
         method: method.into(),
-        url: url.to_string(),
+        url: redact_url(url.as_str()),
         status,
         message,
         hint: if status == 404 { hint.to_string() } else { String::new() },
@@ -1061,7 +1068,7 @@ async fn expect_status(
 async fn read_capped(resp: reqwest::Response, cap: u64, method: &str, url: &url::Url) -> Result<Vec<u8>, OciError> {
     let too_big = || OciError::Status {
         method: method.into(),
-        url: url.to_string(),
+        url: redact_url(url.as_str()),
         status: 200,
         message: format!(": the body is larger than {cap} bytes, more than a manifest or token may be"),
         hint: String::new(),
@@ -1074,7 +1081,7 @@ async fn read_capped(resp: reqwest::Response, cap: u64, method: &str, url: &url:
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| OciError::Transport {
             method: method.into(),
-            url: url.to_string(),
+            url: redact_url(url.as_str()),
             message: error_chain(&e),
             attempts: 1,
         })?;
@@ -1124,7 +1131,7 @@ async fn stream_to_file(
     let actual = hasher.finish();
     if actual != *digest {
         return Err(StreamError::Fatal(OciError::DigestMismatch {
-            what: format!("blob {url}"),
+            what: format!("blob {}", redact_url(url.as_str())),
             expected: digest.clone(),
             actual,
         }));
@@ -1203,23 +1210,6 @@ impl ModelReference {
     }
 }
 
-#[derive(Deserialize)]
-struct ImageManifest {
-    #[serde(rename = "schemaVersion")]
-    schema_version: u32,
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-#[derive(Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    digest: String,
-    size: u64,
-}
-
 /// Pins an Ollama model (`tinyllama`, `tinyllama:1.1b`, `ns/model:tag`) to
 /// its manifest digest and the digests of its config and layers.
 pub async fn resolve_model(client: &RegistryClient, reference: &str) -> Result<LockedModel, OciError> {
@@ -1228,29 +1218,7 @@ pub async fn resolve_model(client: &RegistryClient, reference: &str) -> Result<L
         .get_manifest(&parsed.repository, &parsed.tag, &MODEL_MANIFEST_TYPES)
         .await?;
     let what = format!("model {reference} (manifest {}:{})", parsed.repository, parsed.tag);
-    let manifest: ImageManifest = serde_json::from_slice(&fetched.bytes).map_err(|e| OciError::BadManifest {
-        what: what.clone(),
-        message: format!("not an image manifest: {e}"),
-    })?;
-    if manifest.schema_version != 2 {
-        return Err(OciError::BadManifest {
-            what,
-            message: format!("schemaVersion {}, expected 2", manifest.schema_version),
-        });
-    }
-    let blob = |d: &Descriptor| -> Result<OciBlob, OciError> {
-        Ok(OciBlob {
-            digest: parse_digest(&d.digest, &what)?,
-            media_type: d.media_type.clone(),
-            size: d.size,
-        })
-    };
-    if manifest.layers.is_empty() {
-        return Err(OciError::BadManifest {
-            what: what.clone(),
-            message: "no layers: an Ollama model has at least its weights".into(),
-        });
-    }
+    let (config, layers) = model_blobs(&fetched.bytes, &what)?;
     Ok(LockedModel {
         reference: reference.into(),
         repository: parsed.repository.clone(),
@@ -1260,9 +1228,39 @@ pub async fn resolve_model(client: &RegistryClient, reference: &str) -> Result<L
             media_type: fetched.media_type.clone(),
             size: fetched.bytes.len() as u64,
         },
-        config: blob(&manifest.config)?,
-        layers: manifest.layers.iter().map(blob).collect::<Result<_, _>>()?,
+        config,
+        layers,
     })
+}
+
+/// The config and layers of a model's manifest (Docker v2 or OCI; both
+/// have the OCI image manifest's shape). Media types oci-spec does not
+/// name, such as Ollama's `application/vnd.ollama.image.model`, come
+/// through as `MediaType::Other` and are kept exactly as written.
+fn model_blobs(bytes: &[u8], what: &str) -> Result<(OciBlob, Vec<OciBlob>), OciError> {
+    let bad = |message: String| OciError::BadManifest {
+        what: what.to_string(),
+        message,
+    };
+    let manifest: ImageManifest =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not an image manifest: {e}")))?;
+    if manifest.schema_version() != 2 {
+        return Err(bad(format!("schemaVersion {}, expected 2", manifest.schema_version())));
+    }
+    if manifest.layers().is_empty() {
+        return Err(bad("no layers: an Ollama model has at least its weights".into()));
+    }
+    let blob = |d: &Descriptor| -> Result<OciBlob, OciError> {
+        Ok(OciBlob {
+            digest: parse_digest(d.digest().as_ref(), what)?,
+            media_type: d.media_type().to_string(),
+            size: d.size(),
+        })
+    };
+    Ok((
+        blob(manifest.config())?,
+        manifest.layers().iter().map(blob).collect::<Result<_, _>>()?,
+    ))
 }
 
 /// A container image reference, split the way Docker reads it.
@@ -1346,6 +1344,74 @@ pub async fn resolve_image(client: &RegistryClient, reference: &str) -> Result<I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_media_types_are_oci_specs() {
+        use oci_spec::image::{MediaType, ToDockerV2S2};
+        assert_eq!(MediaType::ImageManifest.as_ref(), OCI_MANIFEST);
+        assert_eq!(MediaType::ImageIndex.as_ref(), OCI_INDEX);
+        assert_eq!(MediaType::ImageManifest.to_docker_v2s2().unwrap(), DOCKER_MANIFEST_V2);
+        assert_eq!(MediaType::ImageIndex.to_docker_v2s2().unwrap(), DOCKER_MANIFEST_LIST);
+    }
+
+    #[test]
+    fn ollama_layer_media_types_round_trip() {
+        let d = |n: u8| format!("sha256:{}", hex::encode([n; 32]));
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST_V2}",
+                "config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":10}},
+                "layers":[{{"mediaType":"application/vnd.ollama.image.model","digest":"{}","size":20}},
+                          {{"mediaType":"application/vnd.ollama.image.template","digest":"{}","size":30}}]}}"#,
+            d(1),
+            d(2),
+            d(3)
+        );
+        let parsed: ImageManifest = serde_json::from_str(&manifest).unwrap();
+        assert_eq!(
+            parsed.layers()[0].media_type(),
+            &oci_spec::image::MediaType::Other("application/vnd.ollama.image.model".into())
+        );
+        let (config, layers) = model_blobs(manifest.as_bytes(), "m").unwrap();
+        assert_eq!(
+            (config.media_type.as_str(), config.digest.to_string(), config.size),
+            ("application/vnd.docker.container.image.v1+json", d(1), 10)
+        );
+        let layers: Vec<(&str, String, u64)> = layers
+            .iter()
+            .map(|l| (l.media_type.as_str(), l.digest.to_string(), l.size))
+            .collect();
+        assert_eq!(
+            layers,
+            [
+                ("application/vnd.ollama.image.model", d(2), 20),
+                ("application/vnd.ollama.image.template", d(3), 30)
+            ]
+        );
+        let again = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(again["layers"][1]["mediaType"], "application/vnd.ollama.image.template");
+    }
+
+    #[test]
+    fn model_manifests_need_schema_2_and_layers() {
+        let d = format!("sha256:{}", hex::encode([7u8; 32]));
+        let config = format!(r#""config":{{"mediaType":"x/y","digest":"{d}","size":1}}"#);
+        for (manifest, problem) in [
+            (
+                format!(r#"{{"schemaVersion":1,{config},"layers":[]}}"#),
+                "schemaVersion 1",
+            ),
+            (format!(r#"{{"schemaVersion":2,{config},"layers":[]}}"#), "no layers"),
+            (format!(r#"{{"schemaVersion":2,{config}}}"#), "not an image manifest"),
+            (
+                r#"{"schemaVersion":2,"config":{"mediaType":"x/y","digest":"sha256:00","size":1},"layers":[]}"#
+                    .to_string(),
+                "not an image manifest",
+            ),
+        ] {
+            let err = model_blobs(manifest.as_bytes(), "model m").unwrap_err().to_string();
+            assert!(err.contains("model m") && err.contains(problem), "{manifest}: {err}");
+        }
+    }
 
     #[test]
     fn challenges_parse_with_quotes_commas_and_escapes() {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::http::{Client, HttpError};
 use crate::integrity::{Algorithm, Integrity};
 use crate::lock::{LockedArtifact, PythonWheel, Unpack};
+use crate::redact::{redact_text, redact_url, RedactedUrl};
 
 /// The scheme of a wheel locked by project and file name.
 pub const PYPI_SCHEME: &str = "pypi://";
@@ -28,22 +29,22 @@ pub enum PypiError {
     #[error("PyPI project `{project}`: {source}")]
     Index { project: String, source: HttpError },
     #[error("{url}: not a simple-API project page: {message}")]
-    BadPage { url: String, message: String },
+    BadPage { url: RedactedUrl, message: String },
     #[error("PyPI project `{project}`: {filename} is not in the index at {index}{hint}")]
     FileNotFound {
         project: String,
         filename: String,
-        index: String,
+        index: RedactedUrl,
         hint: String,
     },
     #[error("PyPI project `{project}`: {filename} has no sha256 in the index at {index}; farm pins wheels by sha256")]
     NoSha256 {
         project: String,
         filename: String,
-        index: String,
+        index: RedactedUrl,
     },
     #[error("`{url}`: not a pypi:// URL; expected pypi://<project>/<wheel file name>")]
-    BadPypiUrl { url: String },
+    BadPypiUrl { url: RedactedUrl },
     #[error("python version `{found}`: expected MAJOR.MINOR such as 3.11")]
     BadPythonVersion { found: String },
     #[error("{path}: {source}")]
@@ -464,7 +465,8 @@ pub async fn resolve_requirements(
         return Err(PypiError::PipFailed {
             requirements: requirements.into(),
             status: output.status.to_string(),
-            stderr,
+            // pip names the index it looked in, and the index URL may carry a token.
+            stderr: redact_text(&stderr).into_owned(),
         });
     }
     let text = std::fs::read(&report_path).map_err(|source| PypiError::Io {
@@ -490,7 +492,8 @@ fn wheels_from_report(requirements: &Path, report: Report) -> Result<Vec<PythonW
         let url = &item.download_info.url;
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(unlockable(format!(
-                "comes from {url}, not from the index; hint: farm locks only wheels downloaded over http(s)"
+                "comes from {}, not from the index; hint: farm locks only wheels downloaded over http(s)",
+                redact_url(url)
             )));
         }
         let filename = percent_decode(last_segment(url));

@@ -61,8 +61,6 @@ pub struct CustomStep {
     pub image_path: Option<String>,
 }
 
-pub const BUILTIN_STEPS: [&str; 6] = ["frontend", "backend", "models", "types", "images", "deploy"];
-
 /// `[env.NAME]`: what a build environment changes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -420,7 +418,10 @@ impl Project {
         let c = &self.config;
         let mut out = BTreeMap::new();
         let mut put = |section: &str, value: serde_json::Value| {
-            let bytes = serde_json::to_vec(&value).expect("json");
+            // `json!` inserts keys in the order written once serde_json's
+            // `preserve_order` is on; canonical JSON keeps these digests (and
+            // so every existing farm.lock) independent of that.
+            let bytes = farm_formats::canonical_json::to_vec(&value).expect("JSON values serialise");
             out.insert(
                 format!("farm.toml#{section}"),
                 farm_lockfiles::integrity::sha256_of(&bytes),
@@ -676,7 +677,7 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
                 format!("expected letters, digits, - and _, found {:?}", s.name),
             ));
         }
-        if BUILTIN_STEPS.contains(&s.name.as_str()) {
+        if crate::StepId::is_builtin(&s.name) {
             return Err((
                 format!("{field}.name"),
                 format!("{:?} is a built-in step's name", s.name),
@@ -706,10 +707,10 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
             let field = format!("steps.{}.inputs", s.name);
             match input.split_once(':') {
                 Some(("step", dep)) => {
-                    let builtin = match dep {
-                        "frontend" => c.frontend.is_some(),
-                        "backend" => c.backend.is_some(),
-                        "models" => c.models.is_some(),
+                    let builtin = match crate::StepId::parse(dep) {
+                        crate::StepId::Frontend => c.frontend.is_some(),
+                        crate::StepId::Backend => c.backend.is_some(),
+                        crate::StepId::Models => c.models.is_some(),
                         _ => false,
                     };
                     if !builtin && !custom.contains_key(dep) {
@@ -897,5 +898,29 @@ mod tests {
         let builtin = format!("{MINIMAL}[[steps]]\nname = \"frontend\"\ncommand = \"true\"\n");
         let c = parse("farm.toml", &builtin).unwrap();
         assert!(validate("farm.toml", &c).unwrap_err().to_string().contains("built-in"));
+    }
+
+    /// farm.lock records these digests; a change here would mark every
+    /// existing lock stale. They hash `{"npm":"10","version":"22.19.0"}` and
+    /// `{"pip":"24.3.1","version":"3.11"}`: canonical JSON, sorted keys.
+    #[test]
+    fn section_digests_are_pinned() {
+        let text = format!(
+            "{MINIMAL}[toolchains.node]\nversion = \"22.19.0\"\nnpm = \"10\"\n\
+             [toolchains.python]\nversion = \"3.11\"\npip = \"24.3.1\"\n"
+        );
+        let p = Project {
+            root: ".".into(),
+            config: parse("farm.toml", &text).unwrap(),
+        };
+        let d = p.lock_section_digests();
+        assert_eq!(
+            d["farm.toml#toolchains.node"].to_string(),
+            "sha256:66ffab0f3483112331d48dd88056dda620a67dc071cd288684219df64c857d9f"
+        );
+        assert_eq!(
+            d["farm.toml#toolchains.python"].to_string(),
+            "sha256:143cce95613c1c311add3cbaf9bbf10e3b7d1da0e2443cc0bb0e4e63466b65d8"
+        );
     }
 }

@@ -10,9 +10,11 @@ pub mod config;
 pub mod endpoints;
 pub mod inputs;
 pub mod paths;
+pub mod steps;
 
 pub use config::{Config, ConfigError, Project, CONFIG_FILE, DEFAULT_ENV};
 pub use paths::StatePaths;
+pub use steps::StepId;
 
 impl Project {
     /// The `.farm/` paths of this project.

@@ -16,9 +16,12 @@ pub(crate) enum Request {
     /// Check that namespaces, id maps and mounts work, then exit.
     Probe,
     /// Run a step; `resolv_conf` is the host's, read by the caller, used only with host network.
+    /// With `terminal`, the helper's stdio descriptors that are terminals are the step's own
+    /// pseudo-terminal (see `terminal`), which the command makes its controlling terminal.
     Run {
         spec: Box<StepSpec>,
         resolv_conf: Option<String>,
+        terminal: bool,
     },
 }
 

@@ -8,9 +8,11 @@
 //! The root directory becomes an image (imported once, cached under a tag
 //! derived from its content digest); binds become bind mounts, the other
 //! writable directories tmpfs; the step runs as uid/gid 1000 with a
-//! read-only root, no capabilities, no_new_privs, an init as PID 1, the
-//! step's rlimits and no network. The API is blocking: each backend owns a
-//! current-thread tokio runtime, because farm's callers are synchronous.
+//! read-only root, no capabilities, no_new_privs, the engine's init as PID 1
+//! (or, where the engine has no init binary, the command itself: see
+//! [`ContainerBackend::uses_init`]), the step's rlimits and no network. The
+//! API is blocking: each backend owns a current-thread tokio runtime,
+//! because farm's callers are synchronous.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -32,6 +34,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use bytes::Bytes;
+use farm_archive::{Format, TarEntry, TarError, TarKind, TarWriter};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -150,6 +153,10 @@ pub struct ContainerBackend {
     known_images: Mutex<HashSet<String>>,
     /// One import at a time, so parallel steps with the same root import it once.
     import_lock: tokio::sync::Mutex<()>,
+    /// Whether step containers ask for the engine's init (`Init: true`).
+    /// Cleared, for the rest of this backend's life, by the first container
+    /// the engine refused because its init binary is missing.
+    use_init: AtomicBool,
 }
 
 impl std::fmt::Debug for ContainerBackend {
@@ -188,12 +195,19 @@ impl ContainerBackend {
             runtime,
             known_images: Mutex::new(HashSet::new()),
             import_lock: tokio::sync::Mutex::new(()),
+            use_init: AtomicBool::new(true),
         })
     }
 
     /// The engine address in use.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Whether steps run under the engine's init (the default), or, after
+    /// the engine turned out to have none, with their command as PID 1.
+    pub fn uses_init(&self) -> bool {
+        self.use_init.load(Ordering::SeqCst)
     }
 
     /// Checks that the engine answers (`GET /_ping`).
@@ -358,6 +372,41 @@ impl ContainerBackend {
         let image = self.ensure_root_image(root).await?;
         let etc_dir = write_etc_files(spec)?;
         open_writable_binds(spec)?;
+        let init = self.uses_init();
+        let ran = match self.run_container(spec, &image, etc_dir.path(), init).await {
+            // Podman refuses the container at create, Docker at start; either
+            // way it never ran (and is removed), so running it again is safe.
+            Err(ContainerError::Engine { message, .. }) if init && engine_lacks_init(&message, &spec.argv[0]) => {
+                self.continue_without_init(&message);
+                self.run_container(spec, &image, etc_dir.path(), false).await
+            }
+            other => other,
+        };
+        drop(etc_dir);
+        ran
+    }
+
+    /// Remembers that the engine has no init, and says so once.
+    fn continue_without_init(&self, message: &str) {
+        if self.use_init.swap(false, Ordering::SeqCst) {
+            let reason = message.lines().next().unwrap_or(message);
+            eprintln!(
+                "warning: container engine at {}: no init binary ({reason}); steps run with their command as \
+                 PID 1 (orphans are reaped when the step ends, signals it does not handle are ignored)\n\
+                 hint: {NO_INIT_HINT}",
+                self.host
+            );
+        }
+    }
+
+    /// One container for the step: made, run and removed, whatever happened.
+    async fn run_container(
+        &self,
+        spec: &StepSpec,
+        image: &str,
+        etc_dir: &Path,
+        init: bool,
+    ) -> Result<Outcome, ContainerError> {
         let io = match &spec.stdio {
             Stdio::Capture { log, stream } => StepIo::Capture {
                 log: File::create(log).map_err(|source| ContainerError::Log {
@@ -371,7 +420,7 @@ impl ContainerBackend {
                 tty: io::stdin().is_terminal() && io::stdout().is_terminal(),
             },
         };
-        let body = container_body(spec, &image, etc_dir.path(), io.tty());
+        let body = container_body(spec, image, etc_dir, io.tty(), init);
         let created = self
             .docker
             .create_container(None::<CreateContainerOptions>, body)
@@ -389,7 +438,6 @@ impl ContainerBackend {
             Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             other => other,
         };
-        drop(etc_dir);
         match (ran, removed) {
             (Ok(outcome), Ok(())) => Ok(outcome),
             (Ok(_), Err(e)) => Err(ContainerError::Remove {
@@ -430,12 +478,10 @@ impl ContainerBackend {
             _ => None,
         };
         let mut output = tokio::spawn(copy_output(attached.output, io));
-        let stdin = interactive.then(|| StdinForwarder::start(attached.input));
 
         let started = self.docker.start_container(id, None).await;
         if let Err(e) = started {
             output.abort();
-            drop(stdin);
             drop(raw_mode);
             let hint = start_hint(&e.to_string(), spec);
             return Err(ContainerError::Engine {
@@ -445,6 +491,9 @@ impl ContainerBackend {
                 hint,
             });
         }
+        // Only now: a container that does not start (and may be made again
+        // without an init) must not have taken any of the caller's input.
+        let stdin = interactive.then(|| StdinForwarder::start(attached.input));
         if raw_mode.is_some() {
             if let Some((rows, cols)) = terminal_size() {
                 let size = ResizeContainerTTYOptions { h: rows, w: cols };
@@ -628,74 +677,70 @@ impl Write for HashWriter {
 /// the same bytes for the same tree on every machine: entries in byte order
 /// of their names, depth first; owner 0:0 without names; mtime 1; the
 /// permission bits (setuid, setgid and sticky bits dropped); symlinks kept
-/// as symlinks, hard links written as separate files. Other file types
-/// (devices, FIFOs, sockets) are an error.
+/// as symlinks, hard links written as separate files; GNU headers, as
+/// farm-archive's [`Format::Gnu`] writes them. Other file types (devices,
+/// FIFOs, sockets) are an error.
 pub fn write_root_tar(root: &Path, out: impl Write) -> Result<(), ContainerError> {
-    let mut builder = tar::Builder::new(out);
-    append_tree(&mut builder, root, Path::new(""))?;
-    builder
-        .into_inner()
+    let tree_err = |path: &Path, problem: String| ContainerError::RootTree {
+        root: root.to_path_buf(),
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut tar = TarWriter::new(out, Format::Gnu);
+    for found in farm_archive::walk(root) {
+        let found = found.map_err(|e| tree_err(&e.path, format!("cannot list the directory: {}", e.source)))?;
+        let path = found.path();
+        let meta = found.metadata().map_err(|e| tree_err(path, e.source.to_string()))?;
+        let kind = meta.file_type();
+        let kind = if kind.is_dir() {
+            TarKind::Dir
+        } else if kind.is_symlink() {
+            let target = fs::read_link(path).map_err(|e| tree_err(path, e.to_string()))?;
+            TarKind::Symlink(target.into_os_string().into_encoded_bytes())
+        } else if kind.is_file() {
+            TarKind::File {
+                source: path.to_path_buf(),
+                size: meta.len(),
+            }
+        } else {
+            return Err(tree_err(
+                path,
+                "expected a file, directory or symlink, found a device, FIFO or socket; \
+                 a root image holds no special files (the engine provides /dev)"
+                    .into(),
+            ));
+        };
+        let entry = TarEntry {
+            path: found.relative().as_os_str().as_encoded_bytes().to_vec(),
+            kind,
+            mode: meta.permissions().mode() & 0o777,
+            uid: 0,
+            gid: 0,
+            mtime: ROOT_MTIME,
+        };
+        tar.append(&entry).map_err(|e| match e {
+            TarError::Open { path, source } => tree_err(&path, format!("cannot open: {source}")),
+            TarError::Read { path, source } => tree_err(&path, format!("cannot read: {source}")),
+            TarError::Changed { path, expected, found } => tree_err(
+                &path,
+                format!("changed while the tar stream was written: expected {expected} bytes, found {found}"),
+            ),
+            TarError::Write { source, .. } | TarError::Finish { source } => {
+                tree_err(path, format!("writing its tar entry: {source}"))
+            }
+        })?;
+    }
+    tar.finish()
+        .map_err(|e| match e {
+            TarError::Finish { source } => source,
+            other => io::Error::other(other.to_string()),
+        })
         .and_then(|mut out| out.flush())
         .map_err(|source| ContainerError::Host {
             what: "writing the tar stream of root",
             path: root.to_path_buf(),
             source,
         })
-}
-
-fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Result<(), ContainerError> {
-    let dir = root.join(rel);
-    let tree_err = |path: &Path, problem: String| ContainerError::RootTree {
-        root: root.to_path_buf(),
-        path: path.to_path_buf(),
-        problem,
-    };
-    let mut names: Vec<_> = fs::read_dir(&dir)
-        .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>())
-        .map_err(|e| tree_err(&dir, format!("cannot list the directory: {e}")))?;
-    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-    for name in names {
-        let rel_path = rel.join(&name);
-        let path = root.join(&rel_path);
-        let meta = fs::symlink_metadata(&path).map_err(|e| tree_err(&path, e.to_string()))?;
-        let kind = meta.file_type();
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(ROOT_MTIME);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mode(meta.permissions().mode() & 0o777);
-        let write_err = |e: io::Error| tree_err(&path, format!("writing its tar entry: {e}"));
-        if kind.is_dir() {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            builder
-                .append_data(&mut header, &rel_path, io::empty())
-                .map_err(write_err)?;
-            append_tree(builder, root, &rel_path)?;
-        } else if kind.is_symlink() {
-            let target = fs::read_link(&path).map_err(|e| tree_err(&path, e.to_string()))?;
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_size(0);
-            builder
-                .append_link(&mut header, &rel_path, &target)
-                .map_err(write_err)?;
-        } else if kind.is_file() {
-            let file = File::open(&path).map_err(|e| tree_err(&path, format!("cannot open: {e}")))?;
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(meta.len());
-            builder
-                .append_data(&mut header, &rel_path, file.take(meta.len()))
-                .map_err(write_err)?;
-        } else {
-            return Err(tree_err(
-                &path,
-                "expected a file, directory or symlink, found a device, FIFO or socket; \
-                 a root image holds no special files (the engine provides /dev)"
-                    .into(),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Sends what is written, in chunks, into the request body of the import.
@@ -826,7 +871,7 @@ fn open_up(path: &Path) -> Result<(), (PathBuf, io::Error)> {
 }
 
 /// The container for `spec` (pure, so that the mapping is unit-tested).
-fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool) -> ContainerCreateBody {
+fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool, init: bool) -> ContainerCreateBody {
     let interactive = matches!(spec.stdio, Stdio::Inherit);
     let bind = |source: &Path, target: &Path, read_only: bool| Mount {
         typ: Some(MountType::BIND),
@@ -860,8 +905,12 @@ fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool) -> Co
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges".into()]),
-        // An init as PID 1 reaps orphans and passes the command's status on, like the native PID 1.
-        init: Some(true),
+        // An init as PID 1 reaps orphans and passes the command's status on,
+        // like the native PID 1. Without one (the engine has none; always
+        // explicit, so an engine default of `init = true` cannot apply) the
+        // command is PID 1: the process tree still dies with it, as the
+        // kernel kills a PID namespace whose PID 1 exits.
+        init: Some(init),
         pids_limit: spec.limits.nproc.map(clamp_i64),
         ulimits: Some(ulimits(spec)),
         ..Default::default()
@@ -1070,7 +1119,10 @@ fn clamp_i64(v: u64) -> i64 {
 
 fn start_hint(message: &str, spec: &StepSpec) -> Option<String> {
     let m = message.to_ascii_lowercase();
-    if m.contains("rlimit") {
+    // First: Docker reports a missing docker-init as an executable not found.
+    if engine_lacks_init(message, &spec.argv[0]) {
+        Some(NO_INIT_HINT.into())
+    } else if m.contains("rlimit") {
         Some(
             "the engine could not apply a resource limit; set limits.nproc and limits.nofile \
              at or below the engine host's hard limits (`ulimit -Hu`, `ulimit -Hn`)"
@@ -1083,11 +1135,39 @@ fn start_hint(message: &str, spec: &StepSpec) -> Option<String> {
         ))
     } else if m.contains("mounts denied") || m.contains("not shared") {
         Some("the engine runs in a VM that cannot see this path; share it in the engine's file sharing settings".into())
-    } else if m.contains("init") && m.contains("not found") {
-        Some("the engine has no init binary (Podman: install catatonit)".into())
     } else {
         None
     }
+}
+
+/// What to install so that the engine has an init.
+const NO_INIT_HINT: &str = "for an init as PID 1 install the engine's init binary: Podman's is catatonit \
+     (`apt-get install catatonit`; a Recommends of the podman package, so `--no-install-recommends` leaves it \
+     out), Docker's is docker-init (tini; `apt-get install tini` or the docker-ce package)";
+
+/// Whether the engine refused a container because its init binary is
+/// missing, so the container is to be made again without `Init`.
+///
+/// Podman refuses at create: `container-init binary not found on the host:
+/// stat /usr/libexec/podman/catatonit: no such file or directory`. Docker
+/// at start, with `exec: "docker-init": executable file not found in $PATH`
+/// (or, for an absolute `init-path`, a failed bind of that path). The
+/// binary's name must be one of the known inits (and not the step's own
+/// command, whose absence is a different error) and the message must say
+/// it was not found.
+fn engine_lacks_init(message: &str, command: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    let not_found = m.contains("not found") || m.contains("no such file");
+    let command = Path::new(command)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase());
+    let names_an_init = m
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        .any(|word| {
+            ["container-init", "catatonit", "docker-init", "tini", "tini-static"].contains(&word)
+                && command.as_deref() != Some(word)
+        });
+    not_found && names_an_init
 }
 
 /// Where the step's output goes.
@@ -1285,7 +1365,7 @@ mod tests {
     #[test]
     fn the_spec_maps_onto_a_locked_down_container() {
         let s = spec();
-        let body = container_body(&s, "farm-root:00", Path::new("/tmp/etc"), false);
+        let body = container_body(&s, "farm-root:00", Path::new("/tmp/etc"), false, true);
         let hc = body.host_config.as_ref().unwrap();
         assert_eq!(body.image.as_deref(), Some("farm-root:00"));
         assert_eq!(body.cmd.as_ref().unwrap(), &s.argv);
@@ -1353,7 +1433,7 @@ mod tests {
             fsize: Some(1 << 20),
             cpu_seconds: Some(9),
         };
-        let body = container_body(&s, "x", Path::new("/e"), false);
+        let body = container_body(&s, "x", Path::new("/e"), false, true);
         let hc = body.host_config.as_ref().unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("host"));
         assert!(hc
@@ -1378,10 +1458,67 @@ mod tests {
     fn inherit_opens_stdin_and_capture_does_not() {
         let mut s = spec();
         s.stdio = Stdio::Inherit;
-        let body = container_body(&s, "x", Path::new("/e"), true);
+        let body = container_body(&s, "x", Path::new("/e"), true, true);
         assert_eq!(body.open_stdin, Some(true));
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(true));
+    }
+
+    /// Proves the engine's init is asked for unless the backend knows the
+    /// engine has none, and then `Init` is explicitly off (so an engine
+    /// default of `init = true` cannot bring the failure back).
+    #[test]
+    fn init_is_explicit_either_way() {
+        let s = spec();
+        let with = container_body(&s, "x", Path::new("/e"), false, true);
+        assert_eq!(with.host_config.unwrap().init, Some(true));
+        let without = container_body(&s, "x", Path::new("/e"), false, false);
+        assert_eq!(without.host_config.unwrap().init, Some(false));
+        assert_eq!(without.cmd.unwrap(), s.argv, "the command itself, as PID 1");
+    }
+
+    /// Proves the decision to run again without an init: taken for the
+    /// engines' real "init binary missing" errors (Podman at create, Docker
+    /// at start), not for other errors that say "not found" (the step's
+    /// own command, an image, a mount), and not when the missing program is
+    /// the step's command that happens to be called like an init; and that
+    /// the same errors get the hint naming what to install.
+    #[test]
+    fn a_missing_init_binary_is_recognised_and_hinted() {
+        let lacking = [
+            // Podman 4.3 (Debian 12) without catatonit, as seen on these machines.
+            "Docker responded with status code 500: container create: container-init binary not found on the host: \
+             stat /usr/libexec/podman/catatonit: no such file or directory",
+            // Podman with init_path set in containers.conf.
+            "container create: container-init binary not found on the host: stat /opt/bin/my-init: no such file",
+            // Docker without docker-init.
+            "Docker responded with status code 500: exec: \"docker-init\": executable file not found in $PATH",
+            // Docker with an absolute init-path that is missing.
+            "failed to create task for container: error mounting \"/usr/bin/tini\" to rootfs at \"/sbin/docker-init\": \
+             stat /usr/bin/tini: no such file or directory",
+        ];
+        for message in lacking {
+            assert!(engine_lacks_init(message, "/bin/sh"), "{message}");
+            assert_eq!(start_hint(message, &spec()).as_deref(), Some(NO_INIT_HINT), "{message}");
+        }
+        let other = [
+            "exec: \"npm\": executable file not found in $PATH",
+            "crun: executable file `/usr/bin/node` not found: No such file or directory",
+            "no such image: farm-root:00",
+            "error mounting \"/work/out\" to rootfs at \"/out\": no such file or directory",
+            "container init failed: rlimit nproc exceeds the hard limit",
+            "container create: initialising: permission denied",
+        ];
+        for message in other {
+            assert!(!engine_lacks_init(message, "/bin/sh"), "{message}");
+        }
+        // A step whose own command is called `tini` and is missing: that is
+        // the step's error, not the engine's.
+        assert!(!engine_lacks_init(
+            "exec: \"tini\": executable file not found in $PATH",
+            "tini"
+        ));
+        assert!(NO_INIT_HINT.contains("apt-get install catatonit") && NO_INIT_HINT.contains("docker-init"));
     }
 
     /// Proves a writable dir below a writable bind gets no tmpfs of its own,

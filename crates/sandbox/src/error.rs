@@ -31,9 +31,13 @@ pub enum Stage {
     Hostname,
     /// Bringing up `lo`.
     Network,
+    /// Leaving the caller's session keyring for a new one.
+    Keyring,
     Rlimits,
     Capabilities,
     Landlock,
+    /// The system-call filter.
+    Seccomp,
     /// chdir, fd hygiene, PATH lookup and execve of the command.
     Exec,
     /// PID 1 forking and reaping the command.
@@ -77,6 +81,13 @@ pub enum SandboxError {
     #[error("log file `{path}`: {source}")]
     Log {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the step's terminal: {context}: {source}")]
+    Terminal {
+        context: &'static str,
         #[source]
         source: io::Error,
     },

@@ -14,6 +14,8 @@ pub(crate) enum ExecError {
     Cwd { cwd: PathBuf, source: io::Error },
     #[error("mark inherited descriptors close-on-exec: {0}")]
     Fds(io::Error),
+    #[error("make the step's pseudo-terminal its controlling terminal: {0}")]
+    ControllingTerminal(io::Error),
     #[error("command `{command}` not found in the step's PATH `{path}`; hint: PATH comes only from the step's env, add the toolchain's bin directory to it or give an absolute path")]
     NotFound { command: String, path: String },
     #[error("execve `{}`: {source}", .program.display())]
@@ -45,6 +47,22 @@ pub(crate) fn close_extra_fds_on_exec() -> Result<(), ExecError> {
     for fd in fds {
         // SAFETY: fcntl on a descriptor number; a stale one just fails with EBADF.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Makes the first of stdin, stdout and stderr that is a terminal the
+/// controlling terminal of the step's new session, so job control, Ctrl-C
+/// and /dev/tty work. That terminal is the step's own pseudo-terminal:
+/// the caller never passes its own (see `terminal`).
+pub(crate) fn take_controlling_terminal() -> Result<(), ExecError> {
+    // SAFETY: isatty(3) on a descriptor number.
+    let Some(fd) = (0..3).find(|fd| unsafe { libc::isatty(*fd) } == 1) else {
+        return Ok(());
+    };
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal it from another session).
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(ExecError::ControllingTerminal(io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -24,8 +24,8 @@ use crate::channel::{self, Report, Request};
 use crate::error::Stage;
 use crate::etc::{self, EtcFiles};
 use crate::kernel::Linux;
-use crate::spec::{Network, Stdio, StepSpec};
-use crate::{caps, dev, exec, idmap, landlock, namespaces, net, pid1, procfs, rlimits, rootfs};
+use crate::spec::{Network, StepSpec};
+use crate::{caps, dev, exec, idmap, keyring, landlock, namespaces, net, pid1, procfs, rlimits, rootfs, seccomp};
 
 /// Exit code of a helper whose set-up failed (the report says why).
 const SETUP_FAILED: i32 = 125;
@@ -112,7 +112,11 @@ pub(crate) fn main(args: &[String]) -> i32 {
     });
     let result = match request {
         Ok(Request::Probe) => probe(report.as_fd(), request_fd.as_fd()),
-        Ok(Request::Run { spec, resolv_conf }) => run(&spec, resolv_conf, report.as_fd(), request_fd.as_fd()),
+        Ok(Request::Run {
+            spec,
+            resolv_conf,
+            terminal,
+        }) => run(&spec, resolv_conf, terminal, report.as_fd(), request_fd.as_fd()),
         Err(f) => Err(f),
     };
     match result {
@@ -167,6 +171,7 @@ fn enter_namespaces(network: Network, uid: u32, gid: u32) -> Result<SigSet, Fail
 fn run(
     spec: &StepSpec,
     resolv_conf: Option<String>,
+    terminal: bool,
     report: BorrowedFd<'_>,
     lifeline: BorrowedFd<'_>,
 ) -> Result<i32, Failure> {
@@ -176,7 +181,7 @@ fn run(
     match unsafe { fork() }.stage(Stage::Fork)? {
         ForkResult::Child => {
             drop(alive_w);
-            let code = match init(spec, resolv_conf, report, alive_r, &signals) {
+            let code = match init(spec, resolv_conf, terminal, report, alive_r, &signals) {
                 Ok(code) => code,
                 Err(f) => {
                     report_failure(report, f);
@@ -199,6 +204,7 @@ fn run(
 fn init(
     spec: &StepSpec,
     resolv_conf: Option<String>,
+    terminal: bool,
     report: BorrowedFd<'_>,
     alive: OwnedFd,
     signals: &SigSet,
@@ -227,7 +233,7 @@ fn init(
     // SAFETY: PID 1 is single-threaded.
     let command = match unsafe { fork() }.stage(Stage::Reaper)? {
         ForkResult::Child => {
-            let f = exec_command(spec);
+            let f = exec_command(spec, terminal);
             report_failure(report, f);
             // SAFETY: _exit in a forked child.
             unsafe { libc::_exit(127) }
@@ -245,13 +251,18 @@ fn init(
     Ok(finished.status)
 }
 
-/// The command's process: give up everything, then execve. Only returns on failure.
-fn exec_command(spec: &StepSpec) -> Failure {
+/// The command's process: give up everything, then execve. Only returns on
+/// failure. `terminal`: its stdio terminals are its own pseudo-terminal.
+fn exec_command(spec: &StepSpec, terminal: bool) -> Failure {
     let steps = || -> Result<std::convert::Infallible, Failure> {
-        if matches!(spec.stdio, Stdio::Capture { .. }) {
-            // No controlling terminal: nothing to inject keystrokes into.
-            setsid().stage(Stage::Exec)?;
+        // A session of its own: the caller's controlling terminal is not the
+        // step's (/dev/tty does not lead to it), and signals from the
+        // caller's terminal do not reach the step's processes directly.
+        setsid().stage(Stage::Exec)?;
+        if terminal {
+            exec::take_controlling_terminal().stage(Stage::Exec)?;
         }
+        keyring::join_new_session().stage(Stage::Keyring)?;
         rlimits::apply(&spec.limits).stage(Stage::Rlimits)?;
         exec::chdir(&spec.cwd).stage(Stage::Exec)?;
         exec::close_extra_fds_on_exec().stage(Stage::Exec)?;
@@ -260,6 +271,8 @@ fn exec_command(spec: &StepSpec) -> Failure {
         nix::sys::prctl::set_no_new_privs().stage(Stage::Capabilities)?;
         landlock::restrict(&spec.writable).stage(Stage::Landlock)?;
         reset_signals().stage(Stage::Exec)?;
+        // Last: nothing above may need a call it denies.
+        seccomp::install().stage(Stage::Seccomp)?;
         Err(exec::execve(&program, &spec.argv, &spec.env)).stage(Stage::Exec)
     };
     match steps() {

@@ -4,13 +4,15 @@
 //! own /proc and generated /etc files; it runs in new user, mount, PID,
 //! network (loopback only), UTS, IPC and cgroup namespaces as uid/gid 1000
 //! mapped to the caller, with exactly the environment it was given, no
-//! capabilities, no_new_privs, Landlock write confinement, resource limits,
-//! a timeout, and a PID 1 that kills everything left when the command exits.
-//! It works as root and as an unprivileged user.
+//! capabilities, no_new_privs, Landlock write confinement, a system-call
+//! filter, a session and session keyring of its own (and a terminal of its
+//! own when the caller's is one), resource limits, a timeout, and a PID 1
+//! that kills everything left when the command exits. It works as root and
+//! as an unprivileged user.
 //!
-//! It is not a container runtime (no images, no cgroup resource control,
-//! no seccomp filter). It decides nothing about what a step needs: the
-//! caller passes the root, binds and environment.
+//! It is not a container runtime (no images, no cgroup resource control).
+//! It decides nothing about what a step needs: the caller passes the root,
+//! binds and environment.
 //!
 //! [`container`] is the second backend: the same [`StepSpec`] run in a
 //! container of a Docker-compatible engine, for machines without user
@@ -31,6 +33,7 @@ mod exec;
 mod helper;
 mod idmap;
 mod kernel;
+mod keyring;
 mod landlock;
 mod namespaces;
 mod net;
@@ -38,8 +41,10 @@ mod pid1;
 mod procfs;
 mod rlimits;
 mod rootfs;
+mod seccomp;
 mod spec;
 mod supervise;
+mod terminal;
 
 use std::path::PathBuf;
 

@@ -123,8 +123,10 @@ pub enum Stdio {
     /// stdin is /dev/null; stdout and stderr go (interleaved) into `log`, and
     /// also to the caller's stderr when `stream` is set.
     Capture { log: PathBuf, stream: bool },
-    /// The caller's stdin/stdout/stderr (interactive use, e.g. `farm shell`).
-    /// The step then shares the caller's terminal and session.
+    /// The caller's stdin/stdout/stderr (interactive use, e.g. `farm shell`),
+    /// except that a terminal among them is replaced by a pseudo-terminal of
+    /// the step's own, relayed to the caller's: the step never holds the
+    /// caller's terminal, so it cannot push input into it.
     Inherit,
 }
 

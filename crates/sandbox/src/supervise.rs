@@ -19,13 +19,18 @@ use crate::channel::{self, Report, Request};
 use crate::error::{SandboxError, Stage};
 use crate::namespaces;
 use crate::spec::{Network, Outcome, RootSpec, Stdio, StepSpec};
+use crate::terminal::{Relay, StepTerminal};
 use crate::HELPER_ARG;
 
-/// Where the helper's stdout/stderr go.
+/// Where the helper's stdin/stdout/stderr come from and go.
 enum HelperIo<'a> {
     Null,
-    Inherit,
-    Capture { log: &'a Path, stream: bool },
+    /// The caller's own, except that a terminal among them is replaced by the step's own.
+    Inherit(Option<StepTerminal>),
+    Capture {
+        log: &'a Path,
+        stream: bool,
+    },
 }
 
 struct Running {
@@ -35,6 +40,7 @@ struct Running {
     lifeline: File,
     reports: JoinHandle<io::Result<Vec<Report>>>,
     output: Option<JoinHandle<io::Result<()>>>,
+    terminal: Option<Relay>,
 }
 
 struct Ended {
@@ -57,12 +63,13 @@ pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxErro
     };
     let io = match &log {
         Some(log) => HelperIo::Capture { log, stream },
-        None => HelperIo::Inherit,
+        None => HelperIo::Inherit(StepTerminal::open_if_caller_has_one()?),
     };
     let timeout = spec.timeout;
     let request = Request::Run {
         spec: Box::new(spec),
         resolv_conf,
+        terminal: matches!(io, HelperIo::Inherit(Some(_))),
     };
     let ended = spawn(helper, &request, io)?.wait(timeout)?;
 
@@ -225,13 +232,26 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
     // The helper needs no environment, and the step gets only its own.
     cmd.env_clear();
     let mut output_r = None;
+    let mut terminal = None;
     match io {
         HelperIo::Null => {
             cmd.stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
         }
-        HelperIo::Inherit => {}
+        HelperIo::Inherit(None) => {}
+        HelperIo::Inherit(Some(t)) => {
+            if let Some(s) = t.helper_stdio(0)? {
+                cmd.stdin(s);
+            }
+            if let Some(s) = t.helper_stdio(1)? {
+                cmd.stdout(s);
+            }
+            if let Some(s) = t.helper_stdio(2)? {
+                cmd.stderr(s);
+            }
+            terminal = Some(t);
+        }
         HelperIo::Capture { log, stream } => {
             let file = File::create(log).map_err(|source| SandboxError::Log {
                 path: log.to_path_buf(),
@@ -273,6 +293,7 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
     drop(req_r);
     drop(rep_w);
     let pidfd = pidfd_open(child.id());
+    let terminal = terminal.map(StepTerminal::start_relay);
 
     // One line; the pipe then stays open as the helper's lifeline until we have waited for it.
     // A helper that died at once closed its end: the reports then say why.
@@ -289,6 +310,7 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
         lifeline,
         reports,
         output,
+        terminal,
     })
 }
 
@@ -333,6 +355,8 @@ impl Running {
             let _ = self.child.kill();
         }
         let status = self.child.wait().map_err(channel_err("wait for the helper"))?;
+        // What the step's terminal still holds reaches the caller's, then its settings are restored.
+        drop(self.terminal);
         drop(self.lifeline);
         let reports = self
             .reports

@@ -1,0 +1,100 @@
+//! `farm exec` and `farm shell`: run a command in the project's hermetic
+//! environment, the one build steps get: locked toolchains on PATH, the
+//! project read-only at /build/src, no network, nothing from the host.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use farm_lockfiles::Lock;
+use farm_project::Project;
+use farm_sandbox::{Bind, Limits, Network, RootSpec, Stdio, StepSpec};
+use farm_store::Store;
+
+use crate::toolchain::{self, Toolchain};
+use crate::Context;
+
+/// What `farm exec` (and `farm shell`, which runs a shell) is asked to run.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// Kill the command after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// Entry point of `farm exec` and `farm shell`: runs the command with the
+/// terminal attached and returns its exit status (128 + signal number when
+/// a signal ended it).
+pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
+    let project = Project::load(&ctx.project_dir)?;
+    let lock_path = project.lock_path();
+    if !lock_path.exists() {
+        bail!(
+            "{}: no lock file\nhint: run `farm lock && farm fetch`",
+            lock_path.display()
+        );
+    }
+    let lock = Lock::read(&lock_path)?;
+    let store = Store::open(&ctx.farm_home)?;
+    toolchain::require_fetched(&store, &lock)?;
+    let tc = toolchain::compose(&store, &lock)?;
+    let project_root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
+    let spec = step_spec(
+        &tc,
+        &project_root,
+        opts.argv.clone(),
+        project.source_date_epoch(),
+        opts.timeout,
+    );
+    let outcome = crate::executor::select(ctx.sandbox)?.run(&spec)?;
+    if outcome.timed_out {
+        bail!(
+            "the command ran past its {}s timeout and was killed",
+            opts.timeout.map(|t| t.as_secs()).unwrap_or(0)
+        );
+    }
+    Ok(outcome.status)
+}
+
+/// The sandbox spec shared by `farm exec`, `farm shell` and build steps.
+pub fn step_spec(
+    tc: &Toolchain,
+    project_root: &Path,
+    argv: Vec<String>,
+    source_date_epoch: u64,
+    timeout: Option<Duration>,
+) -> StepSpec {
+    let mut binds: Vec<Bind> = tc
+        .inputs
+        .iter()
+        .map(|e| Bind {
+            source: e.path.clone(),
+            target: Toolchain::sandbox_path(e),
+            read_only: true,
+        })
+        .collect();
+    binds.push(Bind {
+        source: project_root.to_path_buf(),
+        target: PathBuf::from("/build/src"),
+        read_only: true,
+    });
+    StepSpec {
+        root: RootSpec::Dir(tc.root.path.clone()),
+        binds,
+        argv,
+        env: tc.env(source_date_epoch),
+        cwd: PathBuf::from("/build/src"),
+        hostname: "farm".into(),
+        uid: 1000,
+        gid: 1000,
+        timeout,
+        limits: Limits::default(),
+        network: Network::None,
+        stdio: Stdio::Inherit,
+        writable: ["/build", "/out", "/tmp", "/dev/shm"]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+    }
+}

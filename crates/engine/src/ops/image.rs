@@ -1,0 +1,131 @@
+//! `farm push` and `farm image load`: hand the images of the last build to
+//! a registry (OCI distribution API) or to the local Docker/Podman engine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use farm_images::{LoadedImage, PushReport};
+use farm_lockfiles::http::{Client, ClientOptions};
+use farm_project::Project;
+
+use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::Context;
+
+/// What `farm push` is asked to do.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// The registry's base URL.
+    pub registry: String,
+    /// Tags to push; empty is each image's own (the project version).
+    pub tags: Vec<String>,
+    /// A repository of the same registry to mount blobs from.
+    pub mount_from: Option<String>,
+    /// The build's output directory; `None` is `.farm/out`.
+    pub out: Option<PathBuf>,
+    /// Images to push; empty is every image the build made.
+    pub images: Vec<String>,
+}
+
+/// What `farm image load` is asked to do.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The build's output directory; `None` is `.farm/out`.
+    pub out: Option<PathBuf>,
+    /// Images to load; empty is every image the build made.
+    pub images: Vec<String>,
+}
+
+/// The images of the last build: name → (layout directory, `repo:tag` reference).
+fn built_images(ctx: &Context, out: Option<PathBuf>, wanted: &[String]) -> Result<BTreeMap<String, (PathBuf, String)>> {
+    let project = Project::load(&ctx.project_dir)?;
+    let out = out.unwrap_or_else(|| project.state().out());
+    let path = out.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "{}: no build output\nhint: run `farm build --hermetic` first",
+            path.display()
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).with_context(|| path.display().to_string())?;
+    let mut images = BTreeMap::new();
+    for (key, o) in &manifest.outputs {
+        let Some(name) = key.strip_prefix("image.") else {
+            continue;
+        };
+        let reference = o
+            .metadata
+            .get("reference")
+            .and_then(|r| r.as_str())
+            .unwrap_or(name)
+            .to_string();
+        images.insert(name.to_string(), (out.join(&o.path), reference));
+    }
+    if images.is_empty() {
+        bail!(
+            "{}: the last build made no images\nhint: run `farm build --hermetic images`",
+            path.display()
+        );
+    }
+    for w in wanted {
+        if !images.contains_key(w) {
+            let known: Vec<&str> = images.keys().map(String::as_str).collect();
+            bail!("no image {w:?} in the last build (it has: {})", known.join(", "));
+        }
+    }
+    if !wanted.is_empty() {
+        images.retain(|k, _| wanted.contains(k));
+    }
+    Ok(images)
+}
+
+/// Entry point of `farm push`: pushes each image in turn and hands its
+/// name and report to `pushed` as soon as it is in the registry.
+pub fn push(ctx: &Context, opts: &PushOptions, pushed: &mut dyn FnMut(&str, &PushReport)) -> Result<()> {
+    let images = built_images(ctx, opts.out.clone(), &opts.images)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = Client::new(ClientOptions::from_env());
+    let registry = farm_lockfiles::oci::RegistryClient::new(&client, &opts.registry, None)
+        .with_context(|| format!("--registry {}", opts.registry))?;
+    for (name, (layout, reference)) in images {
+        let (repo, version) = reference.rsplit_once(':').unwrap_or((reference.as_str(), "latest"));
+        let tags = if opts.tags.is_empty() {
+            vec![version.to_string()]
+        } else {
+            opts.tags.clone()
+        };
+        let options = farm_images::PushOptions {
+            mount_from: opts.mount_from.clone(),
+            ..Default::default()
+        };
+        let report = rt
+            .block_on(farm_images::push(&layout, &registry, repo, &tags, &options))
+            .with_context(|| format!("pushing the {name} image to {}", opts.registry))?;
+        pushed(&name, &report);
+    }
+    Ok(())
+}
+
+/// Entry point of `farm image load`: loads each image in turn and hands
+/// what the engine loaded to `loaded` as soon as it has it.
+pub fn load(ctx: &Context, opts: &LoadOptions, loaded: &mut dyn FnMut(&[LoadedImage])) -> Result<()> {
+    let images = built_images(ctx, opts.out.clone(), &opts.images)?;
+    let store = farm_store::Store::open(&ctx.farm_home)?;
+    let staging = store.temp_dir()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let host = std::env::var("DOCKER_HOST").ok();
+    for (name, (layout, reference)) in images {
+        let archive = staging.path().join(format!("{name}.tar"));
+        farm_images::write_docker_archive(&layout, &reference, &archive)
+            .with_context(|| format!("writing the {name} image as a docker archive"))?;
+        let images = rt.block_on(farm_images::load_into_engine(&archive, host.as_deref())).with_context(|| {
+            format!(
+                "loading the {name} image into {}\nhint: start Docker, or Podman's API service (`podman system service`), or set DOCKER_HOST",
+                host.as_deref().unwrap_or("the default engine socket")
+            )
+        })?;
+        loaded(&images);
+        let _ = std::fs::remove_file(&archive);
+    }
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! `farm lock`: resolve what farm.toml and the dependency lockfiles ask for,
+//! and pin it in farm.lock. Like Cargo, an existing lock is kept where its
+//! inputs did not change; only stale sections are resolved again.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use farm_lockfiles::http::{Client, ClientOptions};
+use farm_lockfiles::lock::{DebianBase, LockedArtifact, PythonToolchain, Unpack};
+use farm_lockfiles::{Integrity, Lock};
+use farm_project::endpoints;
+use farm_project::inputs::{current_inputs, sections_of, stale_inputs, Section};
+use farm_project::Project;
+
+use crate::Context;
+
+/// What `farm lock` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    /// Only compare the lock with its inputs; write nothing.
+    pub check: bool,
+    /// Sections or entries to resolve again even if their inputs did not change.
+    pub update: Vec<String>,
+}
+
+/// How `farm lock` ended. `Missing` and `Stale` come only from a check.
+#[derive(Debug)]
+pub enum LockOutcome {
+    /// The lock matches its inputs (its recorded inputs may have been refreshed).
+    UpToDate { path: PathBuf },
+    /// Sections were resolved and this lock written.
+    Written { path: PathBuf, lock: Box<Lock> },
+    /// There is no lock to check.
+    Missing { path: PathBuf },
+    /// The lock does not match its inputs: what changed, one line each.
+    Stale { path: PathBuf, stale: Vec<String> },
+}
+
+/// Entry point of `farm lock`: resolves the sections whose inputs changed
+/// (or that `--update` names) and writes farm.lock, or with `check` only
+/// says whether it is stale.
+pub fn lock(ctx: &Context, opts: &LockOptions) -> Result<LockOutcome> {
+    let project = Project::load(&ctx.project_dir)?;
+    let path = project.lock_path();
+    let existing = if path.exists() { Some(Lock::read(&path)?) } else { None };
+    let current = current_inputs(&project)?;
+
+    if opts.check {
+        let Some(lock) = existing else {
+            return Ok(LockOutcome::Missing { path });
+        };
+        let stale = stale_inputs(&lock, &current);
+        if stale.is_empty() {
+            return Ok(LockOutcome::UpToDate { path });
+        }
+        return Ok(LockOutcome::Stale { path, stale });
+    }
+
+    let mut todo: BTreeSet<Section> = BTreeSet::new();
+    match &existing {
+        None => {
+            for k in current.keys() {
+                todo.extend(sections_of(&project, k));
+            }
+        }
+        Some(lock) => {
+            for (k, v) in &current {
+                if lock.inputs.get(k) != Some(v) {
+                    todo.extend(sections_of(&project, k));
+                }
+            }
+        }
+    }
+    for name in &opts.update {
+        todo.extend(update_target(&project, existing.as_ref(), name)?);
+    }
+    let mut lock = existing.clone().unwrap_or_else(Lock::new);
+    drop_removed_sections(&project, &mut lock);
+    if todo.is_empty() {
+        lock.inputs = current;
+        if Some(&lock) != existing.as_ref() {
+            lock.write(&path)?;
+        }
+        return Ok(LockOutcome::UpToDate { path });
+    }
+    let names: Vec<&str> = todo.iter().map(|s| s.name()).collect();
+    ctx.reporter.info(&format!("resolving {}", names.join(", ")));
+
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(resolve(ctx, &project, &todo, &mut lock))?;
+    lock.inputs = current;
+    lock.write(&path)?;
+    Ok(LockOutcome::Written {
+        path,
+        lock: Box::new(lock),
+    })
+}
+
+fn update_target(project: &Project, lock: Option<&Lock>, name: &str) -> Result<Vec<Section>> {
+    let by_section = match name {
+        "node" | "npm-cli" => Some(Section::Node),
+        "python" | "pip" | "debian" | "base" => Some(Section::Debian),
+        "ollama" => Some(Section::Ollama),
+        "npm" | "frontend" => Some(Section::Npm),
+        "wheels" | "pypi" | "backend" => Some(Section::Wheels),
+        "models" => Some(Section::Models),
+        "images" | "mongodb" => Some(Section::Images),
+        _ => None,
+    };
+    if let Some(s) = by_section {
+        return Ok(vec![s]);
+    }
+    if project
+        .config
+        .models
+        .as_ref()
+        .is_some_and(|m| m.models.iter().any(|x| x == name))
+    {
+        return Ok(vec![Section::Models]);
+    }
+    if let Some(lock) = lock {
+        if lock
+            .debian
+            .as_ref()
+            .is_some_and(|d| d.packages.iter().any(|p| p.artifact.name == name))
+        {
+            return Ok(vec![Section::Debian]);
+        }
+        if lock.wheels.iter().any(|w| w.artifact.name.eq_ignore_ascii_case(name)) {
+            return Ok(vec![Section::Wheels]);
+        }
+        if lock.npm.iter().any(|p| p.artifact.name == name) {
+            return Ok(vec![Section::Npm]);
+        }
+    }
+    bail!(
+        "--update {name}: not a lock section (node, python, debian, ollama, npm, wheels, models, images) nor a package or model in farm.lock"
+    )
+}
+
+/// Sections whose farm.toml part is gone leave the lock too.
+fn drop_removed_sections(project: &Project, lock: &mut Lock) {
+    let c = &project.config;
+    if c.toolchains.node.is_none() {
+        lock.node = None;
+    }
+    if c.toolchains.python.is_none() {
+        lock.python = None;
+    }
+    if c.toolchains.node.is_none() && c.toolchains.python.is_none() {
+        lock.debian = None;
+    }
+    if c.toolchains.ollama.is_none() {
+        lock.ollama = None;
+    }
+    if c.frontend.is_none() {
+        lock.npm.clear();
+    }
+    if c.backend.is_none() {
+        lock.wheels.clear();
+    }
+    if c.models.is_none() {
+        lock.models.clear();
+    }
+    if !(c.deploy.compose || c.deploy.kubernetes) || c.deploy.mongodb.is_none() {
+        lock.images.clear();
+    }
+}
+
+async fn resolve(ctx: &Context, project: &Project, todo: &BTreeSet<Section>, lock: &mut Lock) -> Result<()> {
+    let client = Client::new(ClientOptions::from_env());
+    let c = &project.config;
+    let mirrors = endpoints::mirrors(project);
+
+    let node = async {
+        match (todo.contains(&Section::Node), &c.toolchains.node) {
+            (true, Some(n)) => {
+                let registry = endpoints::npm_registry(project)?;
+                let mut t = farm_lockfiles::npm::resolve_node(&client, &registry, &n.version, &n.npm)
+                    .await
+                    .with_context(|| format!("locking node {}", n.version))?;
+                t.node.url = mirrors.relativize(&t.node.url);
+                t.npm.url = mirrors.relativize(&t.npm.url);
+                anyhow::Ok(Some(t))
+            }
+            _ => Ok(None),
+        }
+    };
+
+    let debian = async {
+        if !todo.contains(&Section::Debian) || (c.toolchains.node.is_none() && c.toolchains.python.is_none()) {
+            return anyhow::Ok(None);
+        }
+        let d = &c.toolchains.debian;
+        let (mirror, keyring) = endpoints::debian_source(project)?;
+        let roots = project.debian_roots();
+        let req = farm_lockfiles::debian::DebianRequest {
+            mirror: mirror.clone(),
+            suite: d.suite.clone(),
+            components: d.components.clone(),
+            architecture: d.architecture.clone(),
+            roots,
+            exclude: farm_lockfiles::debian::default_excludes()
+                .into_iter()
+                .chain(d.exclude.iter().cloned())
+                .collect(),
+            keyring,
+            cache_dir: Some(ctx.farm_home.join("cache").join("debian")),
+        };
+        let resolved = farm_lockfiles::debian::resolve(&client, &req)
+            .await
+            .with_context(|| format!("resolving the Debian {} {} base", d.suite, d.architecture))?;
+        if let farm_lockfiles::debian::ReleaseTrust::Unchecked { reason } = &resolved.trust {
+            ctx.reporter.warn(&format!(
+                "{} was not signature-checked ({reason}); its packages are pinned by SHA-256 all the same",
+                resolved.release_url
+            ));
+        }
+        let mut packages = resolved.packages;
+        for p in &mut packages {
+            p.artifact.url = mirrors.relativize(&p.artifact.url);
+        }
+        let python = match &c.toolchains.python {
+            Some(p) => {
+                let package = format!("python{}-minimal", p.version);
+                let deb = packages.iter().find(|d| d.artifact.name == package).with_context(|| {
+                    format!(
+                        "the {} index has no {package} (toolchains.python.version = {:?})",
+                        d.suite, p.version
+                    )
+                })?;
+                let index = endpoints::pypi_index(project)?;
+                let pip = farm_lockfiles::pypi::resolve_pip(&client, &index, &p.pip)
+                    .await
+                    .with_context(|| format!("locking pip {}", p.pip))?;
+                Some(PythonToolchain {
+                    version: p.version.clone(),
+                    package,
+                    package_version: deb.artifact.version.clone(),
+                    pip,
+                })
+            }
+            None => None,
+        };
+        Ok(Some((
+            DebianBase {
+                suite: d.suite.clone(),
+                architecture: d.architecture.clone(),
+                packages,
+            },
+            python,
+        )))
+    };
+
+    let ollama = async {
+        match (todo.contains(&Section::Ollama), &c.toolchains.ollama) {
+            (true, Some(o)) => anyhow::Ok(Some(lock_ollama(ctx, &client, o).await?)),
+            _ => Ok(None),
+        }
+    };
+
+    let npm = async {
+        match (todo.contains(&Section::Npm), project.package_lock()) {
+            (true, Some(rel)) => {
+                let registry = endpoints::npm_registry(project)?;
+                let mut pkgs = farm_lockfiles::npm::read_package_lock(&project.root.join(&rel), &registry)?;
+                for p in &mut pkgs {
+                    p.artifact.url = mirrors.relativize(&p.artifact.url);
+                }
+                anyhow::Ok(Some(pkgs))
+            }
+            _ => Ok(None),
+        }
+    };
+
+    let wheels = async {
+        match (
+            todo.contains(&Section::Wheels),
+            project.requirements(),
+            &c.toolchains.python,
+        ) {
+            (true, Some(rel), Some(py)) => {
+                let index = endpoints::pypi_index(project)?;
+                let host_python = which("python3").context(
+                    "locking the backend's wheels runs pip's resolver with a host python3 (any version; it targets the pinned one)\nhint: apt-get install python3 python3-pip",
+                )?;
+                let wheels = farm_lockfiles::pypi::resolve_requirements(
+                    &project.root.join(&rel),
+                    &index,
+                    &py.version,
+                    &host_python,
+                )
+                .await
+                .with_context(|| format!("resolving {}", rel.display()))?;
+                anyhow::Ok(Some(wheels))
+            }
+            _ => Ok(None),
+        }
+    };
+
+    let models = async {
+        match (todo.contains(&Section::Models), &c.models) {
+            (true, Some(m)) => {
+                let registry = endpoints::models_registry(project)?.expect("models section");
+                let rc = farm_lockfiles::oci::RegistryClient::new(&client, &registry, None)
+                    .with_context(|| format!("models.registry = {registry:?}"))?;
+                let mut out = Vec::new();
+                for reference in &m.models {
+                    let model = farm_lockfiles::oci::resolve_model(&rc, reference)
+                        .await
+                        .with_context(|| format!("locking model {reference} from {registry}"))?;
+                    out.push(model);
+                }
+                anyhow::Ok(Some(out))
+            }
+            _ => Ok(None),
+        }
+    };
+
+    let images = async {
+        if !todo.contains(&Section::Images) || !(c.deploy.compose || c.deploy.kubernetes) {
+            return anyhow::Ok(None);
+        }
+        let Some(reference) = &c.deploy.mongodb else {
+            return Ok(None);
+        };
+        Ok(Some(vec![lock_image(project, "mongodb", reference).await?]))
+    };
+
+    let (node, debian, ollama, npm, wheels, models, images) =
+        tokio::try_join!(node, debian, ollama, npm, wheels, models, images)?;
+    if let Some(n) = node {
+        lock.node = Some(n);
+    }
+    if let Some((d, p)) = debian {
+        lock.debian = Some(d);
+        lock.python = p;
+    }
+    if let Some(o) = ollama {
+        lock.ollama = Some(o);
+    }
+    if let Some(n) = npm {
+        lock.npm = n;
+    }
+    if let Some(w) = wheels {
+        lock.wheels = w;
+    }
+    if let Some(m) = models {
+        lock.models = m;
+    }
+    if let Some(i) = images {
+        lock.images = i;
+    }
+    Ok(())
+}
+
+async fn lock_ollama(
+    ctx: &Context,
+    client: &Client,
+    o: &farm_project::config::OllamaToolchainConfig,
+) -> Result<LockedArtifact> {
+    let integrity = match &o.sha256 {
+        Some(s) => Integrity::parse(s)?,
+        None => {
+            ctx.reporter.info(&format!(
+                "downloading {} to compute its SHA-256 (pin it in farm.toml to skip this)",
+                o.url
+            ));
+            let tmp = tempfile::tempdir()?;
+            let dest = tmp.path().join("ollama-archive");
+            client
+                .download(&o.url, None, &dest, &|_, _| {})
+                .await
+                .with_context(|| "toolchains.ollama.url".to_string())?
+        }
+    };
+    Ok(LockedArtifact {
+        name: "ollama".into(),
+        version: o.version.clone(),
+        url: o.url.clone(),
+        integrity,
+        size: None,
+        unpack: Unpack::Tar,
+        strip: 0,
+    })
+}
+
+async fn lock_image(project: &Project, name: &str, reference: &str) -> Result<farm_lockfiles::lock::LockedImage> {
+    let (base, pinned) = match reference.split_once('@') {
+        Some((b, d)) => (
+            b.to_string(),
+            Some(Integrity::parse(d).with_context(|| format!("deploy.{name}: {reference:?}"))?),
+        ),
+        None => (reference.to_string(), None),
+    };
+    if let Some(digest) = pinned {
+        return Ok(farm_lockfiles::lock::LockedImage {
+            name: name.into(),
+            reference: base,
+            digest,
+        });
+    }
+    let (registry, repo_ref) =
+        split_image_reference(project, &base).with_context(|| format!("deploy.{name} = {reference:?}"))?;
+    let client = Client::new(ClientOptions::from_env());
+    let rc = farm_lockfiles::oci::RegistryClient::new(&client, &registry, None)?;
+    let digest = farm_lockfiles::oci::resolve_image(&rc, &repo_ref).await.with_context(|| {
+        format!(
+            "resolving deploy.{name} = {reference:?} at {registry}\nhint: if that registry is unreachable from here, pin the digest in farm.toml: {name} = \"{base}@sha256:<digest>\""
+        )
+    })?;
+    Ok(farm_lockfiles::lock::LockedImage {
+        name: name.into(),
+        reference: base,
+        digest,
+    })
+}
+
+/// `host[:port]/repo:tag` → (registry URL, `repo:tag`). A reference without a
+/// host uses `[registries] containers`.
+fn split_image_reference(project: &Project, reference: &str) -> Result<(String, String)> {
+    let first = reference.split('/').next().unwrap_or_default();
+    let has_host = reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_host {
+        let rest = &reference[first.len() + 1..];
+        let scheme = if first.starts_with("127.") || first.starts_with("localhost") {
+            "http"
+        } else {
+            "https"
+        };
+        return Ok((format!("{scheme}://{first}"), rest.to_string()));
+    }
+    match &project.config.registries.containers {
+        Some(r) => {
+            let r = farm_project::config::expand_env("registries.containers", r).map_err(anyhow::Error::msg)?;
+            let repo = if reference.contains('/') { reference.to_string() } else { format!("library/{reference}") };
+            Ok((r.trim_end_matches('/').to_string(), repo))
+        }
+        None => bail!("the image reference names no registry\nhint: write it fully qualified (host/repository:tag) or set [registries] containers"),
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
