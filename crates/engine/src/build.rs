@@ -139,7 +139,8 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     let sde = project.source_date_epoch();
     let env = BuildEnv::new(&store, &lock, opts.hermetic, sde, &opts.variation, ctx.sandbox)?;
     if let Some(x) = &env.executor {
-        ctx.reporter.info(&format!("hermetic build in the {} sandbox", x.name()));
+        ctx.reporter
+            .info(&format!("hermetic build in the {} sandbox", x.name()));
     }
 
     let (config, vars) = project.config.for_env(&opts.env).map_err(anyhow::Error::msg)?;
@@ -327,12 +328,7 @@ fn assemble_outputs(
                 );
             }
             StepId::Backend => {
-                let mut o = output::place(
-                    &entry.path.join("backend"),
-                    &staging.join("backend"),
-                    "backend",
-                    sde,
-                )?;
+                let mut o = output::place(&entry.path.join("backend"), &staging.join("backend"), "backend", sde)?;
                 o.metadata.insert(
                     "packages".into(),
                     output::count_dist_infos(&entry.path.join("backend/site-packages")).into(),

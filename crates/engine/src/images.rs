@@ -142,7 +142,9 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &crate::step::StepOutputs) -> 
             });
         }
         for (step, at) in &plan.step_layers {
-            let e = deps.get(&StepId::Custom(step.clone())).with_context(|| format!("the output of step {step}"))?;
+            let e = deps
+                .get(&StepId::Custom(step.clone()))
+                .with_context(|| format!("the output of step {step}"))?;
             spec.layers.push(LayerSpec {
                 name: format!("step-{step}"),
                 contents: vec![content(e.path.clone(), at)],

@@ -281,7 +281,13 @@ fn custom_step(
             n = cs.name,
         ));
     }
-    let mut step = Step::script(StepId::Custom(cs.name.clone()), deps.clone(), script, inputs, env_vars.to_vec());
+    let mut step = Step::script(
+        StepId::Custom(cs.name.clone()),
+        deps.clone(),
+        script,
+        inputs,
+        env_vars.to_vec(),
+    );
     step.inputs_from = deps;
     Ok(step)
 }
@@ -445,4 +451,3 @@ fn models_step(project: &Project, lock: &Lock, store: &Store) -> Result<Step> {
         },
     })
 }
-

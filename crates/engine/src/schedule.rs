@@ -242,7 +242,13 @@ impl Runner<'_> {
         self.logs_dir.join(format!("{id}-{}.log", key.short()))
     }
 
-    fn run_step(&self, step: &Step, key: &StepKey, env: &BuildEnv, deps: &StepOutputs) -> Result<(StoreEntry, StepRecord)> {
+    fn run_step(
+        &self,
+        step: &Step,
+        key: &StepKey,
+        env: &BuildEnv,
+        deps: &StepOutputs,
+    ) -> Result<(StoreEntry, StepRecord)> {
         let line = self.reporter.step(step.id.as_str());
         if !self.no_cache && !self.rerun.contains(&step.id) {
             if let Some((record, e)) = ActionRecord::lookup(self.store, key)? {
@@ -270,10 +276,7 @@ impl Runner<'_> {
         let mut peak = None;
         let outcome: Result<()> = match &step.action {
             StepAction::InProcess { run, .. } => {
-                std::fs::write(
-                    &log,
-                    format!("{}: assembled in-process from store entries\n", step.id),
-                )?;
+                std::fs::write(&log, format!("{}: assembled in-process from store entries\n", step.id))?;
                 run(&out, deps)
             }
             StepAction::Script {

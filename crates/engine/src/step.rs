@@ -92,7 +92,9 @@ impl Step {
                 serde_json::json!({"v": KEY_VERSION, "name": self.id, "parts": key_parts, "deps": deps})
             }
         };
-        StepKey(hex::encode(sha2::Sha256::digest(serde_json::to_vec(&desc).expect("json"))))
+        StepKey(hex::encode(sha2::Sha256::digest(
+            serde_json::to_vec(&desc).expect("json"),
+        )))
     }
 }
 
