@@ -2,16 +2,14 @@
 //! environment, the one build steps get: locked toolchains on PATH, the
 //! project read-only at /build/src, no network, nothing from the host.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use farm_lockfiles::Lock;
 use farm_project::Project;
-use farm_sandbox::{Bind, Limits, Network, RootSpec, Stdio, StepSpec};
 use farm_store::Store;
 
-use crate::toolchain::{self, Toolchain};
+use crate::toolchain;
 use crate::Context;
 
 /// What `farm exec` (and `farm shell`, which runs a shell) is asked to run.
@@ -40,7 +38,7 @@ pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
     toolchain::require_fetched(&store, &lock)?;
     let tc = toolchain::compose(&store, &lock)?;
     let project_root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
-    let spec = step_spec(
+    let spec = crate::executor::exec_spec(
         &tc,
         &project_root,
         opts.argv.clone(),
@@ -55,46 +53,4 @@ pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
         );
     }
     Ok(outcome.status)
-}
-
-/// The sandbox spec shared by `farm exec`, `farm shell` and build steps.
-pub fn step_spec(
-    tc: &Toolchain,
-    project_root: &Path,
-    argv: Vec<String>,
-    source_date_epoch: u64,
-    timeout: Option<Duration>,
-) -> StepSpec {
-    let mut binds: Vec<Bind> = tc
-        .inputs
-        .iter()
-        .map(|e| Bind {
-            source: e.path.clone(),
-            target: Toolchain::sandbox_path(e),
-            read_only: true,
-        })
-        .collect();
-    binds.push(Bind {
-        source: project_root.to_path_buf(),
-        target: PathBuf::from("/build/src"),
-        read_only: true,
-    });
-    StepSpec {
-        root: RootSpec::Dir(tc.root.path.clone()),
-        binds,
-        argv,
-        env: tc.env(source_date_epoch),
-        cwd: PathBuf::from("/build/src"),
-        hostname: "farm".into(),
-        uid: 1000,
-        gid: 1000,
-        timeout,
-        limits: Limits::default(),
-        network: Network::None,
-        stdio: Stdio::Inherit,
-        writable: ["/build", "/out", "/tmp", "/dev/shm"]
-            .iter()
-            .map(PathBuf::from)
-            .collect(),
-    }
 }
