@@ -31,6 +31,9 @@ pub struct Config {
     pub deploy: DeploySection,
     #[serde(default)]
     pub registries: RegistriesSection,
+    /// Resource limits of steps and of what farm unpacks (`[limits]`).
+    #[serde(default, skip_serializing_if = "LimitsSection::is_unset")]
+    pub limits: LimitsSection,
     /// Custom build steps (`[[steps]]`), run in the sandbox like the built-in ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<CustomStep>,
@@ -321,6 +324,84 @@ pub struct RegistriesSection {
     pub containers: Option<String>,
 }
 
+/// `[limits]`: what a step may use and how large an unpacked archive may
+/// grow. Sizes are strings in spec/sizes.md's syntax ("8GiB", "512M").
+/// Defaults (`LimitsSection::*_DEFAULT`) apply to every project; a value of
+/// "none" (sizes) or 0 (processes) turns a limit off.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Memory of one step (cgroup memory.max, else RLIMIT_AS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Processes and threads of one step (cgroup pids.max, else RLIMIT_NPROC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    /// Bytes one archive may unpack to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpack_size: Option<String>,
+    /// Unpacked bytes per archive byte above which unpacking stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpack_ratio: Option<u64>,
+}
+
+/// The `[limits]` values with defaults applied. `None` means "no limit".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub processes: Option<u64>,
+    pub unpack_size: Option<u64>,
+    pub unpack_ratio: Option<u64>,
+}
+
+impl LimitsSection {
+    /// 8 GiB: above what a Vite build of thousands of modules or a pip
+    /// install of a large wheel set uses, well below this class of machine.
+    pub const MEMORY_DEFAULT: u64 = 8 << 30;
+    pub const PROCESSES_DEFAULT: u64 = 4096;
+    /// 20 GiB per archive, the same bound as a single download.
+    pub const UNPACK_SIZE_DEFAULT: u64 = 20 << 30;
+    /// Real packages compress at most ~20:1 (minified JS, text); 1000:1 only
+    /// happens on purpose.
+    pub const UNPACK_RATIO_DEFAULT: u64 = 1000;
+
+    fn is_unset(&self) -> bool {
+        self.memory.is_none() && self.processes.is_none() && self.unpack_size.is_none() && self.unpack_ratio.is_none()
+    }
+
+    /// The effective limits; `field` errors name `limits.<field>`.
+    pub fn resolve(&self) -> Result<Limits, (String, String)> {
+        let size = |field: &str, v: &Option<String>, default: u64| -> Result<Option<u64>, (String, String)> {
+            match v.as_deref().map(str::trim) {
+                None => Ok(Some(default)),
+                Some("none") => Ok(None),
+                Some(s) => match farm_formats::size::parse_size(s) {
+                    Ok(0) => Err((format!("limits.{field}"), "expected a size above 0, or \"none\"".into())),
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) => Err((format!("limits.{field}"), format!("{e} (or \"none\" for no limit)"))),
+                },
+            }
+        };
+        let count = |v: Option<u64>, default: u64| match v {
+            None => Some(default),
+            Some(0) => None,
+            Some(n) => Some(n),
+        };
+        Ok(Limits {
+            memory: size("memory", &self.memory, Self::MEMORY_DEFAULT)?,
+            processes: count(self.processes, Self::PROCESSES_DEFAULT),
+            unpack_size: size("unpack-size", &self.unpack_size, Self::UNPACK_SIZE_DEFAULT)?,
+            unpack_ratio: count(self.unpack_ratio, Self::UNPACK_RATIO_DEFAULT),
+        })
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        LimitsSection::default().resolve().expect("defaults are valid")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}\nhint: run farm in a directory with a farm.toml, or pass --project DIR")]
@@ -361,6 +442,11 @@ impl Project {
             root: root.to_path_buf(),
             config,
         })
+    }
+
+    /// `[limits]` with defaults applied (validated when farm.toml was loaded).
+    pub fn limits(&self) -> Limits {
+        self.config.limits.resolve().unwrap_or_default()
     }
 
     pub fn lock_path(&self) -> PathBuf {
@@ -500,6 +586,7 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
         message,
     };
     validate_steps(c).map_err(|(field, message)| invalid(&field, message))?;
+    c.limits.resolve().map_err(|(field, message)| invalid(&field, message))?;
     for (name, e) in &c.env {
         if name.is_empty()
             || !name

@@ -12,7 +12,7 @@ pub mod inputs;
 pub mod paths;
 pub mod steps;
 
-pub use config::{Config, ConfigError, Project, CONFIG_FILE, DEFAULT_ENV};
+pub use config::{Config, ConfigError, Limits, Project, CONFIG_FILE, DEFAULT_ENV};
 pub use paths::StatePaths;
 pub use steps::StepId;
 
