@@ -1430,6 +1430,7 @@ mod tests {
             nproc: None,
             nofile: Some(64),
             address_space: Some(1 << 30),
+            memory: None,
             fsize: Some(1 << 20),
             cpu_seconds: Some(9),
         };

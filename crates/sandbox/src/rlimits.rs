@@ -69,6 +69,7 @@ mod tests {
             nproc: Some(64),
             nofile: None,
             address_space: None,
+            memory: None,
             fsize: Some(1 << 20),
             cpu_seconds: None,
         };

@@ -93,6 +93,11 @@ pub struct Limits {
     pub nofile: Option<u64>,
     /// RLIMIT_AS in bytes.
     pub address_space: Option<u64>,
+    /// Memory of the whole step in bytes: a cgroup's memory.max where farm
+    /// can make one, else the container engine's memory limit, else
+    /// RLIMIT_AS per process.
+    #[serde(default)]
+    pub memory: Option<u64>,
     /// RLIMIT_FSIZE in bytes.
     pub fsize: Option<u64>,
     pub cpu_seconds: Option<u64>,
@@ -104,6 +109,7 @@ impl Default for Limits {
             nproc: Some(4096),
             nofile: Some(8192),
             address_space: None,
+            memory: None,
             fsize: None,
             cpu_seconds: None,
         }
