@@ -82,8 +82,11 @@ enum Command {
     Verify(commands::check::VerifyArgs),
     /// Compare two farm-manifest.json files without building.
     Diff(commands::check::DiffArgs),
-    /// The bundle report of the last build's frontend, without building.
+    /// The bundle report of the last build's frontend, without building (`farm analyze bundle`).
     Analyze(commands::analyze::AnalyzeArgs),
+    /// Losslessly optimise the project's sources (`farm optimize images`).
+    #[command(subcommand)]
+    Optimize(commands::optimize::OptimizeCommand),
     /// Push the last build's images to an OCI registry.
     Push(commands::image::PushArgs),
     /// Work with the last build's images.
@@ -94,6 +97,16 @@ enum Command {
     Types(commands::types::TypesCommand),
     /// Show the log of a step of the last build.
     Log(commands::log::LogArgs),
+    /// The SBOM (SPDX or CycloneDX) of the lock and the last build.
+    Sbom(commands::attest::SbomArgs),
+    /// The SLSA provenance of the last build (an unsigned in-toto Statement).
+    Provenance(commands::attest::ProvenanceArgs),
+    /// Sign the provenance and SBOMs (DSSE envelopes).
+    Sign(commands::attest::SignArgs),
+    /// Check signed attestations against a public key, the outputs and farm.lock.
+    VerifyAttestation(commands::attest::VerifyAttestationArgs),
+    /// Write a new signing key pair.
+    Keygen(commands::attest::KeygenArgs),
     /// Run a command in the project's hermetic environment.
     Exec(commands::exec::ExecArgs),
     /// Open an interactive shell in the project's hermetic environment.
@@ -136,10 +149,16 @@ fn main() -> ExitCode {
         Command::Verify(a) => commands::check::run_verify(&ctx, a),
         Command::Diff(a) => commands::check::run_diff(&ctx, a),
         Command::Analyze(a) => commands::analyze::run(&ctx, a),
+        Command::Optimize(c) => commands::optimize::run(&ctx, c),
         Command::Push(a) => commands::image::run_push(&ctx, a),
         Command::Image(c) => commands::image::run_image(&ctx, c),
         Command::Types(c) => commands::types::run(&ctx, c),
         Command::Log(a) => commands::log::run(&ctx, a),
+        Command::Sbom(a) => commands::attest::run_sbom(&ctx, a),
+        Command::Provenance(a) => commands::attest::run_provenance(&ctx, a),
+        Command::Sign(a) => commands::attest::run_sign(&ctx, a),
+        Command::VerifyAttestation(a) => commands::attest::run_verify_attestation(&ctx, a),
+        Command::Keygen(a) => commands::attest::run_keygen(&ctx, a),
         Command::Exec(a) => commands::exec::run_exec(&ctx, a),
         Command::Shell(a) => commands::exec::run_shell(&ctx, a),
     };

@@ -113,7 +113,8 @@ fn hermetic_build_is_reproducible_across_stores_and_paths_and_cached() {
 
     // A no-op rebuild runs no step (and --profile writes a Chrome trace of the steps).
     let trace = a.path().join("trace.json");
-    let again = build(a.path(), &home_a, &["--hermetic", "--profile", trace.to_str().unwrap()]);
+    let profile = format!("--profile={}", trace.display());
+    let again = build(a.path(), &home_a, &["--hermetic", &profile]);
     assert!(again.status.success());
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let names: Vec<&str> = t["traceEvents"]
@@ -369,5 +370,63 @@ fn install_scripts_run_only_for_allowed_packages() {
         !stdout(&log).contains("postinstall"),
         "no install script runs by default: {}",
         stdout(&log)
+    );
+}
+
+/// A workspace package inside the frontend (package-lock `"link": true`,
+/// as `npm install` writes for `workspaces`) is linked into the build's
+/// node_modules and bundled; the build is reproducible.
+#[test]
+fn a_workspace_package_inside_the_frontend_is_linked_and_bundled() {
+    if !have_registry() {
+        return;
+    }
+    let p = example_copy();
+    let home = shared_farm_home();
+    fetch(p.path(), &home);
+    let web = p.path().join("apps/web");
+    let marker = format!("FARM-WORKSPACE-{}", unique());
+    std::fs::create_dir_all(web.join("packages/greet")).unwrap();
+    std::fs::write(
+        web.join("packages/greet/package.json"),
+        r#"{"name":"greet","version":"1.0.0","type":"module","main":"index.js"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        web.join("packages/greet/index.js"),
+        format!("export const greeting = {marker:?};\n"),
+    )
+    .unwrap();
+    let main = web.join("src/main.jsx");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        format!("import {{ greeting }} from 'greet';\nconsole.log(greeting);\n{text}"),
+    )
+    .unwrap();
+    let lock_path = web.join("package-lock.json");
+    let mut lock: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&lock_path).unwrap()).unwrap();
+    lock["packages"]["packages/greet"] = serde_json::json!({"name": "greet", "version": "1.0.0"});
+    lock["packages"]["node_modules/greet"] = serde_json::json!({"resolved": "packages/greet", "link": true});
+    std::fs::write(&lock_path, serde_json::to_string_pretty(&lock).unwrap()).unwrap();
+    assert!(run(&mut farm(p.path(), &home, &["lock"])).status.success());
+
+    assert!(build(p.path(), &home, &["--hermetic", "frontend"]).status.success());
+    let assets = p.path().join(".farm/out/frontend/assets");
+    let bundled = std::fs::read_dir(&assets)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .any(|js| js.contains(&marker));
+    assert!(bundled, "the workspace package is in the bundle");
+    let first = manifest(p.path())["outputs"]["frontend"]["digest"].clone();
+    assert!(
+        build(p.path(), &home, &["--hermetic", "--rerun", "frontend", "frontend"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        manifest(p.path())["outputs"]["frontend"]["digest"],
+        first,
+        "rebuilt, the same bundle"
     );
 }

@@ -61,7 +61,8 @@ fn path_without(hidden: &str, dir: &Path) -> OsString {
 }
 
 /// Proves a hidden program makes the check fail with one line naming it and
-/// its Debian package (for `skopeo`) or the rustup component (for clippy),
+/// its Debian package (for `skopeo`, and `dockerd` of docker.io) or the
+/// rustup component (for clippy),
 /// and that a machine with everything passes with a summary. Where the
 /// real machine lacks something (never in CI, where that fails the test),
 /// the hidden-program cases are still checked: the hidden program must be
@@ -97,6 +98,10 @@ fn a_hidden_program_is_named_and_a_complete_machine_passes() {
         (
             "skopeo",
             "missing: skopeo (Debian package skopeo; scripts/install-deps installs it)",
+        ),
+        (
+            "dockerd",
+            "missing: dockerd (Debian package docker.io; scripts/install-deps installs it)",
         ),
         (
             "cargo-clippy",

@@ -254,3 +254,36 @@ fn gc_keeps_what_the_lock_references() {
         "--include-locked deletes it too"
     );
 }
+
+/// The FARM design's target names reach the engine as farm's (`ai` is
+/// models, `docker` is images, through `--target`/`-t` or positionally),
+/// and an unknown name is a usage error listing the accepted ones.
+#[test]
+fn design_target_names_are_farm_targets() {
+    let p = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    write_project(
+        p.path(),
+        &ollama_section("http://127.0.0.1:9/o.tgz", &archive("a"), "1.0"),
+    );
+    assert!(run(&mut farm(p.path(), home.path(), &["lock"])).status.success());
+    for (args, expected) in [
+        (&["build", "-t", "docker"][..], "target images needs a [backend]"),
+        (&["build", "docker"][..], "target images needs a [backend]"),
+        (
+            &["build", "--target", "ai"][..],
+            "target Models needs a [models] section",
+        ),
+    ] {
+        let out = run(&mut farm(p.path(), home.path(), args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+    }
+    let out = run(&mut farm(p.path(), home.path(), &["build", "--target", "web"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("frontend") && stderr(&out).contains("models"),
+        "lists the targets: {}",
+        stderr(&out)
+    );
+}

@@ -116,3 +116,45 @@ fn the_apps_own_generator_runs_offline_in_the_sandbox_when_its_lock_has_one() {
         .status
         .success());
 }
+
+/// A committed types file that is a symlink to a host file: `farm types
+/// check` names the link instead of reading through it, and `farm types
+/// sync` replaces the link with the generated file instead of overwriting
+/// the host file it points to.
+#[test]
+fn types_sync_replaces_a_symlink_instead_of_writing_through_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = common::fetched_example() else { return };
+    let p = dir.path();
+    let home = shared_farm_home();
+    let host = tempfile::tempdir().unwrap();
+    let victim = host.path().join("authorized_keys");
+    std::fs::write(&victim, "ssh-ed25519 AAAA host-owned\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let committed = p.join("apps/web/src/api-types.ts");
+    std::fs::remove_file(&committed).unwrap();
+    std::os::unix::fs::symlink(&victim, &committed).unwrap();
+
+    let check = run(&mut farm(p, &home, &["types", "check", "--hermetic"]));
+    assert_eq!(check.status.code(), Some(3));
+    assert!(
+        stderr(&check).contains("api-types.ts: is a symlink"),
+        "names the link: {}",
+        stderr(&check)
+    );
+    assert!(run(&mut farm(p, &home, &["types", "sync", "--hermetic"]))
+        .status
+        .success());
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "ssh-ed25519 AAAA host-owned\n",
+        "the host file is untouched"
+    );
+    assert!(
+        committed.symlink_metadata().unwrap().file_type().is_file(),
+        "the link was replaced"
+    );
+    assert!(run(&mut farm(p, &home, &["types", "check", "--hermetic"]))
+        .status
+        .success());
+}

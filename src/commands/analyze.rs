@@ -1,4 +1,4 @@
-//! `farm analyze`: arguments into `AnalyzeOptions`, then the engine's
+//! `farm analyze [bundle]`: arguments into `AnalyzeOptions`, then the engine's
 //! analysis; the table (or the JSON report) is printed here.
 
 use std::path::PathBuf;
@@ -11,6 +11,9 @@ use crate::{Context, Exit};
 
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
+    /// What to analyze: the frontend bundle (`farm analyze bundle`; also the default).
+    #[arg(value_enum, default_value = "bundle")]
+    what: Analysis,
     /// The build's output directory [default: .farm/out in the project].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -19,8 +22,16 @@ pub struct AnalyzeArgs {
     json: bool,
 }
 
-/// Entry point of `farm analyze`.
+/// The reports `farm analyze` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Analysis {
+    /// The frontend bundle: files, sizes, gzip sizes (bundle-report.json and .html).
+    Bundle,
+}
+
+/// Entry point of `farm analyze` and `farm analyze bundle`.
 pub fn run(ctx: &Context, args: AnalyzeArgs) -> Result<Exit> {
+    let Analysis::Bundle = args.what;
     let a = analyze(ctx, &AnalyzeOptions { out: args.out })?;
     if args.json {
         print!("{}", a.json);

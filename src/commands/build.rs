@@ -5,15 +5,19 @@ use std::time::Duration;
 
 use anyhow::Result;
 use farm_engine::build::{build_project, BuildOptions, Target, Variation};
-use farm_project::Project;
+use farm_project::{Project, StatePaths};
+use farm_store::Store;
 
 use crate::{Context, Exit};
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
-    /// What to build.
-    #[arg(value_enum, default_value = "all")]
-    targets: Vec<Target>,
+    /// What to build [default: all]; `ai` is models and `docker` is images.
+    #[arg(value_enum)]
+    targets: Vec<TargetName>,
+    /// What to build, as the FARM design spells it (repeatable; the same as naming targets).
+    #[arg(long = "target", short = 't', value_enum, value_name = "TARGET")]
+    target: Vec<TargetName>,
     /// Run every step in the sandbox with only the locked inputs, network off.
     #[arg(long)]
     hermetic: bool,
@@ -23,6 +27,9 @@ pub struct BuildArgs {
     /// Ignore the action cache: run every step.
     #[arg(long)]
     no_cache: bool,
+    /// Empty the action cache first (the store keeps what farm.lock pins), then build.
+    #[arg(long)]
+    clear_cache: bool,
     /// Run this step even if the action cache has it (repeatable), e.g. `--rerun images`.
     #[arg(long, value_name = "STEP")]
     rerun: Vec<String>,
@@ -35,9 +42,10 @@ pub struct BuildArgs {
     /// Fail when the frontend bundle (sourcemaps excluded) is larger than this (e.g. 500KiB).
     #[arg(long, value_name = "SIZE")]
     size_limit: Option<String>,
-    /// Write a Chrome trace-event JSON of the steps (open it in Perfetto).
-    #[arg(long, value_name = "FILE")]
-    profile: Option<PathBuf>,
+    /// Write a Chrome trace-event JSON of the steps (open it in Perfetto) to
+    /// .farm/profile.json, or to FILE with `--profile=FILE`.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true)]
+    profile: Option<Option<PathBuf>>,
     /// The build environment: a `[env.NAME]` of farm.toml.
     #[arg(long, value_name = "NAME", default_value = farm_project::config::DEFAULT_ENV)]
     env: String,
@@ -64,8 +72,15 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<Exit> {
         .map(farm_formats::size::parse_size)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--size-limit: {e}"))?;
+    let mut targets: Vec<Target> = args.targets.iter().chain(&args.target).map(|t| t.0).collect();
+    if targets.is_empty() {
+        targets.push(Target::All);
+    }
+    let profile = args
+        .profile
+        .map(|file| file.unwrap_or_else(|| StatePaths::new(&project.root).profile()));
     let opts = BuildOptions {
-        targets: args.targets,
+        targets,
         hermetic: args.hermetic,
         jobs: args.jobs,
         no_cache: args.no_cache,
@@ -82,7 +97,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<Exit> {
             .transpose()?,
         analyze: args.analyze,
         size_limit,
-        profile: args.profile,
+        profile,
         step_timeout: Duration::from_secs(args.step_timeout),
         variation: Variation::default(),
         env: args.env,
@@ -90,6 +105,12 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<Exit> {
         compression: args.compression,
         skip_types_check: false,
     };
+    if args.clear_cache {
+        let removed = Store::open(&ctx.farm_home)?.clear_actions()?;
+        ctx.reporter.info(&format!(
+            "emptied the action cache ({removed} records); the store keeps its entries"
+        ));
+    }
     if args.watch {
         // The watch loop only ends on Ctrl-C (status 0) or an error.
         farm_engine::watch::run(ctx, &project, &opts)?;
@@ -97,6 +118,84 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<Exit> {
     }
     let built = build_project(ctx, &project, &opts)?;
     ctx.reporter.info(&format!("wrote {}", built.out_dir.display()));
+    ctx.reporter.info(&summary(&built.metrics));
     println!("{}", built.manifest.digest);
     Ok(Exit::Success)
+}
+
+/// The line after a build, from what farm-metrics.json holds, e.g.
+/// `built frontend, models in 12.3s: 3 artifacts, 1.2 MiB; cache: 1 hit, 2 misses`.
+fn summary(metrics: &serde_json::Value) -> String {
+    let n = |key: &str| metrics[key].as_u64().unwrap_or(0);
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let targets: Vec<&str> = metrics["targets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+        .unwrap_or_default();
+    format!(
+        "built {} in {:.1}s: {}, {}; cache: {}, {}",
+        targets.join(", "),
+        n("total_ms") as f64 / 1000.0,
+        plural(n("artifacts"), "artifact", "artifacts"),
+        farm_formats::size::format_size(n("artifacts_bytes")),
+        plural(n("cache_hits"), "hit", "hits"),
+        plural(n("cache_misses"), "miss", "misses"),
+    )
+}
+
+/// A target as `farm build` accepts it: farm's names, and the FARM design's
+/// `ai` (models) and `docker` (images).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetName(Target);
+
+impl clap::ValueEnum for TargetName {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            TargetName(Target::Frontend),
+            TargetName(Target::Backend),
+            TargetName(Target::Models),
+            TargetName(Target::Images),
+            TargetName(Target::Types),
+            TargetName(Target::All),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let value = self.0.to_possible_value()?;
+        Some(match self.0 {
+            Target::Models => value.alias("ai"),
+            Target::Images => value.alias("docker"),
+            _ => value,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum as _;
+
+    /// Every engine target has a name here, and the design's aliases map to theirs.
+    #[test]
+    fn every_target_is_accepted_and_ai_and_docker_are_aliases() {
+        for t in Target::value_variants() {
+            let name = t.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(TargetName::from_str(&name, false), Ok(TargetName(*t)), "{name}");
+        }
+        assert_eq!(TargetName::from_str("ai", false), Ok(TargetName(Target::Models)));
+        assert_eq!(TargetName::from_str("docker", false), Ok(TargetName(Target::Images)));
+    }
+
+    /// The summary reads farm-metrics.json's fields.
+    #[test]
+    fn summary_names_targets_artifacts_duration_and_cache() {
+        let m = serde_json::json!({
+            "targets": ["frontend", "models"], "total_ms": 12_345, "artifacts": 2,
+            "artifacts_bytes": 3 << 20, "cache_hits": 1, "cache_misses": 2,
+        });
+        assert_eq!(
+            summary(&m),
+            "built frontend, models in 12.3s: 2 artifacts, 3.0 MiB; cache: 1 hit, 2 misses"
+        );
+    }
 }

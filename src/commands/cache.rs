@@ -17,7 +17,8 @@ pub enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete least-recently-used entries; what the project's farm.lock references is kept.
+    /// Delete least-recently-used entries (what the project's farm.lock
+    /// references is kept) and interrupted downloads; with no option, only the latter.
     Gc {
         /// Delete until the store is at most this big (e.g. 10GiB, 500M).
         #[arg(long, value_name = "SIZE")]
@@ -57,7 +58,8 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
                     .iter()
                     .map(|(k, (n, b))| (k.clone(), serde_json::json!({"entries": n, "bytes": b})))
                     .collect();
-                let v = serde_json::json!({"root": ctx.farm_home, "entries": s.entries, "bytes": s.bytes, "by_kind": by_kind});
+                let v = serde_json::json!({"root": ctx.farm_home, "entries": s.entries, "bytes": s.bytes, "by_kind": by_kind,
+                    "interrupted_downloads": {"count": s.tmp.interrupted, "bytes": s.tmp.interrupted_bytes}, "in_progress": s.tmp.in_use});
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(Exit::Success);
             }
@@ -67,6 +69,14 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
                 println!("{kind:<12} {n:>8} {:>12}", human_bytes(*b));
             }
             println!("{:<12} {:>8} {:>12}", "total", s.entries, human_bytes(s.bytes));
+            if s.tmp.interrupted > 0 {
+                println!(
+                    "interrupted downloads: {} ({}) in {}; `farm cache gc` removes them",
+                    s.tmp.interrupted,
+                    human_bytes(s.tmp.interrupted_bytes),
+                    ctx.farm_home.join("tmp").display()
+                );
+            }
             Ok(Exit::Success)
         }
         CacheCommand::Clean { dry_run } => {
@@ -77,6 +87,7 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
                 report.removed.len(),
                 human_bytes(report.freed)
             ));
+            report_interrupted(ctx, &report, dry_run);
             Ok(Exit::Success)
         }
         CacheCommand::Gc {
@@ -87,9 +98,6 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
         } => {
             let max_size = max_size.map(|s| farm_formats::size::parse_size(&s)).transpose()?;
             let older_than = older_than.map(|s| farm_store::parse_duration(&s)).transpose()?;
-            if max_size.is_none() && older_than.is_none() {
-                anyhow::bail!("farm cache gc needs --max-size SIZE and/or --older-than DURATION");
-            }
             let opts = GcOptions {
                 max_size,
                 older_than,
@@ -104,6 +112,7 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
                 human_bytes(report.freed),
                 report.kept_referenced
             ));
+            report_interrupted(ctx, &report, dry_run);
             Ok(Exit::Success)
         }
     }
@@ -142,5 +151,17 @@ pub fn run_store(ctx: &Context, cmd: StoreCommand) -> Result<Exit> {
             report.checked
         ));
         Ok(Exit::No)
+    }
+}
+
+/// Interrupted downloads (and unpacks, builds) gc took out of tmp/.
+fn report_interrupted(ctx: &Context, report: &GcReport, dry_run: bool) {
+    if report.stale_tmp_removed > 0 {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        ctx.reporter.info(&format!(
+            "{verb} {} interrupted downloads, {}",
+            report.stale_tmp_removed,
+            human_bytes(report.stale_tmp_bytes)
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! One module per `farm` command; shared steps live in the crate's other modules.
 
 pub mod analyze;
+pub mod attest;
 pub mod build;
 pub mod cache;
 pub mod check;
@@ -10,4 +11,5 @@ pub mod image;
 pub mod init;
 pub mod lock;
 pub mod log;
+pub mod optimize;
 pub mod types;

@@ -2,7 +2,7 @@
 //! tar writer ([`writer`]) behind image layers, docker archives and the
 //! root directories imported into a container engine; the safe unpacker
 //! ([`unpack`]) that turns tarballs and Debian packages into trees without
-//! ever writing outside them; and the sorted directory walk ([`walk()`]) that
+//! ever writing or linking outside them, within size limits; and the sorted directory walk ([`walk()`]) that
 //! every tree reader uses, so that no output depends on readdir order.
 //!
 //! It is not an image tool or a store: callers decide which entries a tar
@@ -19,7 +19,8 @@ pub mod walk;
 pub mod writer;
 
 pub use unpack::{
-    unpack_archive, unpack_tar_into, ArchiveFormat, Compression, Members, TarOptions, UnpackError, UnpackStats,
+    unpack_archive, unpack_tar_into, ArchiveFormat, Compression, Members, TarOptions, UnpackError, UnpackLimit,
+    UnpackLimits, UnpackStats,
 };
 pub use walk::{walk, Walk, WalkEntry, WalkError};
 pub use writer::{tar_order, write_tar, Format, TarEntry, TarError, TarKind, TarWriter};

@@ -1,14 +1,18 @@
 //! The safe unpacker: tarballs (gzip, xz, zstd or uncompressed, sniffed
 //! from magic bytes) and Debian packages (an ar archive whose `data.tar.*`
 //! member is the payload) into a directory, refusing anything that could
-//! write outside it. `spec/store.md` ("Archives") states every rule.
+//! write outside it, link outside it, or fill the disk. `spec/store.md`
+//! ("Archives") states every rule.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use farm_formats::size::format_size;
 use tar::EntryType;
 
 /// How [`unpack_archive`] reads an archive (the store's `add_archive` takes one).
@@ -30,6 +34,96 @@ pub enum Compression {
     Zstd,
 }
 
+/// How large one archive may grow when unpacked: the bytes of file contents
+/// and symlink targets written, against a fixed cap and against the
+/// archive's own size. `None` turns a bound off. A project sets both in
+/// farm.toml `[limits]` (`unpack-size`, `unpack-ratio`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Most bytes one archive may unpack to.
+    pub max_size: Option<u64>,
+    /// Most unpacked bytes per byte of the archive file.
+    pub max_ratio: Option<u64>,
+}
+
+impl UnpackLimits {
+    /// 20 GiB, the same bound as a download of unknown size (the same
+    /// default as farm.toml's `[limits] unpack-size`).
+    pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
+    /// Real packages compress at most ~20:1; deflate cannot pass ~1030:1, so
+    /// only xz or zstd streams built for it get past this (`[limits] unpack-ratio`).
+    pub const DEFAULT_MAX_RATIO: u64 = 1000;
+    /// No bound at all (for trusted archives farm wrote itself).
+    pub const NONE: UnpackLimits = UnpackLimits {
+        max_size: None,
+        max_ratio: None,
+    };
+
+    /// The bytes an archive of `archive_bytes` may unpack to, and which bound says so.
+    fn budget(&self, archive_bytes: u64) -> Option<(u64, UnpackLimit)> {
+        let size = self.max_size.map(|n| (n, UnpackLimit::Size(n)));
+        let ratio = self.max_ratio.map(|ratio| {
+            (
+                ratio.saturating_mul(archive_bytes),
+                UnpackLimit::Ratio { ratio, archive_bytes },
+            )
+        });
+        match (size, ratio) {
+            (Some(s), Some(r)) => Some(if r.0 < s.0 { r } else { s }),
+            (s, r) => s.or(r),
+        }
+    }
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            max_size: Some(Self::DEFAULT_MAX_SIZE),
+            max_ratio: Some(Self::DEFAULT_MAX_RATIO),
+        }
+    }
+}
+
+/// The bound an archive ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnpackLimit {
+    /// [`UnpackLimits::max_size`].
+    Size(u64),
+    /// [`UnpackLimits::max_ratio`] times the archive's size.
+    Ratio { ratio: u64, archive_bytes: u64 },
+}
+
+impl UnpackLimit {
+    /// The farm.toml key that raises this bound.
+    pub fn key(&self) -> &'static str {
+        match self {
+            UnpackLimit::Size(_) => "unpack-size",
+            UnpackLimit::Ratio { .. } => "unpack-ratio",
+        }
+    }
+
+    /// The bound in bytes.
+    pub fn bytes(&self) -> u64 {
+        match *self {
+            UnpackLimit::Size(n) => n,
+            UnpackLimit::Ratio { ratio, archive_bytes } => ratio.saturating_mul(archive_bytes),
+        }
+    }
+}
+
+impl fmt::Display for UnpackLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            UnpackLimit::Size(n) => write!(f, "the unpack size limit of {} ({n} bytes)", format_size(n)),
+            UnpackLimit::Ratio { ratio, archive_bytes } => write!(
+                f,
+                "the unpack ratio limit of {ratio} times the archive's {archive_bytes} bytes ({} bytes)",
+                self.bytes()
+            ),
+        }
+    }
+}
+
 /// How [`unpack_tar_into`] reads a tarball.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TarOptions {
@@ -37,6 +131,7 @@ pub struct TarOptions {
     /// [`ArchiveFormat::Tar`].
     pub strip: u32,
     pub members: Members,
+    pub limits: UnpackLimits,
 }
 
 /// Which members are written.
@@ -63,6 +158,8 @@ pub struct UnpackStats {
     pub skipped_special: u64,
     /// Members left out by [`Members::FilesAndDirectories`].
     pub skipped_other: u64,
+    /// Bytes of file contents and symlink targets written (what the limits count).
+    pub bytes: u64,
 }
 
 /// Errors from unpacking an archive; `archive` names the file (and member).
@@ -92,11 +189,20 @@ pub enum UnpackError {
         entry: String,
         reason: &'static str,
     },
-    #[error("{archive}: symlink `{entry}` -> `{target}` climbs above the archive root; farm refuses links that escape the unpacked tree")]
+    #[error("{archive}: symlink `{entry}` -> `{target}` climbs above the archive root{via}; farm refuses links that escape the unpacked tree")]
     SymlinkEscapes {
         archive: String,
         entry: String,
         target: String,
+        /// ` (by way of the symlink `…`)` when an earlier link took it there, else empty.
+        via: String,
+    },
+    #[error("{archive}: member `{entry}` would change `{path}`, which the earlier symlink `{link}` resolves through, so that link could then point outside the unpacked tree; farm refuses archives whose links are only safe in one order")]
+    ChangesEarlierLink {
+        archive: String,
+        entry: String,
+        path: String,
+        link: String,
     },
     #[error("{archive}: member `{entry}` would be written through the symlink `{symlink}`; farm never writes through links while unpacking")]
     ThroughSymlink {
@@ -130,60 +236,105 @@ pub enum UnpackError {
         action: &'static str,
         source: io::Error,
     },
+    #[error(
+        "{archive}: member `{entry}` takes the unpacked size to {reached} bytes ({}), past {limit}; farm stopped unpacking and kept nothing; hint: if the archive is genuine, raise `[limits] {}` in farm.toml",
+        format_size(*.reached),
+        .limit.key()
+    )]
+    TooLarge {
+        archive: String,
+        entry: String,
+        /// Bytes unpacked so far plus those the member would add.
+        reached: u64,
+        limit: UnpackLimit,
+    },
 }
 
 /// Unpacks `archive` into `dest`, which must not exist yet. Absolute paths,
-/// `..` components and relative symlinks that climb above the root are
-/// refused; nothing is ever written through a symlink; hardlinks must point
-/// at earlier members; device nodes and fifos are skipped (and counted).
-/// Absolute symlink targets are kept: they mean a path inside whatever root
-/// the tree is later mounted as (a Debian package's `/lib64/ld-linux…`).
-/// Permissions, owners and times from the archive are ignored except for
-/// execute bits; the store normalises the rest.
-pub fn unpack_archive(archive: &Path, format: ArchiveFormat, dest: &Path) -> Result<UnpackStats, UnpackError> {
+/// `..` components and symlinks that resolve above the root (through the
+/// tree as unpacked so far) are refused; nothing is ever written through a
+/// symlink; hardlinks must point at earlier members; device nodes and fifos
+/// are skipped (and counted). Absolute symlink targets are kept: they mean a
+/// path inside whatever root the tree is later mounted as (a Debian
+/// package's `/lib64/ld-linux…`). Unpacking stops as soon as it would pass
+/// `limits`. Permissions, owners and times from the archive are ignored
+/// except for execute bits; the store normalises the rest. On any error
+/// `dest` is removed again.
+pub fn unpack_archive(
+    archive: &Path,
+    format: ArchiveFormat,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<UnpackStats, UnpackError> {
     let label = archive.display().to_string();
-    let file = File::open(archive).map_err(|source| UnpackError::Io {
-        archive: label.clone(),
-        action: "opening",
-        source,
-    })?;
+    let (file, archive_bytes) = open_archive(archive, &label)?;
     fs::create_dir(dest).map_err(|source| UnpackError::Io {
         archive: label.clone(),
         action: "creating the unpack directory",
         source,
     })?;
-    match format {
-        ArchiveFormat::Tar { strip } => {
-            let options = TarOptions {
-                strip,
-                members: Members::All,
-            };
-            unpack_tar_stream(Box::new(BufReader::new(file)), &label, options, dest)
-        }
-        ArchiveFormat::Deb => unpack_deb(file, &label, dest),
+    let budget = limits.budget(archive_bytes);
+    let result = match format {
+        ArchiveFormat::Tar { strip } => unpack_tar_stream(
+            Box::new(BufReader::new(file)),
+            &label,
+            strip,
+            Members::All,
+            budget,
+            dest,
+        ),
+        ArchiveFormat::Deb => unpack_deb(file, &label, budget, dest),
+    };
+    if result.is_err() {
+        // Best effort: the caller's staging directory goes too.
+        let _ = fs::remove_dir_all(dest);
     }
+    result
 }
 
 /// Unpacks the tarball `archive` into `dest`, which is created (with its
 /// parents) when missing and may already hold files: members replace them
 /// as later members replace earlier ones. Every rule of [`unpack_archive`]
-/// applies; `dest` itself and the directories above it are trusted.
+/// applies; `dest` itself and the directories above it are trusted. After
+/// an error `dest` may hold part of the archive: callers unpack into a
+/// staging directory they discard.
 pub fn unpack_tar_into(archive: &Path, options: TarOptions, dest: &Path) -> Result<UnpackStats, UnpackError> {
     let label = archive.display().to_string();
-    let file = File::open(archive).map_err(|source| UnpackError::Io {
-        archive: label.clone(),
-        action: "opening",
-        source,
-    })?;
+    let (file, archive_bytes) = open_archive(archive, &label)?;
     fs::create_dir_all(dest).map_err(|source| UnpackError::Io {
         archive: label.clone(),
         action: "creating the unpack directory",
         source,
     })?;
-    unpack_tar_stream(Box::new(BufReader::new(file)), &label, options, dest)
+    unpack_tar_stream(
+        Box::new(BufReader::new(file)),
+        &label,
+        options.strip,
+        options.members,
+        options.limits.budget(archive_bytes),
+        dest,
+    )
 }
 
-fn unpack_deb(file: File, label: &str, dest: &Path) -> Result<UnpackStats, UnpackError> {
+fn open_archive(archive: &Path, label: &str) -> Result<(File, u64), UnpackError> {
+    let io_err = |action| {
+        move |source| UnpackError::Io {
+            archive: label.to_string(),
+            action,
+            source,
+        }
+    };
+    let file = File::open(archive).map_err(io_err("opening"))?;
+    let len = file.metadata().map_err(io_err("reading its size"))?.len();
+    Ok((file, len))
+}
+
+fn unpack_deb(
+    file: File,
+    label: &str,
+    budget: Option<(u64, UnpackLimit)>,
+    dest: &Path,
+) -> Result<UnpackStats, UnpackError> {
     let not_deb = |reason: String| UnpackError::NotDeb {
         archive: label.to_string(),
         reason,
@@ -213,11 +364,7 @@ fn unpack_deb(file: File, label: &str, dest: &Path) -> Result<UnpackStats, Unpac
                 return Err(not_deb(format!("`{id}` comes before `debian-binary`")));
             }
             let member_label = format!("{label} (member {id})");
-            let options = TarOptions {
-                strip: 0,
-                members: Members::All,
-            };
-            return unpack_tar_stream(Box::new(member), &member_label, options, dest);
+            return unpack_tar_stream(Box::new(member), &member_label, 0, Members::All, budget, dest);
         }
     }
     Err(not_deb(if saw_version {
@@ -259,7 +406,9 @@ fn looks_like_tar(head: &[u8]) -> bool {
 fn unpack_tar_stream<'r>(
     raw: Box<dyn Read + 'r>,
     label: &str,
-    options: TarOptions,
+    strip: u32,
+    members: Members,
+    budget: Option<(u64, UnpackLimit)>,
     dest: &Path,
 ) -> Result<UnpackStats, UnpackError> {
     let io_err = |action: &'static str| {
@@ -304,10 +453,13 @@ fn unpack_tar_stream<'r>(
     let mut unpacker = Unpacker {
         dest,
         label,
-        strip: options.strip,
-        members: options.members,
+        strip,
+        members,
+        budget,
         stats: UnpackStats::default(),
         real_dirs: HashSet::new(),
+        depended_on: HashMap::new(),
+        buf: vec![0; 64 << 10],
     };
     for entry in archive.entries().map_err(io_err("reading the tar stream"))? {
         let entry = entry.map_err(io_err("reading the tar stream"))?;
@@ -319,14 +471,50 @@ fn unpack_tar_stream<'r>(
     Ok(unpacker.stats)
 }
 
+/// Linux's limit on symlinks followed in one path resolution (MAXSYMLINKS).
+const MAX_LINK_HOPS: u32 = 40;
+
+/// One step of a symlink target.
+enum Step {
+    Root,
+    Up,
+    Name(OsString),
+}
+
+fn steps(path: &Path) -> VecDeque<Step> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Prefix(_) | Component::RootDir => Some(Step::Root),
+            Component::CurDir => None,
+            Component::ParentDir => Some(Step::Up),
+            Component::Normal(n) => Some(Step::Name(n.to_os_string())),
+        })
+        .collect()
+}
+
+/// A directory a symlink resolution stands in, with the paths whose current
+/// state put it there: symlinks followed on the way, and names that did not
+/// exist yet (or were files) and were taken to be directories. Going `..`
+/// out of it relies on those paths staying as they are.
+struct Place {
+    name: OsString,
+    relies_on: Vec<PathBuf>,
+}
+
 struct Unpacker<'a> {
     dest: &'a Path,
     label: &'a str,
     strip: u32,
     members: Members,
+    /// Most bytes this archive may unpack to, and which limit says so.
+    budget: Option<(u64, UnpackLimit)>,
     stats: UnpackStats,
     /// Relative paths known to be real directories (never symlinks) under `dest`.
     real_dirs: HashSet<PathBuf>,
+    /// Paths earlier symlinks resolve through, with the first such link: a
+    /// later member may not make them a symlink or replace a symlink there.
+    depended_on: HashMap<PathBuf, String>,
+    buf: Vec<u8>,
 }
 
 impl Unpacker<'_> {
@@ -372,6 +560,7 @@ impl Unpacker<'_> {
         };
         match kind {
             EntryType::Directory => {
+                self.check_depended_on(&rel, &name, false)?;
                 if !self.clear_leaf(&path, &name, true)? {
                     fs::create_dir(&path).map_err(member_err("creating directory"))?;
                 }
@@ -379,6 +568,9 @@ impl Unpacker<'_> {
                 self.stats.directories += 1;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                // Refused before a byte is written when the header already says it is too much.
+                self.charge(entry.size(), &name, false)?;
+                self.check_depended_on(&rel, &name, false)?;
                 self.clear_leaf(&path, &name, false)?;
                 let executable = entry.header().mode().map_err(member_err("reading mode"))? & 0o111 != 0;
                 let mut out = OpenOptions::new()
@@ -387,7 +579,10 @@ impl Unpacker<'_> {
                     .mode(if executable { 0o755 } else { 0o644 })
                     .open(&path)
                     .map_err(member_err("creating file"))?;
-                io::copy(&mut entry, &mut out).map_err(member_err("writing file"))?;
+                let mut buf = std::mem::take(&mut self.buf);
+                let copied = self.copy_counted(&mut entry, &mut out, &mut buf, &name);
+                self.buf = buf;
+                copied?;
                 self.stats.files += 1;
             }
             EntryType::Symlink => {
@@ -400,7 +595,9 @@ impl Unpacker<'_> {
                         reason: "symlink without a target",
                     })?
                     .into_owned();
-                self.check_symlink(&rel, &target, &name)?;
+                self.charge(target.as_os_str().len() as u64, &name, true)?;
+                self.check_link(&rel, &target, &name)?;
+                self.check_depended_on(&rel, &name, true)?;
                 self.clear_leaf(&path, &name, false)?;
                 std::os::unix::fs::symlink(&target, &path).map_err(member_err("creating symlink"))?;
                 self.stats.symlinks += 1;
@@ -425,11 +622,18 @@ impl Unpacker<'_> {
                 }
                 self.check_parents_are_dirs(&target_rel, &name)?;
                 let target = self.dest.join(&target_rel);
-                match fs::symlink_metadata(&target) {
+                let is_symlink = match fs::symlink_metadata(&target) {
                     Ok(m) if m.is_dir() => return Err(bad("the target is a directory".into())),
-                    Ok(_) => {}
+                    Ok(m) => m.file_type().is_symlink(),
                     Err(_) => return Err(bad("the target is not an earlier member of the archive".into())),
+                };
+                if is_symlink {
+                    // link(2) links the symlink itself: a new symlink here,
+                    // whose target is read from this directory, not the old one.
+                    let text = fs::read_link(&target).map_err(member_err("reading the linked symlink"))?;
+                    self.check_link(&rel, &text, &name)?;
                 }
+                self.check_depended_on(&rel, &name, is_symlink)?;
                 self.clear_leaf(&path, &name, false)?;
                 fs::hard_link(&target, &path).map_err(member_err("creating hardlink"))?;
                 self.stats.hardlinks += 1;
@@ -443,6 +647,56 @@ impl Unpacker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Counts `n` more unpacked bytes (`commit`) or checks that they would
+    /// fit (a header's declared size), refusing them past the budget.
+    fn charge(&mut self, n: u64, name: &str, commit: bool) -> Result<(), UnpackError> {
+        let reached = self.stats.bytes.saturating_add(n);
+        if let Some((max, limit)) = self.budget {
+            if reached > max {
+                return Err(UnpackError::TooLarge {
+                    archive: self.label.to_string(),
+                    entry: name.to_string(),
+                    reached,
+                    limit,
+                });
+            }
+        }
+        if commit {
+            self.stats.bytes = reached;
+        }
+        Ok(())
+    }
+
+    /// Copies a member's data, each chunk counted against the budget before
+    /// it is written: the header's size is not trusted (sparse files, pax).
+    fn copy_counted(
+        &mut self,
+        from: &mut impl Read,
+        to: &mut File,
+        buf: &mut [u8],
+        name: &str,
+    ) -> Result<(), UnpackError> {
+        let label = self.label;
+        let member_err = |action: &'static str| {
+            move |source| UnpackError::Member {
+                archive: label.to_string(),
+                entry: name.to_string(),
+                action,
+                source,
+            }
+        };
+        loop {
+            let n = match from.read(buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(member_err("reading file")(e)),
+            };
+            self.charge(n as u64, name, true)?;
+            to.write_all(&buf[..n]).map_err(member_err("writing file"))?;
+        }
     }
 
     /// The member's path relative to `dest` after stripping, or None when
@@ -571,32 +825,142 @@ impl Unpacker<'_> {
         }
     }
 
-    /// Relative symlink targets must stay inside the tree, judged from the link's own directory.
-    fn check_symlink(&self, rel: &Path, target: &Path, name: &str) -> Result<(), UnpackError> {
+    /// A symlink at `rel` pointing at `target` must stay inside the tree,
+    /// resolved as the kernel would through the tree as unpacked so far: from
+    /// the link's own directory, following symlinks that earlier members made,
+    /// component by component. Names not there yet count as directories (the
+    /// lexical reading); absolute targets are kept as they are, but followed
+    /// from the root when another link passes through them. What the
+    /// resolution relied on when it went `..` is remembered, so that no later
+    /// member can change it ([`Self::check_depended_on`]).
+    fn check_link(&mut self, rel: &Path, target: &Path, name: &str) -> Result<(), UnpackError> {
+        let unsafe_path = |reason| UnpackError::UnsafePath {
+            archive: self.label.to_string(),
+            entry: name.to_string(),
+            reason,
+        };
         if target.as_os_str().is_empty() {
-            return Err(UnpackError::UnsafePath {
-                archive: self.label.to_string(),
-                entry: name.to_string(),
-                reason: "symlink with an empty target",
-            });
+            return Err(unsafe_path("symlink with an empty target"));
         }
         if target.is_absolute() {
             return Ok(());
         }
-        let mut depth = rel.components().count() - 1;
-        for c in target.components() {
-            match c {
-                Component::Normal(_) => depth += 1,
-                Component::CurDir => {}
-                Component::ParentDir if depth > 0 => depth -= 1,
-                _ => {
-                    return Err(UnpackError::SymlinkEscapes {
-                        archive: self.label.to_string(),
-                        entry: name.to_string(),
-                        target: target.display().to_string(),
-                    })
+        // The link's own parents are real directories (make_parents checked them).
+        let mut stack: Vec<Place> = rel
+            .parent()
+            .into_iter()
+            .flat_map(Path::components)
+            .map(|c| Place {
+                name: c.as_os_str().to_os_string(),
+                relies_on: Vec::new(),
+            })
+            .collect();
+        // The target's steps, then those of each link followed (innermost last).
+        let mut frames: Vec<(VecDeque<Step>, Option<PathBuf>)> = vec![(steps(target), None)];
+        let mut last_followed: Option<PathBuf> = None;
+        let mut relied_on: Vec<PathBuf> = Vec::new();
+        let mut hops = 0;
+        loop {
+            // A followed link is done: where the resolution stands is where it points.
+            while let Some((queue, followed)) = frames.last() {
+                if !queue.is_empty() {
+                    break;
+                }
+                if let Some(link) = followed {
+                    for place in &mut stack {
+                        place.relies_on.push(link.clone());
+                    }
+                }
+                frames.pop();
+            }
+            let Some((queue, _)) = frames.last_mut() else { break };
+            let step = queue.pop_front().expect("non-empty");
+            let is_last = frames.iter().all(|(q, _)| q.is_empty());
+            match step {
+                Step::Root => stack.clear(),
+                Step::Up => match stack.pop() {
+                    Some(place) => relied_on.extend(place.relies_on),
+                    None => {
+                        return Err(UnpackError::SymlinkEscapes {
+                            archive: self.label.to_string(),
+                            entry: name.to_string(),
+                            target: target.display().to_string(),
+                            via: last_followed
+                                .map(|l| format!(" (by way of the symlink `{}`)", l.display()))
+                                .unwrap_or_default(),
+                        })
+                    }
+                },
+                Step::Name(n) => {
+                    let mut relies_on = stack.last().map(|p| p.relies_on.clone()).unwrap_or_default();
+                    let path: PathBuf = stack
+                        .iter()
+                        .map(|p| p.name.as_os_str())
+                        .chain([n.as_os_str()])
+                        .collect();
+                    if is_last {
+                        // The link's last name is not followed: a link there is checked on its own.
+                        stack.push(Place { name: n, relies_on });
+                        continue;
+                    }
+                    // Every parent in `path` is a real directory, so this lstat follows no link.
+                    match fs::symlink_metadata(self.dest.join(&path)) {
+                        Ok(m) if m.is_dir() => stack.push(Place { name: n, relies_on }),
+                        Ok(m) if m.file_type().is_symlink() => {
+                            hops += 1;
+                            if hops > MAX_LINK_HOPS {
+                                return Err(unsafe_path("symlink chain of more than 40 links (a loop?)"));
+                            }
+                            let next = fs::read_link(self.dest.join(&path)).map_err(|source| UnpackError::Member {
+                                archive: self.label.to_string(),
+                                entry: name.to_string(),
+                                action: "reading a symlink the target passes through",
+                                source,
+                            })?;
+                            frames.push((steps(&next), Some(path.clone())));
+                            last_followed = Some(path);
+                        }
+                        Ok(_) => {
+                            relies_on.push(path);
+                            stack.push(Place { name: n, relies_on });
+                        }
+                        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                            relies_on.push(path);
+                            stack.push(Place { name: n, relies_on });
+                        }
+                        Err(source) => {
+                            return Err(UnpackError::Member {
+                                archive: self.label.to_string(),
+                                entry: name.to_string(),
+                                action: "resolving the symlink target",
+                                source,
+                            })
+                        }
+                    }
                 }
             }
+        }
+        for path in relied_on {
+            self.depended_on.entry(path).or_insert_with(|| name.to_string());
+        }
+        Ok(())
+    }
+
+    /// A member at `rel` may not change what an earlier link resolved
+    /// through: no symlink where it saw a directory (or nothing), and no
+    /// replacing a symlink it followed.
+    fn check_depended_on(&self, rel: &Path, name: &str, becomes_link: bool) -> Result<(), UnpackError> {
+        let Some(link) = self.depended_on.get(rel) else {
+            return Ok(());
+        };
+        let is_link = fs::symlink_metadata(self.dest.join(rel)).is_ok_and(|m| m.file_type().is_symlink());
+        if becomes_link || is_link {
+            return Err(UnpackError::ChangesEarlierLink {
+                archive: self.label.to_string(),
+                entry: name.to_string(),
+                path: rel.display().to_string(),
+                link: link.clone(),
+            });
         }
         Ok(())
     }
@@ -632,7 +996,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let archive = t.path().join("a.tar");
         fs::write(&archive, bytes).unwrap();
-        let r = unpack_archive(&archive, ArchiveFormat::Tar { strip }, &t.path().join("out"));
+        let r = unpack_archive(
+            &archive,
+            ArchiveFormat::Tar { strip },
+            &t.path().join("out"),
+            UnpackLimits::default(),
+        );
         (t, r)
     }
 
@@ -717,6 +1086,7 @@ mod tests {
                 hardlinks: 1,
                 skipped_special: 2,
                 skipped_other: 0,
+                bytes: 6,
             }
         );
         let out = t.path().join("out");
@@ -809,6 +1179,7 @@ mod tests {
         let options = TarOptions {
             strip: 1,
             members: Members::FilesAndDirectories,
+            limits: UnpackLimits::default(),
         };
         let stats = unpack_tar_into(&archive, options, &dest).unwrap();
         assert_eq!((stats.files, stats.directories, stats.skipped_other), (1, 1, 2));

@@ -125,6 +125,8 @@ pub struct Built {
     /// Steps that ran (the rest came from the action cache).
     pub ran: Vec<StepId>,
     pub cached: Vec<StepId>,
+    /// What farm-metrics.json holds (timings, cache hits and misses, targets, artifact sizes).
+    pub metrics: serde_json::Value,
 }
 
 pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> Result<Built> {
@@ -137,7 +139,15 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         require_fetched(&store, &lock)?;
     }
     let sde = project.source_date_epoch();
-    let env = BuildEnv::new(&store, &lock, opts.hermetic, sde, &opts.variation, ctx.sandbox)?;
+    let env = BuildEnv::new(
+        &store,
+        &lock,
+        opts.hermetic,
+        sde,
+        &opts.variation,
+        ctx.sandbox,
+        project.limits(),
+    )?;
     if let Some(x) = &env.executor {
         ctx.reporter
             .info(&format!("hermetic build in the {} sandbox", x.name()));
@@ -192,7 +202,12 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     };
     manifest.seal();
     std::fs::write(staging.path().join(manifest::MANIFEST_FILE), manifest.to_bytes())?;
-    let metrics = results.metrics(started.elapsed());
+    let mut metrics = manifest::metrics_without_host_paths(results.metrics(started.elapsed()), &ctx.farm_home);
+    // The build summary `farm build` prints, machine-readable.
+    metrics["targets"] = targets.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
+    metrics["artifacts"] = manifest.outputs.len().into();
+    metrics["artifacts_bytes"] = manifest.outputs.values().map(|o| o.size).sum::<u64>().into();
+    metrics["cache_misses"] = results.records.values().filter(|r| !r.cached).count().into();
     std::fs::write(
         staging.path().join(manifest::METRICS_FILE),
         serde_json::to_string_pretty(&metrics)? + "\n",
@@ -207,6 +222,7 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         out_dir,
         ran: ran.into_iter().map(|r| r.id.clone()).collect(),
         cached: cached.into_iter().map(|r| r.id.clone()).collect(),
+        metrics,
     })
 }
 
@@ -221,6 +237,7 @@ fn read_lock(ctx: &Context, project: &Project, hermetic: bool) -> Result<(Lock, 
     }
     let lock_bytes = std::fs::read(&lock_path)?;
     let lock = Lock::read(&lock_path)?;
+    crate::lockcheck::refuse_invalid(project, &lock)?;
     let stale = farm_project::inputs::stale_inputs(&lock, &farm_project::inputs::current_inputs(project)?);
     if !stale.is_empty() {
         let msg = format!(
@@ -320,43 +337,39 @@ fn assemble_outputs(
     let mut outputs = BTreeMap::new();
     for r in &results.steps {
         let entry = &r.entry;
+        let place = |from: &str, rel: &str| output::place(&entry.path, Path::new(from), &staging.join(rel), rel, sde);
         match &r.id {
             StepId::Frontend => {
-                outputs.insert(
-                    "frontend".into(),
-                    output::place(&entry.path, &staging.join("frontend"), "frontend", sde)?,
-                );
+                outputs.insert("frontend".into(), place("", "frontend")?);
             }
             StepId::Backend => {
-                let mut o = output::place(&entry.path.join("backend"), &staging.join("backend"), "backend", sde)?;
+                let mut o = place("backend", "backend")?;
                 o.metadata.insert(
                     "packages".into(),
-                    output::count_dist_infos(&entry.path.join("backend/site-packages")).into(),
+                    output::count_dist_infos(&entry.path, Path::new("backend/site-packages"))?.into(),
                 );
                 outputs.insert("backend".into(), o);
-                let mut api = output::place(
-                    &entry.path.join("openapi.json"),
-                    &staging.join("openapi.json"),
-                    "openapi.json",
-                    sde,
-                )?;
-                let (endpoints, schemas) = output::openapi_counts(&entry.path.join("openapi.json"))?;
+                let mut api = place("openapi.json", "openapi.json")?;
+                // Counted on the placed copy: a regular file farm wrote, not the step's path.
+                let (endpoints, schemas) =
+                    output::openapi_counts(&std::fs::read(staging.join("openapi.json"))?, "openapi.json")?;
                 api.metadata.insert("endpoints".into(), endpoints.into());
                 api.metadata.insert("schemas".into(), schemas.into());
                 outputs.insert("openapi".into(), api);
             }
             StepId::Models => {
-                let mut o = output::place(&entry.path, &staging.join("models"), "models", sde)?;
+                let mut o = place("", "models")?;
                 let refs: Vec<String> = lock.models.iter().map(|m| m.reference.clone()).collect();
                 o.metadata.insert("models".into(), refs.into());
                 outputs.insert("models".into(), o);
             }
             StepId::Images => {
-                let built: BTreeMap<String, serde_json::Value> =
-                    serde_json::from_slice(&std::fs::read(entry.path.join("images.json"))?)?;
+                let built: BTreeMap<String, serde_json::Value> = serde_json::from_slice(
+                    &farm_hostfs::Beneath::open_dir(&entry.path)?.read(Path::new("images.json"))?,
+                )?;
                 for (name, info) in built {
                     let rel = format!("images/{name}");
-                    let mut o = output::place(&entry.path.join(&name), &staging.join(&rel), &rel, sde)?;
+                    let mut o = place(&name, &rel)?;
                     if let serde_json::Value::Object(m) = info {
                         o.metadata = m;
                     }
@@ -364,15 +377,11 @@ fn assemble_outputs(
                 }
             }
             StepId::Types => {
-                let ts = entry.path.join("api-types.ts");
-                outputs.insert(
-                    "api-types".into(),
-                    output::place(&ts, &staging.join("api-types.ts"), "api-types.ts", sde)?,
-                );
+                outputs.insert("api-types".into(), place("api-types.ts", "api-types.ts")?);
                 let f = config.frontend.as_ref().expect("types need a frontend");
                 let committed_rel = f.path.join(f.api_types.as_ref().expect("types are on"));
-                let generated = std::fs::read_to_string(&ts)?;
-                if let Err(why) = types_up_to_date(&root.join(&committed_rel), &generated) {
+                let generated = std::fs::read_to_string(staging.join("api-types.ts"))?;
+                if let Err(why) = types_up_to_date(root, &committed_rel, &generated) {
                     let msg = format!("{}: {why}", committed_rel.display());
                     if opts.hermetic && !opts.skip_types_check {
                         bail!(msg);
@@ -382,16 +391,10 @@ fn assemble_outputs(
             }
             StepId::Custom(name) => {
                 let rel = format!("steps/{name}");
-                outputs.insert(
-                    format!("step.{name}"),
-                    output::place(&entry.path, &staging.join(&rel), &rel, sde)?,
-                );
+                outputs.insert(format!("step.{name}"), place("", &rel)?);
             }
             StepId::Deploy => {
-                outputs.insert(
-                    "deploy".into(),
-                    output::place(&entry.path, &staging.join("deploy"), "deploy", sde)?,
-                );
+                outputs.insert("deploy".into(), place("", "deploy")?);
             }
         }
     }
@@ -409,6 +412,8 @@ pub struct BuildEnv {
     pub variation: Variation,
     /// The sandbox of hermetic builds.
     pub executor: Option<std::sync::Arc<dyn Executor>>,
+    /// Memory and processes of each sandboxed step (`[limits]`).
+    pub limits: farm_project::Limits,
 }
 
 impl BuildEnv {
@@ -419,6 +424,7 @@ impl BuildEnv {
         source_date_epoch: u64,
         variation: &Variation,
         sandbox: SandboxChoice,
+        limits: farm_project::Limits,
     ) -> Result<BuildEnv> {
         let variation = variation.clone();
         let pip = match &lock.python {
@@ -435,6 +441,7 @@ impl BuildEnv {
                 source_date_epoch,
                 variation,
                 executor: Some(executor::select(sandbox)?),
+                limits,
             });
         }
         let mut host_tools = Vec::new();
@@ -455,6 +462,7 @@ impl BuildEnv {
             source_date_epoch,
             variation,
             executor: None,
+            limits,
         })
     }
 

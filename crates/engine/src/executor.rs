@@ -82,17 +82,30 @@ pub fn select(choice: SandboxChoice) -> Result<Arc<dyn Executor>> {
     }
 }
 
+/// The limits of every sandboxed step from farm.toml's `[limits]`: `memory`
+/// for the whole step and `processes` (a cgroup where the sandbox gets one,
+/// else RLIMIT_AS and RLIMIT_NPROC), the sandbox's defaults for the rest.
+pub fn step_limits(limits: &farm_project::Limits) -> farm_sandbox::Limits {
+    farm_sandbox::Limits {
+        memory: limits.memory,
+        nproc: limits.processes,
+        ..farm_sandbox::Limits::default()
+    }
+}
+
 /// The sandbox spec of every hermetic step and of `farm exec`/`shell`: the
 /// toolchain's root and entries plus `inputs`, each read-only at its
 /// `/farm/store` path, the toolchain's fixed environment, no network,
-/// hostname `farm`, uid/gid 1000, the default limits. Callers add their
-/// own binds (`/out`, the project), variables, working directory and timeout.
+/// hostname `farm`, uid/gid 1000, the project's `[limits]`. Callers add
+/// their own binds (`/out`, the project), variables, working directory and
+/// timeout.
 pub fn sandbox_spec(
     tc: &Toolchain,
     inputs: &[StoreEntry],
     argv: Vec<String>,
     source_date_epoch: u64,
     stdio: Stdio,
+    limits: &farm_project::Limits,
 ) -> StepSpec {
     let mut binds: Vec<Bind> = tc
         .inputs
@@ -106,6 +119,7 @@ pub fn sandbox_spec(
     spec.binds = binds;
     spec.env = tc.env(source_date_epoch);
     spec.hostname = "farm".into();
+    spec.limits = step_limits(limits);
     spec
 }
 
@@ -120,10 +134,32 @@ pub fn exec_spec(
     argv: Vec<String>,
     source_date_epoch: u64,
     timeout: Option<std::time::Duration>,
+    limits: &farm_project::Limits,
 ) -> StepSpec {
-    let mut spec = sandbox_spec(tc, &[], argv, source_date_epoch, Stdio::Inherit);
+    let mut spec = sandbox_spec(tc, &[], argv, source_date_epoch, Stdio::Inherit, limits);
     spec.binds.push(Bind::read_only(project_root, EXEC_PROJECT_DIR));
     spec.cwd = PathBuf::from(EXEC_PROJECT_DIR);
     spec.timeout = timeout;
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves `[limits]` reaches every step's sandbox limits: memory and
+    /// processes as configured, "none"/0 as no limit, the rest the sandbox's defaults.
+    #[test]
+    fn project_limits_become_the_steps_memory_and_process_limits() {
+        let l = step_limits(&farm_project::Limits::default());
+        assert_eq!((l.memory, l.nproc), (Some(8 << 30), Some(4096)));
+        assert_eq!(l.nofile, farm_sandbox::Limits::default().nofile);
+        let off = farm_project::Limits {
+            memory: None,
+            processes: None,
+            ..farm_project::Limits::default()
+        };
+        let l = step_limits(&off);
+        assert_eq!((l.memory, l.nproc), (None, None));
+    }
 }

@@ -14,6 +14,7 @@ pub mod compare;
 pub mod deps;
 pub mod executor;
 pub mod images;
+pub mod lockcheck;
 pub mod manifest;
 pub mod models;
 pub mod ops;

@@ -84,6 +84,31 @@ impl Manifest {
     }
 }
 
+/// `farm-metrics.json` from the scheduler's metrics: each step's `log` is
+/// named relative to FARM_HOME (`logs/<step>-<key>.log`), never by its host
+/// path; a log elsewhere is left out.
+pub fn metrics_without_host_paths(mut metrics: serde_json::Value, farm_home: &std::path::Path) -> serde_json::Value {
+    let homes = [
+        farm_home.to_path_buf(),
+        std::path::absolute(farm_home).unwrap_or_default(),
+    ];
+    if let Some(steps) = metrics.get_mut("steps").and_then(|s| s.as_object_mut()) {
+        for record in steps.values_mut() {
+            let Some(r) = record.as_object_mut() else { continue };
+            let log = r.get("log").and_then(|l| l.as_str()).map(std::path::Path::new);
+            let rel = log
+                .and_then(|l| homes.iter().find_map(|h| l.strip_prefix(h).ok()))
+                .filter(|l| l.is_relative() && !l.as_os_str().is_empty())
+                .map(|l| l.display().to_string());
+            match rel {
+                Some(rel) => r.insert("log".into(), rel.into()),
+                None => r.remove("log"),
+            };
+        }
+    }
+    metrics
+}
+
 /// Chrome trace-event JSON of the steps (opens in Perfetto and chrome://tracing).
 pub fn trace_json(events: &[TraceEvent]) -> String {
     let evs: Vec<serde_json::Value> = events
@@ -176,6 +201,23 @@ mod tests {
         let edited = String::from_utf8(bytes).unwrap().replace("\"size\": 3", "\"size\": 4");
         let e: Manifest = serde_json::from_str(&edited).unwrap();
         assert_ne!(e.compute_digest(), e.digest, "an edit is detectable");
+    }
+
+    /// Metrics name logs relative to FARM_HOME; a log elsewhere is dropped,
+    /// so no host path reaches farm-metrics.json.
+    #[test]
+    fn metrics_hold_no_host_paths() {
+        let home = std::path::Path::new("/home/u/.cache/farm");
+        let m = serde_json::json!({"total_ms": 1, "steps": {
+            "frontend": {"log": "/home/u/.cache/farm/logs/frontend-0123.log", "cached": false},
+            "lint": {"log": "/somewhere/else.log"},
+            "backend": {"log": null}
+        }});
+        let out = metrics_without_host_paths(m, home);
+        assert_eq!(out["steps"]["frontend"]["log"], "logs/frontend-0123.log");
+        assert!(out["steps"]["lint"].get("log").is_none());
+        assert!(out["steps"]["backend"].get("log").is_none());
+        assert!(!out.to_string().contains("/home/u") && !out.to_string().contains("/somewhere"));
     }
 
     /// A manifest with every kind of field, including `metadata` written in

@@ -57,7 +57,7 @@ pub fn write_models_dir(
     store: &Store,
     lock: &Lock,
     host: &str,
-    ai_config: Option<&Path>,
+    ai_config: Option<(&Path, &str)>,
     dir: &Path,
 ) -> Result<Vec<String>> {
     let blobs = dir.join("blobs");
@@ -87,10 +87,9 @@ pub fn write_models_dir(
         }
     }
     let mut removed = Vec::new();
-    if let Some(cfg) = ai_config {
-        let text = std::fs::read_to_string(cfg).with_context(|| cfg.display().to_string())?;
+    if let Some((cfg, text)) = ai_config {
         let mut v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", cfg.display()))?;
+            serde_json::from_str(text).with_context(|| format!("{}: not valid JSON", cfg.display()))?;
         strip_secrets(&mut v, "$", &mut removed);
         // serde_json's map is sorted, so this is canonical.
         let mut out = serde_json::to_string_pretty(&v)?;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
+use farm_hostfs::Beneath;
 use farm_lockfiles::Lock;
 use farm_project::config::Config;
 use farm_project::Project;
@@ -60,7 +61,7 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
     let mut steps: Vec<Step> = Vec::new();
     if targets.contains(&Target::Backend) {
         let b = config.backend.as_ref().expect("checked");
-        let src = source::snapshot(store, &root.join(&b.path), "backend", &[])?;
+        let src = source::snapshot(store, root, &b.path, "backend", &[])?;
         sources.insert("backend".to_string(), src.digest.to_string());
         let wheels = deps::wheelhouse(store, lock)?;
         let pip = env
@@ -83,13 +84,14 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
         && (targets.contains(&Target::Frontend) || targets.contains(&Target::Types))
         && config.frontend.as_ref().is_some_and(|f| f.api_types.is_some());
     if types_on {
-        steps.push(types_step(store, lock, env)?);
+        steps.push(types_step(store, lock, env, project)?);
     }
     if targets.contains(&Target::Frontend) {
         let f = config.frontend.as_ref().expect("checked");
-        let src = source::snapshot(store, &root.join(&f.path), "frontend", &[f.output_dir.as_path()])?;
+        let src = source::snapshot(store, root, &f.path, "frontend", &[f.output_dir.as_path()])?;
         sources.insert("frontend".to_string(), src.digest.to_string());
-        let nm = deps::node_modules(store, lock)?;
+        let nm = deps::node_modules(store, lock, crate::ops::fetch::unpack_limits(project))?;
+        let links = deps::workspace_links(root, &f.path)?;
         for pkg in &f.allow_scripts {
             if !lock.npm.iter().any(|p| p.path == format!("node_modules/{pkg}")) {
                 bail!("frontend.allow-scripts names {pkg:?}, which is not a top-level package of the frontend's package-lock.json");
@@ -105,6 +107,7 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
                 dev: opts.dev,
                 api_types: f.api_types.as_deref().filter(|_| types_on),
                 allow_scripts: &f.allow_scripts,
+                links: &links,
             },
         );
         // After the backend, as in the FARM design (the API types come from it).
@@ -258,10 +261,12 @@ fn custom_step(
             Some(("path", rel)) => {
                 let snap = source::snapshot(
                     store,
-                    &root.join(rel),
+                    root,
+                    Path::new(rel),
                     &format!("{}-{}", cs.name, rel.replace('/', "_")),
                     &[],
-                )?;
+                )
+                .with_context(|| format!("steps.{}.inputs: {input:?}", cs.name))?;
                 script.push_str(&format!("export {}={}\n", var(rel), scripts::q(&paths.store(&snap))));
                 inputs.push(snap);
             }
@@ -294,12 +299,12 @@ fn custom_step(
 
 /// `types`: TypeScript types from the backend's OpenAPI schema, by farm's own
 /// generator, into an entry the frontend step copies into its build tree.
-fn types_step(store: &Store, lock: &Lock, env: &BuildEnv) -> Result<Step> {
+fn types_step(store: &Store, lock: &Lock, env: &BuildEnv, project: &Project) -> Result<Step> {
     // The app's own generator when its lock has one, run offline in the sandbox.
     if lock.npm.iter().any(|p| p.path == "node_modules/openapi-typescript") {
-        let nm = deps::node_modules(store, lock)?;
+        let nm = deps::node_modules(store, lock, crate::ops::fetch::unpack_limits(project))?;
         let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(nm.path.join("openapi-typescript/package.json"))?)?;
+            serde_json::from_slice(&Beneath::open_dir(&nm.path)?.read(Path::new("openapi-typescript/package.json"))?)?;
         let bin = match &manifest["bin"] {
             serde_json::Value::String(b) => b.clone(),
             serde_json::Value::Object(m) => m
@@ -331,8 +336,12 @@ fn types_step(store: &Store, lock: &Lock, env: &BuildEnv) -> Result<Step> {
             key_parts: vec!["farm-typegen-v2".into()],
             run: Box::new(|out: &Path, deps| {
                 let backend = deps.get(&StepId::Backend).context("the backend step's output")?;
+                // The backend step wrote this file: read it without following a link it may have planted.
+                let bytes = Beneath::open_dir(&backend.path)?
+                    .read(Path::new("openapi.json"))
+                    .context("the backend step's /out/openapi.json")?;
                 let api: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(backend.path.join("openapi.json"))?)?;
+                    serde_json::from_slice(&bytes).context("the backend step's /out/openapi.json is not JSON")?;
                 std::fs::write(out.join("api-types.ts"), farm_typegen::generate(&api)?)?;
                 Ok(())
             }),
@@ -340,11 +349,14 @@ fn types_step(store: &Store, lock: &Lock, env: &BuildEnv) -> Result<Step> {
     })
 }
 
-/// Whether the committed types file is what the generator made.
-pub fn types_up_to_date(committed: &Path, generated: &str) -> Result<(), String> {
-    match std::fs::read_to_string(committed) {
+/// Whether the committed types file `committed` (relative to the project
+/// root `root`) is what the generator made. A symlink there is not followed.
+pub fn types_up_to_date(root: &Path, committed: &Path, generated: &str) -> Result<(), String> {
+    let read = Beneath::open_dir(root).and_then(|p| p.read_to_string(committed));
+    match read {
         Ok(text) => farm_typegen::check_text(generated, &text),
-        Err(_) => Err("missing: the generated API types have not been written yet".into()),
+        Err(e) if e.is_not_found() => Err("missing: the generated API types have not been written yet".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -426,15 +438,24 @@ fn models_step(project: &Project, lock: &Lock, store: &Store) -> Result<Step> {
                 .context("models.host is not set and models.registry is not a URL with a host")?
         }
     };
-    let ai_config = m.config.as_ref().map(|c| project.root.join(c));
     let mut key_parts = vec![format!("host={host}")];
     for model in &lock.models {
         key_parts.push(format!("{}={}", model.reference, model.manifest.digest));
     }
-    if let Some(cfg) = &ai_config {
-        let bytes = std::fs::read(cfg).with_context(|| format!("models.config: {}", cfg.display()))?;
-        key_parts.push(format!("ai-config={}", farm_lockfiles::integrity::sha256_of(&bytes)));
-    }
+    // Read once, without following a link, and hashed and used as read.
+    let ai_config = match &m.config {
+        Some(c) => {
+            let text = Beneath::open_dir(&project.root)
+                .and_then(|p| p.read_to_string(c))
+                .with_context(|| format!("models.config: {}", c.display()))?;
+            key_parts.push(format!(
+                "ai-config={}",
+                farm_lockfiles::integrity::sha256_of(text.as_bytes())
+            ));
+            Some((project.root.join(c), text))
+        }
+        None => None,
+    };
     let lock = lock.clone();
     let store_root = store.root().to_path_buf();
     Ok(Step {
@@ -445,7 +466,8 @@ fn models_step(project: &Project, lock: &Lock, store: &Store) -> Result<Step> {
             key_parts,
             run: Box::new(move |out: &Path, _deps| {
                 let store = Store::open(&store_root)?;
-                models::write_models_dir(&store, &lock, &host, ai_config.as_deref(), out)?;
+                let cfg = ai_config.as_ref().map(|(p, t)| (p.as_path(), t.as_str()));
+                models::write_models_dir(&store, &lock, &host, cfg, out)?;
                 Ok(())
             }),
         },

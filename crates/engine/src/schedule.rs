@@ -361,6 +361,7 @@ impl Runner<'_> {
                 log: log.to_path_buf(),
                 stream: false,
             },
+            &env.limits,
         );
         spec.binds.push(Bind::writable(out, farm_sandbox::OUT_DIR));
         spec.env.extend(extra_env.iter().cloned());

@@ -66,6 +66,8 @@ pub struct FrontendStep<'a> {
     pub api_types: Option<&'a Path>,
     /// Packages whose install scripts run.
     pub allow_scripts: &'a [String],
+    /// Workspace packages npm links into node_modules (checked to be inside the sources).
+    pub links: &'a [crate::deps::WorkspaceLink],
 }
 
 pub fn frontend(p: &Paths, f: &FrontendStep) -> String {
@@ -77,6 +79,7 @@ pub fn frontend(p: &Paths, f: &FrontendStep) -> String {
         dev,
         api_types,
         allow_scripts,
+        links,
     } = *f;
     let (b, o) = (BUILD_PLACEHOLDER, OUT_PLACEHOLDER);
     let out_dir = output_dir.display().to_string();
@@ -86,7 +89,7 @@ pub fn frontend(p: &Paths, f: &FrontendStep) -> String {
 farm_copy {src} "{b}/app"
 cp -R {nm}/. "{b}/app/node_modules/"
 chmod -R u+w "{b}/app"
-{install_scripts}{types}cd "{b}/app"
+{links}{install_scripts}{types}cd "{b}/app"
 npm run --no-update-notifier {script}{dev_args}
 if [ ! -d {out_dir} ]; then
   echo "farm: the build script wrote no {out_dir}/ directory (frontend.output-dir in farm.toml)" >&2
@@ -95,6 +98,17 @@ fi
 cp -R {out_dir}/. "{o}/"
 "#,
         copy_fn = COPY_FN,
+        // Workspace packages are linked as npm links them.
+        links = links
+            .iter()
+            .map(|l| {
+                let at = q(&l.key);
+                format!(
+                    "mkdir -p \"$(dirname \"{b}/app/\"{at})\"\nln -s {} \"{b}/app/\"{at}\n",
+                    q(&l.link_text().display().to_string())
+                )
+            })
+            .collect::<String>(),
         // Install scripts run only for the packages farm.toml allows, in lock order.
         install_scripts = allow_scripts
             .iter()

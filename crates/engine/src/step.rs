@@ -129,7 +129,8 @@ impl StepKey {
 pub struct ActionRecord {
     /// The output's store entry file name (`<digest>-out-<step>`).
     pub entry: String,
-    /// The log of the run that made it.
+    /// The log of the run that made it. Stored relative to the store's
+    /// root (`logs/<step>-<key>.log`), never as a host path; absolute here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
 }
@@ -150,15 +151,30 @@ impl ActionRecord {
             return Ok(None);
         };
         // A record of another shape (an older farm) is a miss, not an error.
-        let Ok(record) = serde_json::from_value::<ActionRecord>(v) else {
+        let Ok(mut record) = serde_json::from_value::<ActionRecord>(v) else {
             return Ok(None);
         };
+        record.log = record.log.map(|l| store.root().join(l));
         Ok(store.entry(&record.entry)?.map(|e| (record, e)))
     }
 
     pub fn store_row(&self, store: &Store, row: &str) -> Result<()> {
-        store.action_put(row, &serde_json::to_value(self)?)?;
+        store.action_put(row, &serde_json::to_value(self.portable(store.root()))?)?;
         Ok(())
+    }
+
+    /// This record as the action cache keeps it: the log relative to the
+    /// store's root, or left out when it is anywhere else.
+    fn portable(&self, root: &Path) -> ActionRecord {
+        ActionRecord {
+            entry: self.entry.clone(),
+            log: self
+                .log
+                .as_deref()
+                .and_then(|l| l.strip_prefix(root).ok())
+                .filter(|l| !l.as_os_str().is_empty())
+                .map(Path::to_path_buf),
+        }
     }
 }
 
@@ -170,16 +186,49 @@ mod tests {
     fn action_record_bytes_are_pinned() {
         let r = ActionRecord {
             entry: "ab-out-frontend".into(),
-            log: Some("/l/frontend.log".into()),
-        };
+            log: Some("/home/u/.cache/farm/logs/frontend.log".into()),
+        }
+        .portable(Path::new("/home/u/.cache/farm"));
         assert_eq!(
             serde_json::to_value(&r).unwrap().to_string(),
-            r#"{"entry":"ab-out-frontend","log":"/l/frontend.log"}"#
+            r#"{"entry":"ab-out-frontend","log":"logs/frontend.log"}"#,
+            "no host path in the action cache"
         );
+        let elsewhere = ActionRecord {
+            entry: "ab-out-frontend".into(),
+            log: Some("/elsewhere/frontend.log".into()),
+        };
+        assert_eq!(elsewhere.portable(Path::new("/home/u/.cache/farm")).log, None);
         let bare = ActionRecord {
             entry: "ab-x".into(),
             log: None,
         };
         assert_eq!(serde_json::to_value(&bare).unwrap().to_string(), r#"{"entry":"ab-x"}"#);
+    }
+
+    /// The store's action cache holds the log relative to the store (no host
+    /// path); a lookup gives it back where it is.
+    #[test]
+    fn the_action_cache_holds_logs_relative_to_the_store() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let e = store
+            .build_entry("x", "output", |d| {
+                std::fs::write(d.join("f"), "1")?;
+                Ok(())
+            })
+            .unwrap();
+        let log = store.logs_dir().join("x-0123456789abcdef.log");
+        ActionRecord {
+            entry: e.file_name(),
+            log: Some(log.clone()),
+        }
+        .store_row(&store, "step:t")
+        .unwrap();
+        let raw = store.action_get("step:t").unwrap().unwrap();
+        assert_eq!(raw["log"], "logs/x-0123456789abcdef.log");
+        assert!(!raw.to_string().contains(&*home.path().to_string_lossy()), "{raw}");
+        let (back, _) = ActionRecord::lookup_row(&store, "step:t").unwrap().unwrap();
+        assert_eq!(back.log, Some(log));
     }
 }

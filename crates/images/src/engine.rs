@@ -100,7 +100,7 @@ pub async fn load_into_engine(archive: &Path, docker_host: Option<&str>) -> Resu
     );
     let mut loaded_ids: Vec<String> = Vec::new();
     while let Some(message) = progress.next().await {
-        let message = message.map_err(|e| load_err(e.to_string()))?;
+        let message = message.map_err(|e| load_err(redact_text(&e.to_string()).into_owned()))?;
         if let Some(id) = message
             .stream
             .as_deref()
@@ -119,7 +119,7 @@ pub async fn load_into_engine(archive: &Path, docker_host: Option<&str>) -> Resu
                 host: (&host).into(),
                 archive: archive.into(),
                 reference: reference.clone(),
-                message: e.to_string(),
+                message: redact_text(&e.to_string()).into_owned(),
             })?;
         let id = inspect.id.ok_or_else(|| EngineError::Inspect {
             host: (&host).into(),

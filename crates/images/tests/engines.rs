@@ -1,6 +1,9 @@
-//! farm's docker archives in a real engine: `podman load` then `podman
-//! run`, and `load_into_engine` through Podman's Docker-compatible API
-//! (bollard), each with podman storage of its own.
+//! farm's docker archives in real engines, each test once per engine
+//! (`podman::<test>`, `docker::<test>`): the engine's CLI loads the archive
+//! and runs the image, and `load_into_engine` (what `farm image load`
+//! calls) loads it through the Docker Engine API (bollard) of Podman's API
+//! service and of Docker Engine (`dockerd`), each started by the test with
+//! storage of its own.
 
 mod common;
 
@@ -9,11 +12,36 @@ use std::process::Command;
 
 use common::*;
 use farm_images::{build_image, load_into_engine, write_docker_archive, BuiltImage, EngineError, ImageError};
-use farm_testkit::{podman_command, require_root, require_tool, PodmanService};
+use farm_testkit::{EngineKind, EngineService};
 
-fn podman_ready() -> bool {
-    require_tool("podman") && require_tool("runc") && require_root()
+/// Runs each named test (a `fn(EngineKind)`) once per engine.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod podman {
+            $(
+                /// See the function of the same name in the parent module.
+                #[test]
+                fn $name() {
+                    super::$name(farm_testkit::EngineKind::Podman)
+                }
+            )*
+        }
+        mod docker {
+            $(
+                /// See the function of the same name in the parent module.
+                #[test]
+                fn $name() {
+                    super::$name(farm_testkit::EngineKind::Docker)
+                }
+            )*
+        }
+    };
 }
+
+on_both_engines!(
+    the_engines_cli_loads_the_archive_and_runs_the_image,
+    load_into_engine_uses_the_docker_api,
+);
 
 /// Builds the busybox-based app image and its docker archive.
 fn archive(root: &Path) -> (std::path::PathBuf, BuiltImage) {
@@ -25,9 +53,9 @@ fn archive(root: &Path) -> (std::path::PathBuf, BuiltImage) {
     (tar, built)
 }
 
-/// `podman run` of `args` with the flags these machines need, on `podman`'s storage.
-fn podman_run(mut podman: Command, args: &[&str]) -> String {
-    let out = run(podman
+/// `podman run` or `docker run` of `args` with the flags these machines need.
+fn engine_run(mut engine: Command, args: &[&str]) -> String {
+    let out = run(engine
         .args([
             "run",
             "--rm",
@@ -42,29 +70,30 @@ fn podman_run(mut podman: Command, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Proves `podman load` accepts the archive under the given name with the
-/// config digest as image ID, and that the image runs: its default command
-/// prints `hi` as user 1000 in /app, and the files have the layer's owners.
-#[test]
-fn podman_loads_the_archive_and_runs_the_image() {
-    if !podman_ready() {
+/// Proves the engine's own `load` (`podman load`, `docker load`) accepts
+/// the archive under the given name with the config digest as image ID,
+/// and that the image runs: its default command prints `hi` as user 1000
+/// in /app, and the files have the layer's owners.
+fn the_engines_cli_loads_the_archive_and_runs_the_image(kind: EngineKind) {
+    if !kind.require() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let (tar, built) = archive(tmp.path());
-    let store = tmp.path().join("podman");
-    let podman = || podman_command(&store);
-    let out = run(podman().arg("load").arg("-i").arg(&tar));
+    let engine = EngineService::start(kind);
+    let cli = || engine.command();
+    let out = run(cli().arg("load").arg("-i").arg(&tar));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("farm-app:0.1.0"), "{said}");
-    let id = run(podman().args(["image", "inspect", "--format", "{{.Id}}", "farm-app:0.1.0"]));
-    assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), built.config_digest.hex());
+    let id = run(cli().args(["image", "inspect", "--format", "{{.Id}}", "farm-app:0.1.0"]));
+    let id = String::from_utf8_lossy(&id.stdout);
+    assert_eq!(id.trim().trim_start_matches("sha256:"), built.config_digest.hex());
 
-    assert_eq!(podman_run(podman(), &["farm-app:0.1.0"]), "hi\n");
-    assert_eq!(podman_run(podman(), &["farm-app:0.1.0", "id", "-u"]), "1000\n");
+    assert_eq!(engine_run(cli(), &["farm-app:0.1.0"]), "hi\n");
+    assert_eq!(engine_run(cli(), &["farm-app:0.1.0", "id", "-u"]), "1000\n");
     assert_eq!(
-        podman_run(
-            podman(),
+        engine_run(
+            cli(),
             &[
                 "farm-app:0.1.0",
                 "stat",
@@ -79,30 +108,34 @@ fn podman_loads_the_archive_and_runs_the_image() {
         "1000:1000 755 /app\n1000:1000 644 /app/main.py\n1000:1000 755 /app/run.sh\n0:0 755 /usr\n"
     );
     assert_eq!(
-        podman_run(podman(), &["farm-app:0.1.0", "cat", "/app/static/index.html"]),
+        engine_run(cli(), &["farm-app:0.1.0", "cat", "/app/static/index.html"]),
         "<!doctype html><div id=root></div>\n"
     );
 }
 
 /// Proves `load_into_engine` streams the archive through the Docker API
-/// (Podman's service, reached with bollard on a unix socket), reports the
-/// name and ID, and that the CLI on the same storage then runs the image.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_into_engine_uses_the_docker_api() {
-    if !podman_ready() {
+/// (the engine's service, reached with bollard on a unix socket), reports
+/// the name and ID, and that the engine's CLI then runs the image.
+fn load_into_engine_uses_the_docker_api(kind: EngineKind) {
+    if !kind.require() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let (tar, built) = archive(tmp.path());
-    let service = PodmanService::start();
+    let service = EngineService::start(kind);
     let host = service.docker_host();
-    let loaded = load_into_engine(&tar, Some(&host))
-        .await
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let loaded = runtime
+        .block_on(load_into_engine(&tar, Some(&host)))
         .unwrap_or_else(|e| panic!("{e}\nservice log:\n{}", service.log()));
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].reference, "farm-app:0.1.0");
     assert_eq!(loaded[0].id.trim_start_matches("sha256:"), built.config_digest.hex());
-    assert_eq!(podman_run(service.command(), &["farm-app:0.1.0"]), "hi\n");
+    assert_eq!(engine_run(service.command(), &["farm-app:0.1.0"]), "hi\n");
 }
 
 /// Proves a missing engine is a clear error naming the socket, with a hint.

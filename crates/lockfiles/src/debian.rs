@@ -765,6 +765,14 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
         .then_with(|| verrevcmp(ra, rb))
 }
 
+/// The upstream part of a Debian version, without epoch, revision or a
+/// `+`/`~` suffix: `3.11.2-6+deb12u6` → `3.11.2`, the interpreter's own
+/// version for a `python3.X` package.
+pub fn upstream_version(v: &str) -> &str {
+    let (_, upstream, _) = split_version(v);
+    upstream.split(['+', '~']).next().unwrap_or(upstream)
+}
+
 fn split_version(v: &str) -> (u64, &str, &str) {
     let v = v.trim();
     let (epoch, rest) = match v.split_once(':') {
@@ -1412,6 +1420,9 @@ mod tests {
             assert_eq!(compare_versions(a, b), want, "{a} vs {b}");
             assert_eq!(compare_versions(b, a), want.reverse(), "{b} vs {a}");
         }
+        assert_eq!(upstream_version("3.11.2-6+deb12u6"), "3.11.2");
+        assert_eq!(upstream_version("1:3.12.0~rc1-2"), "3.12.0");
+        assert_eq!(upstream_version("3.13.1"), "3.13.1");
         assert!(VersionOp::Ge.holds("2.36-9", "2.34"));
         assert!(!VersionOp::Lt.holds("1.0", "1.0"));
         assert!(VersionOp::Le.holds("1.0", "1.0"));

@@ -49,11 +49,16 @@ pub enum HttpError {
         actual: u64,
     },
     #[error(
-        "{url}: the body is more than {} bytes, {limit}; farm stopped reading and kept nothing{}",
+        "{url}: the body is more than {} bytes, {limit}: farm stopped reading at {observed} bytes and kept nothing{}",
         .limit.bytes(),
         .limit.hint()
     )]
-    TooLarge { url: RedactedUrl, limit: SizeLimit },
+    TooLarge {
+        url: RedactedUrl,
+        limit: SizeLimit,
+        /// Bytes received when reading stopped (the chunk that passed the limit included).
+        observed: u64,
+    },
     #[error(
         "{url}: the server declares {declared} bytes (Content-Length), more than {} bytes, {limit}; not downloaded{}",
         .limit.bytes(),
@@ -90,9 +95,10 @@ impl SizeLimit {
         }
     }
 
-    fn hint(&self) -> &'static str {
+    /// What to do about it, as a suffix of an error message.
+    pub fn hint(&self) -> &'static str {
         match self {
-            SizeLimit::Expected(_) => " (hint: the server is not serving the pinned artifact; check the mirror)",
+            SizeLimit::Expected(_) => " (hint: the server is not serving the pinned artifact; check the mirror or registry it comes from)",
             SizeLimit::Declared(_) | SizeLimit::Document(_) => "",
             SizeLimit::Cap(_) => {
                 " (hint: for a larger artifact, raise the limit with FARM_MAX_DOWNLOAD_SIZE, e.g. FARM_MAX_DOWNLOAD_SIZE=50GiB)"
@@ -475,10 +481,12 @@ impl<'a> Sink<'a> {
     }
 
     fn write(&mut self, chunk: &[u8]) -> Result<(), HttpError> {
-        if self.written + chunk.len() as u64 > self.limit.bytes() {
+        let observed = self.written + chunk.len() as u64;
+        if observed > self.limit.bytes() {
             return Err(HttpError::TooLarge {
                 url: self.url.into(),
                 limit: self.limit,
+                observed,
             });
         }
         self.hasher.update(chunk);
@@ -512,8 +520,13 @@ async fn read_document(resp: reqwest::Response, url: &str) -> Result<Vec<u8>, Ht
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| transport(url, e))?;
-        if (body.len() + chunk.len()) as u64 > limit.bytes() {
-            return Err(HttpError::TooLarge { url: url.into(), limit });
+        let observed = (body.len() + chunk.len()) as u64;
+        if observed > limit.bytes() {
+            return Err(HttpError::TooLarge {
+                url: url.into(),
+                limit,
+                observed,
+            });
         }
         body.extend_from_slice(&chunk);
     }
@@ -532,7 +545,11 @@ async fn read_file_document(path: &Path, url: &str) -> Result<Vec<u8>, HttpError
     let mut body = Vec::new();
     file.take(limit.bytes() + 1).read_to_end(&mut body).await.map_err(io)?;
     if body.len() as u64 > limit.bytes() {
-        return Err(HttpError::TooLarge { url: url.into(), limit });
+        return Err(HttpError::TooLarge {
+            url: url.into(),
+            limit,
+            observed: body.len() as u64,
+        });
     }
     Ok(body)
 }

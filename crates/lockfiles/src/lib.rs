@@ -15,6 +15,7 @@ pub mod npm;
 pub mod oci;
 pub mod pypi;
 pub mod redact;
+pub mod requirements;
 
 pub use integrity::Integrity;
 pub use lock::{Lock, LockedArtifact, Unpack};

@@ -216,8 +216,13 @@ pub fn encode_name(name: &str) -> String {
 /// The tarball URL npm uses for a registry package:
 /// `<registry>/<name>/-/<name without scope>-<version>.tgz`.
 pub fn tarball_url(registry: &str, name: &str, version: &str) -> String {
+    format!("{}/{}", trim_registry(registry), tarball_path(name, version))
+}
+
+/// [`tarball_url`] below the registry: `<name>/-/<name without scope>-<version>.tgz`.
+pub fn tarball_path(name: &str, version: &str) -> String {
     let basename = name.rsplit('/').next().unwrap_or(name);
-    format!("{}/{name}/-/{basename}-{version}.tgz", trim_registry(registry))
+    format!("{name}/-/{basename}-{version}.tgz")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -319,6 +324,41 @@ pub fn read_package_lock(path: &Path, registry: &str) -> Result<Vec<NpmPackage>,
 
 /// [`read_package_lock`] on text already read; `path` is only for messages.
 pub fn parse_package_lock(path: &str, text: &str, registry: &str) -> Result<Vec<NpmPackage>, NpmError> {
+    Ok(package_lock_entries(path, text)?
+        .into_iter()
+        .map(|e| NpmPackage {
+            artifact: LockedArtifact {
+                url: e.resolved.unwrap_or_else(|| tarball_url(registry, &e.name, &e.version)),
+                name: e.name,
+                version: e.version,
+                integrity: e.integrity,
+                size: None,
+                unpack: Unpack::File,
+                strip: 0,
+            },
+            path: e.key,
+        })
+        .collect())
+}
+
+/// One download a package-lock.json asks for, as written there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageLockEntry {
+    /// The package-lock key, e.g. `node_modules/a/node_modules/b`.
+    pub key: String,
+    /// The real package name (an alias's target).
+    pub name: String,
+    pub version: String,
+    /// The http(s) tarball URL, when the lock records one; without it the
+    /// tarball is the registry's [`tarball_path`].
+    pub resolved: Option<String>,
+    pub integrity: Integrity,
+}
+
+/// Every registry tarball a package-lock.json (v2/v3) installs, sorted by
+/// key, before any registry is applied: what `farm lock` pins, and what
+/// `farm lock --check` compares the lock with.
+pub fn package_lock_entries(path: &str, text: &str) -> Result<Vec<PackageLockEntry>, NpmError> {
     let lock: PackageLock = serde_json::from_str(text).map_err(|e| NpmError::ParseLock {
         path: path.into(),
         message: e.to_string(),
@@ -370,9 +410,9 @@ pub fn parse_package_lock(path: &str, text: &str, registry: &str) -> Result<Vec<
                 "`integrity` {raw_integrity:?} is not a sha256/sha512 SRI string farm can verify"
             ))
         })?;
-        let url = match entry.resolved.as_deref() {
-            None => tarball_url(registry, &name, &version),
-            Some(r) if r.starts_with("https://") || r.starts_with("http://") => r.to_string(),
+        let resolved = match entry.resolved.as_deref() {
+            None => None,
+            Some(r) if r.starts_with("https://") || r.starts_with("http://") => Some(r.to_string()),
             Some(r) => {
                 return Err(entry_err(format!(
                     "`resolved` is {:?}, not a registry tarball; farm locks only registry packages (hint: publish it to your registry, or vendor it as a workspace package)",
@@ -380,17 +420,12 @@ pub fn parse_package_lock(path: &str, text: &str, registry: &str) -> Result<Vec<
                 )))
             }
         };
-        out.push(NpmPackage {
-            path: key.clone(),
-            artifact: LockedArtifact {
-                name,
-                version,
-                url,
-                integrity,
-                size: None,
-                unpack: Unpack::File,
-                strip: 0,
-            },
+        out.push(PackageLockEntry {
+            key,
+            name,
+            version,
+            resolved,
+            integrity,
         });
     }
     Ok(out)

@@ -20,7 +20,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LO
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use crate::http::Client;
+use crate::http::{Client, SizeLimit};
 use crate::integrity::{Algorithm, Hasher, Integrity};
 use crate::lock::{LockedModel, OciBlob};
 use crate::redact::{redact_text, redact_url};
@@ -87,6 +87,27 @@ pub enum OciError {
     },
     #[error("{what}: {message}")]
     BadManifest { what: String, message: String },
+    #[error(
+        "{what}: the body is more than {} bytes, {limit}: farm stopped reading at {observed} bytes and kept nothing{}",
+        .limit.bytes(),
+        .limit.hint()
+    )]
+    TooLarge {
+        what: String,
+        limit: SizeLimit,
+        /// Bytes received when reading stopped.
+        observed: u64,
+    },
+    #[error(
+        "{what}: the registry declares {declared} bytes (Content-Length), more than {} bytes, {limit}; not downloaded{}",
+        .limit.bytes(),
+        .limit.hint()
+    )]
+    DeclaredTooLarge {
+        what: String,
+        declared: u64,
+        limit: SizeLimit,
+    },
     #[error("{path}: {message}")]
     AuthFile { path: PathBuf, message: String },
     #[error("{path}: {source}")]
@@ -324,6 +345,8 @@ pub struct RegistryClient {
     credentials: Option<Credentials>,
     attempts: u32,
     first_backoff: Duration,
+    /// Blobs of unknown size stop here (the HTTP client's `max_download_size`).
+    max_download_size: u64,
     auth: Mutex<AuthState>,
 }
 
@@ -374,6 +397,7 @@ impl RegistryClient {
             credentials: None,
             attempts: client.options().attempts.max(1),
             first_backoff: client.options().first_backoff,
+            max_download_size: client.options().max_download_size,
             auth: Mutex::new(AuthState::default()),
         })
     }
@@ -527,25 +551,51 @@ impl RegistryClient {
         }
     }
 
-    /// Streams a blob into the new file `dest`, verifying its digest; on any
-    /// failure `dest` does not exist afterwards. Returns the size.
+    /// [`RegistryClient::get_blob_expected`] for a blob whose size nothing
+    /// declares but the registry: it may be as long as its Content-Length,
+    /// or the HTTP client's `max_download_size` without one.
     pub async fn get_blob(&self, repo: &str, digest: &Integrity, dest: &Path) -> Result<u64, OciError> {
+        self.get_blob_expected(repo, digest, None, dest).await
+    }
+
+    /// Streams a blob into the new file `dest`, verifying its digest. With
+    /// `size` (the descriptor's, from a manifest or the lock) reading stops
+    /// as soon as the body passes it, so an endless body cannot fill the
+    /// disk; a Content-Length above it is refused before reading. On any
+    /// failure `dest` does not exist afterwards. Returns the size.
+    pub async fn get_blob_expected(
+        &self,
+        repo: &str,
+        digest: &Integrity,
+        size: Option<u64>,
+        dest: &Path,
+    ) -> Result<u64, OciError> {
         check_repository(repo)?;
-        let result = self.get_blob_attempts(repo, digest, dest).await;
+        let result = self.get_blob_attempts(repo, digest, size, dest).await;
         if result.is_err() {
             let _ = std::fs::remove_file(dest);
         }
         result
     }
 
-    async fn get_blob_attempts(&self, repo: &str, digest: &Integrity, dest: &Path) -> Result<u64, OciError> {
+    async fn get_blob_attempts(
+        &self,
+        repo: &str,
+        digest: &Integrity,
+        size: Option<u64>,
+        dest: &Path,
+    ) -> Result<u64, OciError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
         let scope = pull_scope(repo);
         let mut attempt = 1;
         loop {
             let resp = self.send(self.request(Method::GET, url.clone(), &scope, true)).await?;
             let resp = expect_status(resp, &[StatusCode::OK], "GET", &url, "").await?;
-            match stream_to_file(resp, digest, dest, &url).await {
+            let expected = BlobSize {
+                size,
+                cap: self.max_download_size,
+            };
+            match stream_to_file(resp, digest, expected, dest, &url).await {
                 Err(StreamError::Transport(_)) if attempt < self.attempts => {
                     tokio::time::sleep(self.first_backoff * attempt).await;
                     attempt += 1;
@@ -1098,9 +1148,18 @@ enum StreamError {
     Fatal(OciError),
 }
 
+/// What a blob's body may be: its descriptor's size when known, else at
+/// most the declared Content-Length or `cap`.
+#[derive(Clone, Copy)]
+struct BlobSize {
+    size: Option<u64>,
+    cap: u64,
+}
+
 async fn stream_to_file(
     resp: reqwest::Response,
     digest: &Integrity,
+    expected: BlobSize,
     dest: &Path,
     url: &url::Url,
 ) -> Result<u64, StreamError> {
@@ -1110,21 +1169,43 @@ async fn stream_to_file(
             source,
         })
     };
+    let what = || format!("blob {digest} (GET {})", redact_url(url.as_str()));
+    let declared = resp.content_length();
+    let limit = match (expected.size, declared) {
+        (Some(n), _) => SizeLimit::Expected(n),
+        (None, Some(n)) if n <= expected.cap => SizeLimit::Declared(n),
+        (None, _) => SizeLimit::Cap(expected.cap),
+    };
+    if let Some(declared) = declared.filter(|n| *n > limit.bytes()) {
+        return Err(StreamError::Fatal(OciError::DeclaredTooLarge {
+            what: what(),
+            declared,
+            limit,
+        }));
+    }
     let mut file = std::fs::File::create(dest).map_err(io)?;
     let mut hasher = Hasher::new(digest.algorithm);
-    let expected_len = resp.content_length();
     let mut written = 0u64;
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| StreamError::Transport(error_chain(&e)))?;
+        // Counted before it is written: an endless body stops at the first chunk past the limit.
+        let observed = written + chunk.len() as u64;
+        if observed > limit.bytes() {
+            return Err(StreamError::Fatal(OciError::TooLarge {
+                what: what(),
+                limit,
+                observed,
+            }));
+        }
         hasher.update(&chunk);
         file.write_all(&chunk).map_err(io)?;
-        written += chunk.len() as u64;
+        written = observed;
     }
-    if expected_len.is_some_and(|n| n != written) {
+    let short = |n: &u64| *n != written;
+    if let Some(total) = declared.filter(short).or(expected.size.filter(short)) {
         return Err(StreamError::Transport(format!(
-            "body ended after {written} of {} bytes",
-            expected_len.unwrap_or(0)
+            "body ended after {written} of {total} bytes"
         )));
     }
     file.sync_all().map_err(io)?;

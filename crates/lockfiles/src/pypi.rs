@@ -1,14 +1,19 @@
 //! The PyPI side of a lock: pip's own wheel, and the full transitive set of
 //! wheels a `requirements.txt` installs on the target (CPython 3.X,
 //! manylinux x86_64), resolved by pip's resolver against the user's index.
+//! The requirements are checked first ([`crate::requirements`]): nothing
+//! that would make pip run a package's code gets to pip.
 //!
 //! Wheels from the index are locked as `pypi://<project>/<filename>`: PyPI
 //! serves files from another host than its index, so no URL prefix names
 //! them portably; [`wheel_url`] finds the file again in whichever index the
 //! fetching machine is configured for.
 
+use std::ffi::OsString;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::pin::Pin;
+use std::process::{Output, Stdio};
 
 use serde::Deserialize;
 
@@ -49,14 +54,10 @@ pub enum PypiError {
     BadPythonVersion { found: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{requirements}: line {line}: `{option}` would let pip use another package source than the configured index; hint: remove it and set the index in your pip configuration or farm.toml")]
-    ForeignSource {
-        requirements: PathBuf,
-        line: usize,
-        option: String,
-    },
-    #[error("running `{python} -m pip` failed: {source}; hint: the interpreter must have pip (python3 -m ensurepip)")]
-    PipSpawn { python: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Requirements(#[from] crate::requirements::RequirementsError),
+    #[error("running pip ({runner}) failed: {source}; hint: the interpreter must have pip (python3 -m ensurepip)")]
+    PipSpawn { runner: String, source: std::io::Error },
     #[error("pip could not resolve {requirements} (exit status {status}):\n{stderr}")]
     PipFailed {
         requirements: PathBuf,
@@ -387,74 +388,276 @@ struct ArchiveInfo {
     hash: Option<String>,
 }
 
+/// The interpreter the backend's wheels are resolved for: CPython
+/// `version` on Debian's x86_64 glibc. pip is told so twice: through its
+/// target options (wheel tags, `Requires-Python`) and through the
+/// environment its markers are evaluated in (pip evaluates those with the
+/// interpreter it runs in, whatever `--python-version` says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonTarget {
+    /// `MAJOR.MINOR`, e.g. `3.11`.
+    pub version: String,
+    /// `python_full_version`, e.g. `3.11.2` (from the locked Debian package),
+    /// else `MAJOR.MINOR.0`.
+    pub full_version: String,
+}
+
+/// The platforms pip may pick wheels for: Debian's glibc on x86_64.
+/// `manylinux2014` also admits `manylinux2010` and `manylinux1` (pip expands it).
+const TARGET_PLATFORMS: [&str; 5] = [
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_28_x86_64",
+    "linux_x86_64",
+    "any",
+];
+
+impl PythonTarget {
+    /// `version` is `MAJOR.MINOR`; `full_version`, when known, must extend it.
+    pub fn new(version: &str, full_version: Option<&str>) -> Result<Self, PypiError> {
+        let (major, minor) = major_minor(version)?;
+        let version = format!("{major}.{minor}");
+        let full_version = match full_version.map(str::trim).filter(|f| !f.is_empty()) {
+            Some(f) if f == version || f.starts_with(&format!("{version}.")) => f.to_string(),
+            Some(f) => return Err(PypiError::BadPythonVersion { found: f.into() }),
+            None => format!("{version}.0"),
+        };
+        Ok(PythonTarget { version, full_version })
+    }
+
+    fn abi(&self) -> String {
+        format!("cp{}", self.version.replace('.', ""))
+    }
+
+    /// pip's target options: interpreter, ABIs and platforms.
+    pub fn pip_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["--python-version", &self.version, "--implementation", "cp"]
+            .map(String::from)
+            .into();
+        for abi in [self.abi().as_str(), "abi3", "none"] {
+            args.extend(["--abi".to_string(), abi.to_string()]);
+        }
+        for platform in TARGET_PLATFORMS {
+            args.extend(["--platform".to_string(), platform.to_string()]);
+        }
+        args
+    }
+
+    /// PEP 508 marker variables as CPython `version` on Linux x86_64 has them.
+    /// `platform_release`/`platform_version` name a kernel, which a lock
+    /// must not depend on: they are empty.
+    pub fn marker_environment(&self) -> std::collections::BTreeMap<&'static str, String> {
+        [
+            ("implementation_name", "cpython"),
+            ("implementation_version", &self.full_version),
+            ("os_name", "posix"),
+            ("platform_machine", "x86_64"),
+            ("platform_python_implementation", "CPython"),
+            ("platform_release", ""),
+            ("platform_system", "Linux"),
+            ("platform_version", ""),
+            ("python_full_version", &self.full_version),
+            ("python_version", &self.version),
+            ("sys_platform", "linux"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
+    }
+
+    /// Whether pip, with [`PythonTarget::pip_args`], may install the wheel
+    /// `filename`: one of its tag triples fits this interpreter and platform.
+    pub fn accepts_wheel(&self, filename: &str) -> bool {
+        let Some(w) = WheelName::parse(filename) else {
+            return false;
+        };
+        let minor: u32 = self.version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);
+        let cp = self.abi();
+        let platform_ok =
+            |p: &str| TARGET_PLATFORMS.contains(&p) || p == "manylinux2010_x86_64" || p == "manylinux1_x86_64";
+        // cp3N / py3N with N at most the target's minor version.
+        let up_to = |tag: &str, prefix: &str| {
+            tag.strip_prefix(prefix)
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n <= minor)
+        };
+        let triple_ok = |py: &str, abi: &str, plat: &str| {
+            platform_ok(plat)
+                && match abi {
+                    a if a == cp => py == cp,
+                    "abi3" => up_to(py, "cp3"),
+                    "none" => py == cp || py == "py3" || up_to(py, "py3") || up_to(py, "cp3"),
+                    _ => false,
+                }
+        };
+        w.pythons.iter().any(|py| {
+            w.abis
+                .iter()
+                .any(|abi| w.platforms.iter().any(|plat| triple_ok(py, abi, plat)))
+        })
+    }
+}
+
+fn major_minor(version: &str) -> Result<(u32, u32), PypiError> {
+    let bad = || PypiError::BadPythonVersion { found: version.into() };
+    let (major, minor) = version.trim().split_once('.').ok_or_else(bad)?;
+    Ok((major.parse().map_err(|_| bad())?, minor.parse().map_err(|_| bad())?))
+}
+
+/// The parts of a wheel file name (PEP 427): `{name}-{version}(-{build})?-{py}-{abi}-{platform}.whl`,
+/// each tag part possibly a `.`-separated set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelName {
+    /// The distribution name, PEP 503 normalised.
+    pub name: String,
+    pub version: String,
+    pub pythons: Vec<String>,
+    pub abis: Vec<String>,
+    pub platforms: Vec<String>,
+}
+
+impl WheelName {
+    pub fn parse(filename: &str) -> Option<Self> {
+        let stem = filename.strip_suffix(".whl")?;
+        if stem.contains('/') {
+            return None;
+        }
+        let parts: Vec<&str> = stem.split('-').collect();
+        if !(parts.len() == 5 || parts.len() == 6) || parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        let n = parts.len();
+        let set = |s: &str| s.split('.').map(str::to_ascii_lowercase).collect::<Vec<_>>();
+        Some(WheelName {
+            name: normalize_project(parts[0]),
+            version: parts[1].to_string(),
+            pythons: set(parts[n - 3]),
+            abis: set(parts[n - 2]),
+            platforms: set(parts[n - 1]),
+        })
+    }
+}
+
+/// How pip's resolver is started. The resolver may import and evaluate
+/// package metadata, so where it runs is a policy of the caller: on this
+/// machine with a host interpreter ([`HostPython`]), or in farm's sandbox
+/// with the pinned one and network only to the index.
+pub trait PipRunner: Send + Sync {
+    /// Who runs pip, for messages (e.g. `python3 on this machine`).
+    fn describe(&self) -> String;
+    /// Runs the interpreter with `invocation.args` in `invocation.cwd` and
+    /// `invocation.env` added, stdin empty, stdout and stderr captured.
+    fn run<'a>(
+        &'a self,
+        invocation: &'a PipInvocation,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Output>> + Send + 'a>>;
+}
+
+/// One run of pip's resolver: `python <args>`. A runner that isolates it
+/// must make `project` readable and `scratch` writable at the same paths.
+#[derive(Debug, Clone)]
+pub struct PipInvocation {
+    /// Everything after the interpreter: `-c <shim> <marker env> install …`.
+    pub args: Vec<OsString>,
+    /// Set on top of the runner's environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// An empty directory in `scratch`: pip treats names that are
+    /// directories of its working directory as local projects.
+    pub cwd: PathBuf,
+    /// The project holding the requirements file and its includes (read only).
+    pub project: PathBuf,
+    /// Where pip writes its report (and nothing else).
+    pub scratch: PathBuf,
+}
+
+/// pip run by an interpreter of this machine, in a child process.
+#[derive(Debug, Clone)]
+pub struct HostPython {
+    pub python: PathBuf,
+}
+
+impl PipRunner for HostPython {
+    fn describe(&self) -> String {
+        format!("{} on this machine", self.python.display())
+    }
+
+    fn run<'a>(
+        &'a self,
+        invocation: &'a PipInvocation,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Output>> + Send + 'a>> {
+        Box::pin(async move {
+            tokio::process::Command::new(&self.python)
+                .args(&invocation.args)
+                .current_dir(&invocation.cwd)
+                .envs(invocation.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .output()
+                .await
+        })
+    }
+}
+
+/// Runs pip's own entry point with the marker environment (argv[1], JSON)
+/// replaced by the target's, so `; python_version >= "3.12"` and every
+/// dependency's markers are evaluated for the pinned Python, not for the
+/// interpreter pip happens to run in. Markers are evaluated through
+/// `packaging.markers.default_environment`, looked up at each call.
+const PIP_SHIM: &str = "\
+import json, sys
+from pip._vendor.packaging import markers
+target = json.loads(sys.argv[1])
+host_environment = markers.default_environment
+def target_environment():
+    env = host_environment()
+    env.update(target)
+    return env
+markers.default_environment = target_environment
+from pip._internal.cli.main import main
+sys.exit(main(sys.argv[2:]))
+";
+
 /// The complete set of wheels `requirements` installs on CPython
-/// `python_version` (`"3.11"`) for manylinux x86_64, sorted by project name.
-/// pip (`python -m pip`, isolated from the user's pip configuration so no
-/// other source leaks in) does the resolution; its `--report` is the answer.
+/// `python_version` (`"3.11"`) for manylinux x86_64, sorted by project name,
+/// with pip run by the host interpreter `python`. Includes must stay in the
+/// requirements file's directory. See [`resolve_requirements_with`].
 pub async fn resolve_requirements(
     requirements: &Path,
     index_simple_url: &str,
     python_version: &str,
     python: &Path,
 ) -> Result<Vec<PythonWheel>, PypiError> {
-    let abi = cpython_abi(python_version)?;
-    check_sources(requirements, &mut Vec::new())?;
-    let tmp = tempfile::tempdir().map_err(|source| PypiError::Io {
+    let project = requirements.parent().unwrap_or(Path::new("."));
+    let target = PythonTarget::new(python_version, None)?;
+    let runner = HostPython { python: python.into() };
+    resolve_requirements_with(requirements, project, index_simple_url, &target, &runner).await
+}
+
+/// The complete set of wheels `requirements` installs on `target`, sorted
+/// by project name. The file and its includes (which must stay in
+/// `project`) are checked first: a line naming a local path, a VCS or direct
+/// URL or an editable install is refused before anything runs
+/// ([`crate::requirements`]). Then pip's resolver (isolated from the user's
+/// pip configuration so no other source leaks in, wheels only, so no
+/// package's build code runs) is started by `runner`; its `--report` is the answer.
+pub async fn resolve_requirements_with(
+    requirements: &Path,
+    project: &Path,
+    index_simple_url: &str,
+    target: &PythonTarget,
+    runner: &dyn PipRunner,
+) -> Result<Vec<PythonWheel>, PypiError> {
+    crate::requirements::read(requirements, project)?;
+    let scratch = tempfile::tempdir().map_err(|source| PypiError::Io {
         path: std::env::temp_dir(),
         source,
     })?;
-    let report_path = tmp.path().join("report.json");
-    let target = tmp.path().join("target");
-    let mut cmd = tokio::process::Command::new(python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--isolated",
-        "--disable-pip-version-check",
-        "--no-input",
-    ])
-    .args(["--dry-run", "--ignore-installed", "--quiet", "--only-binary=:all:"])
-    .arg("--report")
-    .arg(&report_path)
-    .args(["--index-url", index_simple_url])
-    .args(["--python-version", python_version.trim(), "--implementation", "cp"])
-    .args(["--abi", &abi, "--abi", "abi3", "--abi", "none"])
-    .args([
-        "--platform",
-        "manylinux_2_17_x86_64",
-        "--platform",
-        "manylinux2014_x86_64",
-    ])
-    .args([
-        "--platform",
-        "manylinux_2_28_x86_64",
-        "--platform",
-        "linux_x86_64",
-        "--platform",
-        "any",
-    ])
-    .arg("--target")
-    .arg(&target)
-    .arg("-r")
-    .arg(requirements);
-    // `--isolated` also drops transport settings; these change how pip
-    // connects, never what it resolves, so they are passed on explicitly.
-    for (var, flag) in [
-        ("PIP_CERT", "--cert"),
-        ("PIP_DEFAULT_TIMEOUT", "--timeout"),
-        ("PIP_PROXY", "--proxy"),
-    ] {
-        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            cmd.arg(flag).arg(v);
-        }
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let output = cmd.output().await.map_err(|source| PypiError::PipSpawn {
-        python: python.into(),
+    let invocation = pip_invocation(requirements, project, index_simple_url, target, scratch.path())?;
+    let report_path = scratch.path().join("report.json");
+    let output = runner.run(&invocation).await.map_err(|source| PypiError::PipSpawn {
+        runner: runner.describe(),
         source,
     })?;
     if !output.status.success() {
@@ -480,6 +683,56 @@ pub async fn resolve_requirements(
     wheels_from_report(requirements, report)
 }
 
+/// The one place pip's resolver command line is made.
+fn pip_invocation(
+    requirements: &Path,
+    project: &Path,
+    index_simple_url: &str,
+    target: &PythonTarget,
+    scratch: &Path,
+) -> Result<PipInvocation, PypiError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PypiError::Io { path, source }
+    };
+    let cwd = scratch.join("cwd");
+    std::fs::create_dir(&cwd).map_err(io(&cwd))?;
+    let requirements = std::path::absolute(requirements).map_err(io(requirements))?;
+    let markers = serde_json::to_string(&target.marker_environment()).expect("a string map serialises");
+    let mut args: Vec<OsString> = vec!["-c".into(), PIP_SHIM.into(), markers.into()];
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["install", "--isolated", "--disable-pip-version-check", "--no-input"]);
+    push(&["--dry-run", "--ignore-installed", "--quiet", "--only-binary=:all:"]);
+    push(&["--index-url", index_simple_url]);
+    let target_args = target.pip_args();
+    push(&target_args.iter().map(String::as_str).collect::<Vec<_>>());
+    args.push("--report".into());
+    args.push(scratch.join("report.json").into());
+    args.push("--target".into());
+    args.push(scratch.join("target").into());
+    args.push("-r".into());
+    args.push(requirements.into());
+    // `--isolated` also drops transport settings; these change how pip
+    // connects, never what it resolves, so they are passed on explicitly.
+    for (var, flag) in [
+        ("PIP_CERT", "--cert"),
+        ("PIP_DEFAULT_TIMEOUT", "--timeout"),
+        ("PIP_PROXY", "--proxy"),
+    ] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            args.push(flag.into());
+            args.push(v);
+        }
+    }
+    Ok(PipInvocation {
+        args,
+        env: vec![("PYTHONDONTWRITEBYTECODE".into(), "1".into())],
+        cwd,
+        project: std::path::absolute(project).map_err(io(project))?,
+        scratch: scratch.to_path_buf(),
+    })
+}
+
 fn wheels_from_report(requirements: &Path, report: Report) -> Result<Vec<PythonWheel>, PypiError> {
     let mut wheels = Vec::new();
     for item in report.install {
@@ -493,6 +746,12 @@ fn wheels_from_report(requirements: &Path, report: Report) -> Result<Vec<PythonW
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(unlockable(format!(
                 "comes from {}, not from the index; hint: farm locks only wheels downloaded over http(s)",
+                redact_url(url)
+            )));
+        }
+        if item.is_direct {
+            return Err(unlockable(format!(
+                "is a direct reference to {}, not a package of the index; hint: pin it by name",
                 redact_url(url)
             )));
         }
@@ -511,12 +770,7 @@ fn wheels_from_report(requirements: &Path, report: Report) -> Result<Vec<PythonW
         });
         let integrity = sha256_integrity(hex.as_deref())
             .ok_or_else(|| unlockable(format!("{filename} has no sha256 in pip's report")))?;
-        // A direct `name @ https://…` requirement is not in the index; keep its URL.
-        let url = if item.is_direct {
-            url.clone()
-        } else {
-            lock_url(&name, &filename)
-        };
+        let url = lock_url(&name, &filename);
         wheels.push(PythonWheel {
             filename,
             artifact: LockedArtifact {
@@ -532,64 +786,6 @@ fn wheels_from_report(requirements: &Path, report: Report) -> Result<Vec<PythonW
     }
     wheels.sort_by(|a, b| a.artifact.name.cmp(&b.artifact.name).then(a.filename.cmp(&b.filename)));
     Ok(wheels)
-}
-
-fn cpython_abi(python_version: &str) -> Result<String, PypiError> {
-    let bad = || PypiError::BadPythonVersion {
-        found: python_version.into(),
-    };
-    let (major, minor) = python_version.trim().split_once('.').ok_or_else(bad)?;
-    let major: u32 = major.parse().map_err(|_| bad())?;
-    let minor: u32 = minor.parse().map_err(|_| bad())?;
-    Ok(format!("cp{major}{minor}"))
-}
-
-/// Rejects options in requirement files (and the files they include) that
-/// add package sources besides the index farm passes to pip.
-fn check_sources(requirements: &Path, seen: &mut Vec<PathBuf>) -> Result<(), PypiError> {
-    let canonical = requirements
-        .canonicalize()
-        .unwrap_or_else(|_| requirements.to_path_buf());
-    if seen.contains(&canonical) {
-        return Ok(());
-    }
-    seen.push(canonical);
-    let text = std::fs::read_to_string(requirements).map_err(|source| PypiError::Io {
-        path: requirements.into(),
-        source,
-    })?;
-    const FOREIGN: [&str; 7] = [
-        "--index-url",
-        "-i",
-        "--extra-index-url",
-        "--find-links",
-        "-f",
-        "--trusted-host",
-        "--no-index",
-    ];
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split(" #").next().unwrap_or_default().trim();
-        let (option, value) = match line.split_once(['=', ' ', '\t']) {
-            Some((o, v)) => (o, v.trim()),
-            None => (line, ""),
-        };
-        if FOREIGN.contains(&option)
-            || FOREIGN
-                .iter()
-                .any(|f| f.len() == 2 && option.starts_with(f) && option.len() > 2)
-        {
-            return Err(PypiError::ForeignSource {
-                requirements: requirements.into(),
-                line: n + 1,
-                option: option.into(),
-            });
-        }
-        if matches!(option, "-r" | "--requirement" | "-c" | "--constraint") && !value.is_empty() {
-            let nested = requirements.parent().unwrap_or(Path::new(".")).join(value);
-            check_sources(&nested, seen)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -675,31 +871,90 @@ mod tests {
             err.to_string().contains("`y==2`") && err.to_string().contains("file:///opt/wheels"),
             "{err}"
         );
+        let direct = r#"{"install":[{"metadata":{"name":"z","version":"3"},"is_direct":true,"download_info":{"url":"https://files.example.invalid/z-3-py3-none-any.whl","archive_info":{"hashes":{"sha256":"44cedb2b7c77a9de33a8b74b2b90e9f50d11fcf25d8270ea525ad71a25374ff7"}}}}]}"#;
+        let err = wheels_from_report(Path::new("r.txt"), serde_json::from_str(direct).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("direct reference"), "{err}");
     }
 
     #[test]
-    fn requirement_files_may_not_add_package_sources() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("base.txt"),
-            "anyio==4.8.0\n--extra-index-url https://x.example.invalid/simple\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("requirements.txt"),
-            "fastapi==0.115.6  # web\n-r base.txt\n",
-        )
-        .unwrap();
-        let err = check_sources(&dir.path().join("requirements.txt"), &mut Vec::new()).unwrap_err();
-        let msg = err.to_string();
+    fn targets_give_pip_the_pinned_interpreter_and_its_markers() {
+        let t = PythonTarget::new("3.12", None).unwrap();
+        assert_eq!(t.full_version, "3.12.0");
+        let args = t.pip_args().join(" ");
         assert!(
-            msg.contains("base.txt") && msg.contains("line 2") && msg.contains("--extra-index-url"),
-            "{msg}"
+            args.starts_with("--python-version 3.12 --implementation cp --abi cp312 --abi abi3 --abi none"),
+            "{args}"
         );
-        std::fs::write(dir.path().join("base.txt"), "anyio==4.8.0 --hash=sha256:00\n").unwrap();
-        check_sources(&dir.path().join("requirements.txt"), &mut Vec::new()).unwrap();
-        assert_eq!(cpython_abi("3.11").unwrap(), "cp311");
-        assert!(cpython_abi("3").is_err());
+        assert!(args.contains("--platform manylinux2014_x86_64"), "{args}");
+        let env = t.marker_environment();
+        assert_eq!(env["python_version"], "3.12");
+        assert_eq!(env["python_full_version"], "3.12.0");
+        assert_eq!(env["sys_platform"], "linux");
+        let t = PythonTarget::new("3.11", Some("3.11.2")).unwrap();
+        assert_eq!(t.marker_environment()["python_full_version"], "3.11.2");
+        assert!(PythonTarget::new("3.11", Some("3.12.1")).is_err());
+        assert!(PythonTarget::new("3", None).is_err());
+    }
+
+    #[test]
+    fn wheel_tags_are_matched_against_the_target() {
+        let t = PythonTarget::new("3.11", None).unwrap();
+        for ok in [
+            "anyio-4.8.0-py3-none-any.whl",
+            "pydantic_core-2.27.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+            "cryptography-44.0.0-cp39-abi3-manylinux_2_28_x86_64.whl",
+            "uvloop-0.21.0-cp311-cp311-manylinux_2_5_x86_64.manylinux1_x86_64.whl",
+            "six-1.17.0-py2.py3-none-any.whl",
+        ] {
+            assert!(t.accepts_wheel(ok), "{ok}");
+        }
+        for bad in [
+            "pydantic_core-2.27.2-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "pydantic_core-2.27.2-cp311-cp311-macosx_11_0_arm64.whl",
+            "pydantic_core-2.27.2-cp311-cp311-musllinux_1_1_x86_64.whl",
+            "x-1.0-cp313-abi3-manylinux_2_17_x86_64.whl",
+            "x-1.0.tar.gz",
+            "x-1.0-py3-none.whl",
+        ] {
+            assert!(!t.accepts_wheel(bad), "{bad}");
+        }
+        let w = WheelName::parse("Typing_Extensions-4.12.2-1-py3-none-any.whl").unwrap();
+        assert_eq!((w.name.as_str(), w.version.as_str()), ("typing-extensions", "4.12.2"));
+    }
+
+    /// A requirement that names a local directory is refused before the
+    /// runner is asked to start anything.
+    #[tokio::test]
+    async fn refused_requirements_never_reach_the_runner() {
+        struct Counting(std::sync::atomic::AtomicUsize);
+        impl PipRunner for Counting {
+            fn describe(&self) -> String {
+                "a counting runner".into()
+            }
+            fn run<'a>(
+                &'a self,
+                _: &'a PipInvocation,
+            ) -> Pin<Box<dyn Future<Output = std::io::Result<Output>> + Send + 'a>> {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async { Err(std::io::Error::other("must not run")) })
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("requirements.txt"), "anyio==4.8.0\n./pkg\n").unwrap();
+        let runner = Counting(Default::default());
+        let target = PythonTarget::new("3.11", None).unwrap();
+        let err = resolve_requirements_with(
+            &dir.path().join("requirements.txt"),
+            dir.path(),
+            "http://127.0.0.1:9/simple",
+            &target,
+            &runner,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("requirements.txt:2: a local path"), "{err}");
+        assert_eq!(runner.0.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

@@ -134,6 +134,15 @@ async fn an_endless_body_stops_just_past_the_locked_size_and_leaves_nothing() {
             && msg.contains("expected size"),
         "{msg}"
     );
+    // Stopped at the first chunk past the size, and says how far it got.
+    let HttpError::TooLarge { observed, .. } = err else {
+        unreachable!()
+    };
+    assert!(
+        observed > 100_000 && observed < 100_000 + (1 << 20),
+        "observed {observed}"
+    );
+    assert!(msg.contains(&format!("stopped reading at {observed} bytes")), "{msg}");
     assert!(
         leftovers(dir.path()).is_empty(),
         "left behind: {:?}",
@@ -386,4 +395,94 @@ async fn credentials_in_urls_stay_out_of_errors() {
     let err = client().get_bytes(&token_user).await.unwrap_err();
     assert_no_secret(&err);
     assert!(err.to_string().contains("http://***@127.0.0.1"), "{err}");
+}
+
+/// An OCI blob whose registry streams an endless body: reading stops at the
+/// descriptor's size, the error names the blob, the expected and the
+/// observed size, and `dest` is not left behind. A Content-Length above the
+/// descriptor's size is refused before a byte is read.
+#[tokio::test]
+async fn an_endless_oci_blob_stops_at_the_descriptor_size() {
+    use farm_lockfiles::oci::{OciError, RegistryClient};
+
+    let server = serve(|conn, head| {
+        if head.contains("/blobs/") && head.contains("declared") {
+            return endless(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: 107374182400\r\nConnection: close\r\n\r\n",
+            );
+        }
+        endless(conn, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("blob");
+    let registry = RegistryClient::anonymous(&client(), &server.base).unwrap();
+    let digest = sha256_of(b"the model weights the manifest names");
+
+    let err = registry
+        .get_blob_expected("library/tiny", &digest, Some(200_000), &dest)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    let OciError::TooLarge { limit, observed, .. } = &err else {
+        panic!("expected TooLarge, got {msg}")
+    };
+    assert_eq!(*limit, SizeLimit::Expected(200_000));
+    assert!(*observed > 200_000 && *observed < 200_000 + (1 << 20), "{observed}");
+    assert!(
+        msg.contains(&digest.to_string())
+            && msg.contains("more than 200000 bytes")
+            && msg.contains(&format!("stopped reading at {observed} bytes")),
+        "names the blob, the expected and the observed size: {msg}"
+    );
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "left behind: {:?}",
+        leftovers(dir.path())
+    );
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1, "not retried");
+    assert!(bytes_sent(&server).await < 64 << 20);
+
+    let err = registry
+        .get_blob_expected("library/declared", &digest, Some(5_000), &dest)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OciError::DeclaredTooLarge {
+                declared: 107374182400,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(leftovers(dir.path()).is_empty());
+}
+
+/// Without a descriptor size, a blob is still bounded: by the client's
+/// `max_download_size` when the registry declares no length.
+#[tokio::test]
+async fn an_oci_blob_of_unknown_size_stops_at_the_cap() {
+    use farm_lockfiles::oci::{OciError, RegistryClient};
+
+    let server = serve(|conn, _| endless(conn, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let capped = Client::new(ClientOptions {
+        attempts: 1,
+        max_download_size: 1 << 20,
+        ..Default::default()
+    });
+    let registry = RegistryClient::anonymous(&capped, &server.base).unwrap();
+    let digest = sha256_of(b"x");
+    let err = registry
+        .get_blob("library/tiny", &digest, &dir.path().join("blob"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OciError::TooLarge { limit: SizeLimit::Cap(n), .. } if n == 1 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("FARM_MAX_DOWNLOAD_SIZE"), "{err}");
+    assert!(leftovers(dir.path()).is_empty());
 }

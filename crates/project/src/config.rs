@@ -586,7 +586,9 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
         message,
     };
     validate_steps(c).map_err(|(field, message)| invalid(&field, message))?;
-    c.limits.resolve().map_err(|(field, message)| invalid(&field, message))?;
+    c.limits
+        .resolve()
+        .map_err(|(field, message)| invalid(&field, message))?;
     for (name, e) in &c.env {
         if name.is_empty()
             || !name
@@ -778,6 +780,16 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
                 format!("steps.{}.network", s.name),
                 "build steps never have network; only `farm fetch` does (pin what you need in farm.lock)".into(),
             ));
+        }
+        for o in &s.outputs {
+            let p = Path::new(o);
+            // Checked against $out by the step's script; a path leaving $out would be checked elsewhere.
+            if o.is_empty() || p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err((
+                    format!("steps.{}.outputs", s.name),
+                    format!("expected a relative path inside the step's $out (no leading /, no ..), found {o:?}"),
+                ));
+            }
         }
         if let Some(p) = &s.image_path {
             if !p.starts_with('/') {
@@ -985,6 +997,23 @@ mod tests {
         let builtin = format!("{MINIMAL}[[steps]]\nname = \"frontend\"\ncommand = \"true\"\n");
         let c = parse("farm.toml", &builtin).unwrap();
         assert!(validate("farm.toml", &c).unwrap_err().to_string().contains("built-in"));
+    }
+
+    /// A step's outputs must stay inside its $out: absolute paths, `..` and
+    /// empty paths are refused naming the field and the value.
+    #[test]
+    fn step_outputs_must_stay_inside_out() {
+        for bad in ["../../x", "/etc/passwd", "", "a/../../b"] {
+            let text = format!("{MINIMAL}[[steps]]\nname = \"s\"\ncommand = \"true\"\noutputs = [\"ok\", {bad:?}]\n");
+            let c = parse("farm.toml", &text).unwrap();
+            let err = validate("farm.toml", &c).unwrap_err().to_string();
+            assert!(
+                err.contains("steps.s.outputs") && err.contains(&format!("{bad:?}")),
+                "{err}"
+            );
+        }
+        let good = format!("{MINIMAL}[[steps]]\nname = \"s\"\ncommand = \"true\"\noutputs = [\"a/b\", \"./c\"]\n");
+        validate("farm.toml", &parse("farm.toml", &good).unwrap()).unwrap();
     }
 
     /// farm.lock records these digests; a change here would mark every

@@ -3,7 +3,7 @@
 //! what changed since. `farm lock` decides what to resolve again from it;
 //! `farm build`, `fetch` and `lock --check` decide whether a lock is stale.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, Result};
 use farm_lockfiles::{Integrity, Lock};
@@ -82,4 +82,21 @@ pub fn stale_inputs(lock: &Lock, current: &BTreeMap<String, Integrity>) -> Vec<S
         }
     }
     stale
+}
+
+/// The sections fed by an input that changed, appeared or went away since
+/// the lock was written: their entries are stale, not wrong.
+pub fn stale_sections(project: &Project, lock: &Lock, current: &BTreeMap<String, Integrity>) -> BTreeSet<Section> {
+    let mut out = BTreeSet::new();
+    for (k, v) in current {
+        if lock.inputs.get(k) != Some(v) {
+            out.extend(sections_of(project, k));
+        }
+    }
+    for k in lock.inputs.keys() {
+        if !current.contains_key(k) {
+            out.extend(sections_of(project, k));
+        }
+    }
+    out
 }

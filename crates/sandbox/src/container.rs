@@ -6,8 +6,9 @@
 //! says what it guarantees and where it differs from the native sandbox.
 //!
 //! The root directory becomes an image (imported once, cached under a tag
-//! derived from its content digest); binds become bind mounts, the other
-//! writable directories tmpfs; the step runs as uid/gid 1000 with a
+//! derived from its content digest and the step's mount points); binds
+//! become bind mounts, the other writable directories tmpfs with their mode
+//! and owner set explicitly; the step runs as uid/gid 1000 with a
 //! read-only root, no capabilities, no_new_privs, the engine's init as PID 1
 //! (or, where the engine has no init binary, the command itself: see
 //! [`ContainerBackend::uses_init`]), the step's rlimits and no network. The
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits, SystemInfo, SystemVersion};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions, RemoveContainerOptions,
     ResizeContainerTTYOptions, TagImageOptions, WaitContainerOptions,
@@ -70,6 +71,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long the output may keep flowing after the container has ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The oldest Docker Engine API farm can drive: 1.25 brought
+/// `HostConfig.Mounts` (binds that fail when their source is missing) and
+/// `HostConfig.Init`. Docker 1.13 and Podman 3 speak it.
+pub const MIN_API_VERSION: (u32, u32) = (1, 25);
+
 const CONNECT_HINT: &str = "start Docker (or Docker Desktop), or run `podman system service --time 0 \
      unix:///PATH/podman.sock` and pass that socket (or set DOCKER_HOST=unix:///PATH/podman.sock)";
 
@@ -88,6 +94,15 @@ pub enum ContainerError {
 
     #[error("container engine at {host}: {message}\nhint: {CONNECT_HINT}")]
     Connect { host: String, message: String },
+
+    /// The engine answers but lacks something farm needs.
+    #[error("container engine at {host}: {engine}: {problem}\nhint: {hint}")]
+    Unsupported {
+        host: String,
+        engine: String,
+        problem: String,
+        hint: String,
+    },
 
     #[error("root `{root}`: `{path}`: {problem}")]
     RootTree {
@@ -144,10 +159,92 @@ fn hint_suffix(hint: &Option<String>) -> String {
     hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default()
 }
 
+/// Which engine answers. Both speak the Docker Engine API, but they accept
+/// different tmpfs options for a mount's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Docker Engine (and any other engine that does not say it is Podman).
+    Docker,
+    /// Podman's API service.
+    Podman,
+}
+
+/// What the engine told farm about itself when it connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    pub kind: EngineKind,
+    /// Product and version, e.g. `Docker Engine 20.10.24` or `Podman Engine 4.3.1`.
+    pub name: String,
+    /// The newest API version the engine speaks, e.g. `1.41`.
+    pub api_version: String,
+    /// Whether it can limit a container's memory (`MemoryLimit` of `/info`).
+    pub memory_limit: bool,
+    /// Whether it can limit a container's swap (`SwapLimit` of `/info`).
+    pub swap_limit: bool,
+}
+
+/// An engine's features as `GET /version` and `GET /info` report them, or
+/// what is missing: `Err((engine name, problem, hint))`.
+fn engine_info(version: &SystemVersion, info: &SystemInfo) -> Result<EngineInfo, (String, String, String)> {
+    let components = version.components.as_deref().unwrap_or_default();
+    let podman = components.iter().find(|c| c.name.starts_with("Podman"));
+    let kind = if podman.is_some() {
+        EngineKind::Podman
+    } else {
+        EngineKind::Docker
+    };
+    let product_version = podman
+        .map(|c| c.version.clone())
+        .or_else(|| version.version.clone())
+        .unwrap_or_else(|| "(no version)".into());
+    let name = match kind {
+        EngineKind::Podman => format!("Podman Engine {product_version}"),
+        EngineKind::Docker => format!("Docker Engine {product_version}"),
+    };
+    let api_version = version.api_version.clone().unwrap_or_default();
+    let fail = |problem: String, hint: &str| Err((name.clone(), problem, hint.to_string()));
+    let Some(api) = parse_api_version(&api_version) else {
+        return fail(
+            format!("reports API version {api_version:?}; expected `MAJOR.MINOR`"),
+            "farm drives engines that speak the Docker Engine API (Docker, or Podman's API service)",
+        );
+    };
+    if api < MIN_API_VERSION {
+        return fail(
+            format!(
+                "speaks Docker Engine API {api_version}; farm needs API {}.{} or later (HostConfig.Mounts and Init)",
+                MIN_API_VERSION.0, MIN_API_VERSION.1
+            ),
+            "upgrade the engine: Docker 1.13 or later, or Podman 3 or later",
+        );
+    }
+    let os = version.os.as_deref().or(info.os_type.as_deref()).unwrap_or("linux");
+    if os != "linux" {
+        return fail(
+            format!("runs {os} containers; farm's steps are Linux programs"),
+            "switch the engine to Linux containers (Docker Desktop: \"Switch to Linux containers\")",
+        );
+    }
+    Ok(EngineInfo {
+        kind,
+        name,
+        api_version,
+        memory_limit: info.memory_limit.unwrap_or(false),
+        swap_limit: info.swap_limit.unwrap_or(false),
+    })
+}
+
+/// `1.41` → `(1, 41)`.
+fn parse_api_version(v: &str) -> Option<(u32, u32)> {
+    let (major, minor) = v.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
 /// A connection to a Docker-compatible engine that runs steps.
 pub struct ContainerBackend {
     docker: Docker,
     host: String,
+    engine: EngineInfo,
     runtime: tokio::runtime::Runtime,
     /// Root images known to exist, so later steps skip the inspect.
     known_images: Mutex<HashSet<String>>,
@@ -171,7 +268,10 @@ impl ContainerBackend {
     /// socket that exists of `/var/run/docker.sock`,
     /// `$HOME/.docker/run/docker.sock` (Docker Desktop),
     /// `$XDG_RUNTIME_DIR/podman/podman.sock` and `/run/podman/podman.sock`;
-    /// and agrees on an API version with it (so the engine must answer).
+    /// agrees on an API version with it (so the engine must answer), and
+    /// checks that it speaks API 1.25 or later and runs Linux containers
+    /// ([`ContainerError::Unsupported`] names the engine, its API version
+    /// and what farm needs).
     pub fn connect(docker_host: Option<&str>) -> Result<Self, ContainerError> {
         let host = engine_host(docker_host);
         let connect_err = |message: String| ContainerError::Connect {
@@ -189,9 +289,18 @@ impl ContainerBackend {
         .with_timeout(REQUEST_TIMEOUT);
         let docker = block_on(&runtime, docker.negotiate_version())
             .map_err(|e| connect_err(format!("no answer to the API version handshake: {e}")))?;
+        let version = block_on(&runtime, docker.version()).map_err(|e| connect_err(format!("GET /version: {e}")))?;
+        let info = block_on(&runtime, docker.info()).map_err(|e| connect_err(format!("GET /info: {e}")))?;
+        let engine = engine_info(&version, &info).map_err(|(engine, problem, hint)| ContainerError::Unsupported {
+            host: host.clone(),
+            engine,
+            problem,
+            hint,
+        })?;
         Ok(ContainerBackend {
             docker,
             host,
+            engine,
             runtime,
             known_images: Mutex::new(HashSet::new()),
             import_lock: tokio::sync::Mutex::new(()),
@@ -202,6 +311,11 @@ impl ContainerBackend {
     /// The engine address in use.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// What the engine is and can do, as found at connect time.
+    pub fn engine(&self) -> &EngineInfo {
+        &self.engine
     }
 
     /// Whether steps run under the engine's init (the default), or, after
@@ -237,26 +351,38 @@ impl ContainerBackend {
     /// Linux engine, a subordinate uid with a rootless one).
     pub fn run(&self, spec: &StepSpec) -> Result<Outcome, ContainerError> {
         spec.validate()?;
+        if let Network::Proxy { allow } = &spec.network {
+            return Err(ContainerError::Unsupported {
+                host: self.host.clone(),
+                engine: self.engine.name.clone(),
+                problem: format!(
+                    "the step's network is a proxy to {allow:?}; the container backend runs steps with no \
+                     network or the host's"
+                ),
+                hint: "run this step with the native sandbox (`--sandbox native`)".into(),
+            });
+        }
         let spec = resolve_host_paths(spec)?;
         block_on(&self.runtime, self.run_step(&spec))
     }
 
-    /// Makes sure the engine has the image of the root directory `root`,
-    /// importing it when it does not, and returns its reference
-    /// (`farm-root:<32 hex>`, see [`root_image_tag`]).
-    pub fn root_image(&self, root: &Path) -> Result<String, ContainerError> {
-        let root = fs::canonicalize(root).map_err(|source| ContainerError::Host {
-            what: "root",
-            path: root.to_path_buf(),
-            source,
-        })?;
-        block_on(&self.runtime, self.ensure_root_image(&root))
+    /// Makes sure the engine has the image that steps like `spec` run in
+    /// (its root directory with its [`mount_points`]), importing it when it
+    /// does not, and returns its reference (`farm-root:<32 hex>`, see
+    /// [`root_image_tag`]).
+    pub fn root_image(&self, spec: &StepSpec) -> Result<String, ContainerError> {
+        spec.validate()?;
+        let spec = resolve_host_paths(spec)?;
+        let RootSpec::Dir(root) = &spec.root else {
+            unreachable!("resolve_host_paths rejects HostPaths roots")
+        };
+        block_on(&self.runtime, self.ensure_root_image(root, &mount_points(&spec)))
     }
 
-    async fn ensure_root_image(&self, root: &Path) -> Result<String, ContainerError> {
+    async fn ensure_root_image(&self, root: &Path, mounts: &[MountPoint]) -> Result<String, ContainerError> {
         let tag = {
-            let root = root.to_path_buf();
-            tokio::task::spawn_blocking(move || root_image_tag(&root))
+            let (root, mounts) = (root.to_path_buf(), mounts.to_vec());
+            tokio::task::spawn_blocking(move || root_image_tag(&root, &mounts))
                 .await
                 .expect("deriving the tag does not panic")?
         };
@@ -266,7 +392,7 @@ impl ContainerBackend {
         }
         let _one_import = self.import_lock.lock().await;
         if self.docker.inspect_image(&image).await.is_err() {
-            self.import_root(root, &tag).await?;
+            self.import_root(root, mounts, &tag).await?;
         }
         self.known_images.lock().unwrap().insert(image.clone());
         Ok(image)
@@ -275,7 +401,7 @@ impl ContainerBackend {
     /// `POST /images/create?fromSrc=-` with the root as a tar stream, then
     /// tags the new image. (Podman ignores `tag` on import, so the image is
     /// imported untagged and tagged by ID, which both engines honour.)
-    async fn import_root(&self, root: &Path, tag: &str) -> Result<(), ContainerError> {
+    async fn import_root(&self, root: &Path, mounts: &[MountPoint], tag: &str) -> Result<(), ContainerError> {
         let image = format!("{ROOT_IMAGE_REPO}:{tag}");
         let import_err = |message: String| ContainerError::Import {
             host: self.host.clone(),
@@ -287,11 +413,11 @@ impl ContainerBackend {
         // Set when the engine stopped reading: its own error then says why.
         let engine_gone = Arc::new(AtomicBool::new(false));
         let producer = {
-            let root = root.to_path_buf();
+            let (root, mounts) = (root.to_path_buf(), mounts.to_vec());
             let engine_gone = engine_gone.clone();
             std::thread::spawn(move || {
                 let mut out = ChannelWriter::new(tx, engine_gone);
-                let written = write_root_tar(&root, &mut out).and_then(|()| {
+                let written = write_root_tar(&root, &mounts, &mut out).and_then(|()| {
                     out.flush().map_err(|source| ContainerError::Host {
                         what: "sending the root to the engine",
                         path: root.clone(),
@@ -369,7 +495,7 @@ impl ContainerBackend {
                 path,
             });
         }
-        let image = self.ensure_root_image(root).await?;
+        let image = self.ensure_root_image(root, &mount_points(spec)).await?;
         let etc_dir = write_etc_files(spec)?;
         open_writable_binds(spec)?;
         let init = self.uses_init();
@@ -420,7 +546,7 @@ impl ContainerBackend {
                 tty: io::stdin().is_terminal() && io::stdout().is_terminal(),
             },
         };
-        let body = container_body(spec, image, etc_dir, io.tty(), init);
+        let body = container_body(spec, image, etc_dir, io.tty(), init, &self.engine);
         let created = self
             .docker
             .create_container(None::<CreateContainerOptions>, body)
@@ -643,20 +769,81 @@ fn resolve_host_paths(spec: &StepSpec) -> Result<StepSpec, ContainerError> {
     Ok(spec)
 }
 
-/// The image tag of a root directory: the first 32 hex digits of its name
-/// when it is a store entry (`<64 hex>-<name>`, named by content digest),
-/// else the first 32 hex digits of the SHA-256 of its [`write_root_tar`]
-/// stream, so a changed directory never reuses a stale image.
-pub fn root_image_tag(root: &Path) -> Result<String, ContainerError> {
+/// The mode and owner a writable directory's mount has in the container,
+/// the native sandbox's: `/tmp` 1777 owned by root, every other one 0755
+/// owned by the step's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPoint {
+    /// Absolute path in the container.
+    pub path: PathBuf,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The step's writable directories (but `/dev/...`, the engine's) with the
+/// mode and owner each gets, sorted by path. Each is a tmpfs or a writable
+/// bind; in the root image each is an empty directory of that mode and
+/// owner (see [`write_root_tar`]).
+pub fn mount_points(spec: &StepSpec) -> Vec<MountPoint> {
+    let mut points: Vec<MountPoint> = spec
+        .writable
+        .iter()
+        .filter(|d| !d.starts_with("/dev"))
+        .map(|d| {
+            let (mode, uid, gid) = if d == Path::new("/tmp") {
+                (0o1777, 0, 0)
+            } else {
+                (0o755, spec.uid, spec.gid)
+            };
+            MountPoint {
+                path: d.clone(),
+                mode,
+                uid,
+                gid,
+            }
+        })
+        .collect();
+    points.sort_by(|a, b| a.path.cmp(&b.path));
+    points.dedup_by(|a, b| a.path == b.path);
+    points
+}
+
+/// The tmpfs options of a writable directory: its mode and owner always
+/// explicit. Docker takes `uid=`/`gid=`; Podman refuses them and takes `U`
+/// (owned by the container's user, which is the step's) instead, while a
+/// tmpfs it mounts without `U` belongs to the container's root.
+fn tmpfs_options(point: &MountPoint, spec: &StepSpec, kind: EngineKind) -> String {
+    let mut options = format!("rw,exec,nosuid,nodev,mode={:04o}", point.mode);
+    match kind {
+        EngineKind::Docker => options += &format!(",uid={},gid={}", point.uid, point.gid),
+        EngineKind::Podman if (point.uid, point.gid) == (spec.uid, spec.gid) && point.uid != 0 => options += ",U",
+        EngineKind::Podman => {}
+    }
+    options
+}
+
+/// The image tag of a root directory with its mount points: the first 32
+/// hex digits of a SHA-256 over its content digest when it is a store entry
+/// (`<64 hex>-<name>`, named by content digest) and the mount points, else
+/// of its [`write_root_tar`] stream; so a changed directory, or other mount
+/// points, never reuse a stale image.
+pub fn root_image_tag(root: &Path, mounts: &[MountPoint]) -> Result<String, ContainerError> {
     let name = root.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let digest = name
         .get(..64)
         .filter(|h| h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) && name[64..].starts_with('-'));
-    if let Some(hex) = digest {
-        return Ok(hex[..32].to_string());
-    }
     let mut hasher = HashWriter(Sha256::new());
-    write_root_tar(root, &mut hasher)?;
+    match digest {
+        Some(hex) => {
+            hasher.0.update(format!("farm-root-image 1\nstore {hex}\n"));
+            for m in mounts {
+                let line = format!("mount {} {:o} {} {}\n", m.path.display(), m.mode, m.uid, m.gid);
+                hasher.0.update(line);
+            }
+        }
+        None => write_root_tar(root, mounts, &mut hasher)?,
+    }
     let hex: String = hasher.0.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(hex[..32].to_string())
 }
@@ -680,17 +867,33 @@ impl Write for HashWriter {
 /// as symlinks, hard links written as separate files; GNU headers, as
 /// farm-archive's [`Format::Gnu`] writes them. Other file types (devices,
 /// FIFOs, sockets) are an error.
-pub fn write_root_tar(root: &Path, out: impl Write) -> Result<(), ContainerError> {
+///
+/// A directory of the root at one of `mounts` is written with that mount
+/// point's mode and owner, and without its contents: the runtime (runc)
+/// gives a tmpfs the mode of the directory it is mounted on, whatever its
+/// `mode=` option says, and Docker copies the directory's files into it.
+pub fn write_root_tar(root: &Path, mounts: &[MountPoint], out: impl Write) -> Result<(), ContainerError> {
     let tree_err = |path: &Path, problem: String| ContainerError::RootTree {
         root: root.to_path_buf(),
         path: path.to_path_buf(),
         problem,
     };
+    let mount_at = |relative: &Path| {
+        mounts
+            .iter()
+            .find(|m| m.path.strip_prefix("/").is_ok_and(|p| p == relative))
+    };
     let mut tar = TarWriter::new(out, Format::Gnu);
-    for found in farm_archive::walk(root) {
+    let mut walk = farm_archive::walk(root);
+    while let Some(found) = walk.next() {
         let found = found.map_err(|e| tree_err(&e.path, format!("cannot list the directory: {}", e.source)))?;
         let path = found.path();
         let meta = found.metadata().map_err(|e| tree_err(path, e.source.to_string()))?;
+        let (mut mode, mut uid, mut gid) = (meta.permissions().mode() & 0o777, 0, 0);
+        if let Some(point) = mount_at(found.relative()).filter(|_| meta.is_dir()) {
+            (mode, uid, gid) = (point.mode, point.uid, point.gid);
+            walk.skip_current_dir();
+        }
         let kind = meta.file_type();
         let kind = if kind.is_dir() {
             TarKind::Dir
@@ -713,9 +916,9 @@ pub fn write_root_tar(root: &Path, out: impl Write) -> Result<(), ContainerError
         let entry = TarEntry {
             path: found.relative().as_os_str().as_encoded_bytes().to_vec(),
             kind,
-            mode: meta.permissions().mode() & 0o777,
-            uid: 0,
-            gid: 0,
+            mode,
+            uid,
+            gid,
             mtime: ROOT_MTIME,
         };
         tar.append(&entry).map_err(|e| match e {
@@ -827,7 +1030,7 @@ fn etc_files(spec: &StepSpec) -> Vec<(&'static str, String)> {
         ("group", etc::group(spec.gid)),
         ("hosts", etc::hosts(&spec.hostname)),
     ];
-    if spec.network == Network::None {
+    if spec.network.isolated() {
         files.push(("resolv.conf", etc::resolv_conf(Network::None, None)));
     }
     files
@@ -870,8 +1073,15 @@ fn open_up(path: &Path) -> Result<(), (PathBuf, io::Error)> {
     Ok(())
 }
 
-/// The container for `spec` (pure, so that the mapping is unit-tested).
-fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool, init: bool) -> ContainerCreateBody {
+/// The container for `spec` on `engine` (pure, so that the mapping is unit-tested).
+fn container_body(
+    spec: &StepSpec,
+    image: &str,
+    etc_dir: &Path,
+    tty: bool,
+    init: bool,
+    engine: &EngineInfo,
+) -> ContainerCreateBody {
     let interactive = matches!(spec.stdio, Stdio::Inherit);
     let bind = |source: &Path, target: &Path, read_only: bool| Mount {
         typ: Some(MountType::BIND),
@@ -888,17 +1098,25 @@ fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool, init:
     for (name, _) in etc_files(spec) {
         mounts.push(bind(&etc_dir.join(name), &Path::new("/etc").join(name), true));
     }
+    let points = mount_points(spec);
     let tmpfs: HashMap<String, String> = tmpfs_dirs(spec)
         .into_iter()
-        .map(|dir| (dir.display().to_string(), "rw,exec,nosuid,nodev,mode=1777".to_string()))
+        .filter_map(|dir| {
+            let point = points.iter().find(|p| p.path == dir)?;
+            Some((dir.display().to_string(), tmpfs_options(point, spec, engine.kind)))
+        })
         .collect();
+    // The whole container's memory, without swap on top (swap = memory), where
+    // the engine can limit it; else `ulimits` makes it RLIMIT_AS.
+    let memory = spec.limits.memory.filter(|_| engine.memory_limit).map(clamp_i64);
     let host_config = HostConfig {
         mounts: Some(mounts),
         tmpfs: Some(tmpfs),
         network_mode: Some(
             match spec.network {
-                Network::None => "none",
                 Network::Host => "host",
+                // A proxy network is refused before (see `run`).
+                Network::None | Network::Proxy { .. } => "none",
             }
             .into(),
         ),
@@ -912,7 +1130,9 @@ fn container_body(spec: &StepSpec, image: &str, etc_dir: &Path, tty: bool, init:
         // kernel kills a PID namespace whose PID 1 exits.
         init: Some(init),
         pids_limit: spec.limits.nproc.map(clamp_i64),
-        ulimits: Some(ulimits(spec)),
+        memory,
+        memory_swap: memory.filter(|_| engine.swap_limit),
+        ulimits: Some(ulimits(spec, engine)),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -1092,12 +1312,19 @@ fn reversed_names(path: &Path) -> Vec<std::ffi::OsString> {
 /// Soft = hard, as in the native sandbox, and no core dumps. Engines
 /// differ in the defaults of unset ones (Podman's can exceed the host's
 /// hard limit and make the start fail), so farm's defaults set nproc and nofile.
-fn ulimits(spec: &StepSpec) -> Vec<ResourcesUlimits> {
+/// A memory limit the engine cannot apply becomes RLIMIT_AS (per process),
+/// as documented for [`crate::spec::Limits::memory`].
+fn ulimits(spec: &StepSpec, engine: &EngineInfo) -> Vec<ResourcesUlimits> {
     let l = &spec.limits;
+    let memory_as = l.memory.filter(|_| !engine.memory_limit);
+    let address_space = match (l.address_space, memory_as) {
+        (Some(a), Some(m)) => Some(a.min(m)),
+        (a, m) => a.or(m),
+    };
     let set = [
         ("nproc", l.nproc),
         ("nofile", l.nofile),
-        ("as", l.address_space),
+        ("as", address_space),
         ("fsize", l.fsize),
         ("cpu", l.cpu_seconds),
         ("core", Some(0)),
@@ -1350,6 +1577,20 @@ mod tests {
         s
     }
 
+    fn engine(kind: EngineKind) -> EngineInfo {
+        EngineInfo {
+            kind,
+            name: format!("{kind:?} Engine 1.0"),
+            api_version: "1.41".into(),
+            memory_limit: true,
+            swap_limit: true,
+        }
+    }
+
+    fn docker() -> EngineInfo {
+        engine(EngineKind::Docker)
+    }
+
     fn mount_of<'a>(body: &'a ContainerCreateBody, target: &str) -> &'a Mount {
         let mounts = body.host_config.as_ref().unwrap().mounts.as_ref().unwrap();
         mounts
@@ -1365,7 +1606,7 @@ mod tests {
     #[test]
     fn the_spec_maps_onto_a_locked_down_container() {
         let s = spec();
-        let body = container_body(&s, "farm-root:00", Path::new("/tmp/etc"), false, true);
+        let body = container_body(&s, "farm-root:00", Path::new("/tmp/etc"), false, true, &docker());
         let hc = body.host_config.as_ref().unwrap();
         assert_eq!(body.image.as_deref(), Some("farm-root:00"));
         assert_eq!(body.cmd.as_ref().unwrap(), &s.argv);
@@ -1390,7 +1631,8 @@ mod tests {
         let mut dirs: Vec<&str> = tmpfs.keys().map(String::as_str).collect();
         dirs.sort();
         assert_eq!(dirs, ["/build", "/tmp"], "/out is a bind and /dev/shm the engine's");
-        assert!(tmpfs["/build"].contains("exec") && !tmpfs["/build"].contains("noexec"));
+        assert_eq!(tmpfs["/build"], "rw,exec,nosuid,nodev,mode=0755,uid=1000,gid=1000");
+        assert_eq!(tmpfs["/tmp"], "rw,exec,nosuid,nodev,mode=1777,uid=0,gid=0");
 
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.readonly_rootfs, Some(true));
@@ -1402,6 +1644,11 @@ mod tests {
         assert_eq!(hc.privileged, None);
         assert_eq!(hc.init, Some(true));
         assert_eq!(hc.pids_limit, Some(4096));
+        assert_eq!(
+            (hc.memory, hc.memory_swap),
+            (None, None),
+            "no memory limit unless the spec sets one"
+        );
         let limits: Vec<(String, i64, i64)> = hc
             .ulimits
             .as_ref()
@@ -1430,11 +1677,11 @@ mod tests {
             nproc: None,
             nofile: Some(64),
             address_space: Some(1 << 30),
-            memory: None,
+            memory: Some(512 << 20),
             fsize: Some(1 << 20),
             cpu_seconds: Some(9),
         };
-        let body = container_body(&s, "x", Path::new("/e"), false, true);
+        let body = container_body(&s, "x", Path::new("/e"), false, true, &docker());
         let hc = body.host_config.as_ref().unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("host"));
         assert!(hc
@@ -1444,6 +1691,8 @@ mod tests {
             .iter()
             .all(|m| m.target.as_deref() != Some("/etc/resolv.conf")));
         assert_eq!(hc.pids_limit, None);
+        assert_eq!(hc.memory, Some(512 << 20));
+        assert_eq!(hc.memory_swap, Some(512 << 20), "swap = memory: no swap on top");
         let names: Vec<String> = hc
             .ulimits
             .as_ref()
@@ -1459,7 +1708,7 @@ mod tests {
     fn inherit_opens_stdin_and_capture_does_not() {
         let mut s = spec();
         s.stdio = Stdio::Inherit;
-        let body = container_body(&s, "x", Path::new("/e"), true, true);
+        let body = container_body(&s, "x", Path::new("/e"), true, true, &docker());
         assert_eq!(body.open_stdin, Some(true));
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(true));
@@ -1471,9 +1720,9 @@ mod tests {
     #[test]
     fn init_is_explicit_either_way() {
         let s = spec();
-        let with = container_body(&s, "x", Path::new("/e"), false, true);
+        let with = container_body(&s, "x", Path::new("/e"), false, true, &docker());
         assert_eq!(with.host_config.unwrap().init, Some(true));
-        let without = container_body(&s, "x", Path::new("/e"), false, false);
+        let without = container_body(&s, "x", Path::new("/e"), false, false, &docker());
         assert_eq!(without.host_config.unwrap().init, Some(false));
         assert_eq!(without.cmd.unwrap(), s.argv, "the command itself, as PID 1");
     }
@@ -1522,6 +1771,132 @@ mod tests {
         assert!(NO_INIT_HINT.contains("apt-get install catatonit") && NO_INIT_HINT.contains("docker-init"));
     }
 
+    /// Proves every tmpfs gets its mode and owner explicitly, in the form
+    /// each engine accepts: Docker `uid=`/`gid=` (it refuses `U`), Podman
+    /// `U` for the step's user (it refuses `uid=`) and nothing for root.
+    #[test]
+    fn tmpfs_modes_and_owners_are_explicit_for_each_engine() {
+        let mut s = spec();
+        s.binds.retain(|b| b.read_only);
+        let options = |s: &StepSpec, kind| {
+            let body = container_body(s, "x", Path::new("/e"), false, true, &engine(kind));
+            body.host_config.unwrap().tmpfs.unwrap()
+        };
+        let docker = options(&s, EngineKind::Docker);
+        assert_eq!(docker["/build"], "rw,exec,nosuid,nodev,mode=0755,uid=1000,gid=1000");
+        assert_eq!(docker["/out"], "rw,exec,nosuid,nodev,mode=0755,uid=1000,gid=1000");
+        assert_eq!(docker["/tmp"], "rw,exec,nosuid,nodev,mode=1777,uid=0,gid=0");
+        let podman = options(&s, EngineKind::Podman);
+        assert_eq!(podman["/build"], "rw,exec,nosuid,nodev,mode=0755,U");
+        assert_eq!(podman["/tmp"], "rw,exec,nosuid,nodev,mode=1777");
+        s.uid = 0;
+        s.gid = 0;
+        let as_root = options(&s, EngineKind::Podman);
+        assert_eq!(
+            as_root["/build"], "rw,exec,nosuid,nodev,mode=0755",
+            "root owns a tmpfs without `U`"
+        );
+    }
+
+    /// Proves a memory limit the engine cannot apply (no memory cgroup)
+    /// becomes RLIMIT_AS, the lower of it and `address_space`, and that
+    /// swap is only limited where the engine can.
+    #[test]
+    fn memory_without_engine_support_becomes_rlimit_as() {
+        let mut s = spec();
+        s.limits.memory = Some(2 << 30);
+        let mut e = docker();
+        e.swap_limit = false;
+        let hc = container_body(&s, "x", Path::new("/e"), false, true, &e)
+            .host_config
+            .unwrap();
+        assert_eq!((hc.memory, hc.memory_swap), (Some(2 << 30), None));
+        e.memory_limit = false;
+        let as_limit = |s: &StepSpec| {
+            let hc = container_body(s, "x", Path::new("/e"), false, true, &e)
+                .host_config
+                .unwrap();
+            assert_eq!(hc.memory, None);
+            let ulimits = hc.ulimits.unwrap();
+            ulimits
+                .iter()
+                .find(|u| u.name.as_deref() == Some("as"))
+                .map(|u| (u.soft, u.hard))
+        };
+        assert_eq!(as_limit(&s), Some((Some(2 << 30), Some(2 << 30))));
+        s.limits.address_space = Some(1 << 30);
+        assert_eq!(as_limit(&s), Some((Some(1 << 30), Some(1 << 30))));
+    }
+
+    fn version(api: &str, os: &str, components: &[(&str, &str)]) -> SystemVersion {
+        SystemVersion {
+            version: Some("20.10.24".into()),
+            api_version: Some(api.into()),
+            os: Some(os.into()),
+            components: Some(
+                components
+                    .iter()
+                    .map(|(name, version)| bollard::models::SystemVersionComponents {
+                        name: name.to_string(),
+                        version: version.to_string(),
+                        details: None,
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    /// Proves the connect-time check: Docker and Podman are told apart by
+    /// their components, memory support comes from /info, and an engine
+    /// too old for farm (API 1.24) or running Windows containers is an
+    /// error naming the engine, its API version and what farm needs.
+    #[test]
+    fn engines_are_identified_and_old_or_foreign_ones_refused() {
+        let info = SystemInfo {
+            memory_limit: Some(true),
+            swap_limit: Some(false),
+            ..Default::default()
+        };
+        let docker = engine_info(&version("1.41", "linux", &[("Engine", "20.10.24")]), &info).unwrap();
+        assert_eq!(docker.kind, EngineKind::Docker);
+        assert_eq!(docker.name, "Docker Engine 20.10.24");
+        assert_eq!((docker.memory_limit, docker.swap_limit), (true, false));
+        let podman = engine_info(
+            &version("1.41", "linux", &[("Podman Engine", "4.3.1"), ("Conmon", "2.1.6")]),
+            &SystemInfo::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (podman.kind, podman.name.as_str()),
+            (EngineKind::Podman, "Podman Engine 4.3.1")
+        );
+        assert!(!podman.memory_limit, "unknown means unsupported");
+
+        let (name, problem, hint) = engine_info(&version("1.24", "linux", &[("Engine", "1.12.6")]), &info).unwrap_err();
+        assert_eq!(name, "Docker Engine 20.10.24");
+        assert!(
+            problem.contains("API 1.24") && problem.contains("1.25 or later"),
+            "{problem}"
+        );
+        assert!(hint.contains("upgrade"), "{hint}");
+        let (_, problem, _) = engine_info(&version("1.41", "windows", &[]), &info).unwrap_err();
+        assert!(problem.contains("windows"), "{problem}");
+        let (_, problem, _) = engine_info(&version("", "linux", &[]), &info).unwrap_err();
+        assert!(problem.contains("API version"), "{problem}");
+        let e = ContainerError::Unsupported {
+            host: "unix:///x.sock".into(),
+            engine: name,
+            problem,
+            hint,
+        }
+        .to_string();
+        assert!(
+            e.contains("unix:///x.sock") && e.contains("Docker Engine") && e.contains("hint:"),
+            "{e}"
+        );
+    }
+
     /// Proves a writable dir below a writable bind gets no tmpfs of its own,
     /// and one below a read-only bind does.
     #[test]
@@ -1552,8 +1927,60 @@ mod tests {
 
     fn tar_of(dir: &Path) -> Vec<u8> {
         let mut out = Vec::new();
-        write_root_tar(dir, &mut out).unwrap();
+        write_root_tar(dir, &[], &mut out).unwrap();
         out
+    }
+
+    /// Proves the mount points of the writable dirs are written with the
+    /// mode and owner of their mount (also the sticky bit of /tmp) and
+    /// without their contents, that other directories keep theirs, and that
+    /// mount points the root lacks are not added.
+    #[test]
+    fn mount_points_in_the_root_tar_have_the_mounts_mode_and_no_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        tree(&root);
+        fs::create_dir_all(root.join("tmp/leftover")).unwrap();
+        fs::write(root.join("tmp/leftover/file"), b"x").unwrap();
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o555)).unwrap();
+        let s = spec();
+        let points = mount_points(&s);
+        let paths: Vec<&Path> = points.iter().map(|p| p.path.as_path()).collect();
+        assert_eq!(paths, [Path::new("/build"), Path::new("/out"), Path::new("/tmp")]);
+        let mut bytes = Vec::new();
+        write_root_tar(&root, &points, &mut bytes).unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let h = entry.header();
+            let path = entry.path().unwrap().display().to_string();
+            let found = (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap());
+            match path.as_str() {
+                "tmp" => assert_eq!(found, (0o1777, 0, 0)),
+                "etc" => assert_eq!(found, (0o755, 0, 0)),
+                _ => {}
+            }
+            seen.push(path);
+        }
+        assert!(seen.contains(&"tmp".to_string()));
+        assert!(!seen.iter().any(|p| p.starts_with("tmp/")), "{seen:?}");
+        assert!(!seen.iter().any(|p| p == "build" || p == "out"), "{seen:?}");
+        fs::create_dir(root.join("build")).unwrap();
+        let mut bytes = Vec::new();
+        write_root_tar(&root, &points, &mut bytes).unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let build = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap() == Path::new("build"))
+            .unwrap();
+        let h = build.header();
+        assert_eq!(
+            (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap()),
+            (0o755, 1000, 1000)
+        );
     }
 
     /// Proves the root tar is the same bytes for the same tree regardless of
@@ -1610,33 +2037,53 @@ mod tests {
             nix::sys::stat::Mode::from_bits_truncate(0o644),
         )
         .unwrap();
-        let e = write_root_tar(tmp.path(), io::sink()).unwrap_err().to_string();
+        let e = write_root_tar(tmp.path(), &[], io::sink()).unwrap_err().to_string();
         assert!(e.contains("fifo") && e.contains("FIFO"), "{e}");
     }
 
-    /// Proves a store entry is tagged by the digest in its name, and any
-    /// other directory by its content, which changes when the content does.
+    /// Proves a store entry is tagged by the digest in its name (its
+    /// content is not read), any other directory by its content, and both
+    /// by the mount points: a change of any of these gives another tag.
     #[test]
-    fn image_tags_come_from_the_store_digest_or_the_content() {
+    fn image_tags_come_from_the_store_digest_or_the_content_and_the_mount_points() {
         let tmp = tempfile::tempdir().unwrap();
+        let points = mount_points(&spec());
         let hex = "0123456789abcdef".repeat(4);
         let entry = tmp.path().join(format!("{hex}-debian-root"));
         fs::create_dir(&entry).unwrap();
-        assert_eq!(root_image_tag(&entry).unwrap(), &hex[..32]);
+        let tag = root_image_tag(&entry, &points).unwrap();
+        assert_eq!(tag.len(), 32);
+        assert!(tag.bytes().all(|c| c.is_ascii_hexdigit()));
+        fs::write(entry.join("unread"), b"x").unwrap();
+        assert_eq!(root_image_tag(&entry, &points).unwrap(), tag, "named by digest");
+        let other = tmp.path().join(format!("{}-debian-root", "f".repeat(64)));
+        fs::create_dir(&other).unwrap();
+        assert_ne!(root_image_tag(&other, &points).unwrap(), tag);
+        assert_ne!(root_image_tag(&entry, &points[..1]).unwrap(), tag);
+        let mut moved = points.clone();
+        moved[0].mode = 0o700;
+        assert_ne!(root_image_tag(&entry, &moved).unwrap(), tag);
 
         let plain = tmp.path().join("root");
         tree(&plain);
-        let first = root_image_tag(&plain).unwrap();
+        let first = root_image_tag(&plain, &points).unwrap();
         assert_eq!(first.len(), 32);
-        assert!(first.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(root_image_tag(&plain).unwrap(), first);
+        assert_eq!(root_image_tag(&plain, &points).unwrap(), first);
         fs::write(plain.join("etc/a"), b"changed").unwrap();
-        assert_ne!(root_image_tag(&plain).unwrap(), first);
+        let changed = root_image_tag(&plain, &points).unwrap();
+        assert_ne!(changed, first);
+        fs::create_dir(plain.join("tmp")).unwrap();
+        assert_ne!(
+            root_image_tag(&plain, &points).unwrap(),
+            root_image_tag(&plain, &[]).unwrap()
+        );
 
-        // Uppercase or short hex is not a store name.
+        // Uppercase or short hex is not a store name: its content is read.
         let upper = tmp.path().join(format!("{}-x", hex.to_uppercase()));
         fs::create_dir(&upper).unwrap();
-        assert_ne!(root_image_tag(&upper).unwrap(), hex.to_uppercase()[..32]);
+        let before = root_image_tag(&upper, &points).unwrap();
+        fs::write(upper.join("f"), b"x").unwrap();
+        assert_ne!(root_image_tag(&upper, &points).unwrap(), before);
     }
 
     /// Proves commands are looked up through binds, the root and its

@@ -34,10 +34,11 @@ pub(crate) fn hosts(hostname: &str) -> String {
 }
 
 /// Without network there is no name server at all, so lookups fail at once
-/// instead of timing out.
+/// instead of timing out. A proxied step has none either: its proxy
+/// resolves names on the host.
 pub(crate) fn resolv_conf(network: Network, host_resolv_conf: Option<&str>) -> String {
     match network {
-        Network::None => String::new(),
+        Network::None | Network::Proxy { .. } => String::new(),
         Network::Host => host_resolv_conf.unwrap_or_default().to_string(),
     }
 }
@@ -58,7 +59,10 @@ pub(crate) fn write(k: &mut impl Kernel, f: &EtcFiles) -> Result<()> {
         ("passwd", passwd(f.uid, f.gid)),
         ("group", group(f.gid)),
         ("hosts", hosts(&f.hostname)),
-        ("resolv.conf", resolv_conf(f.network, f.host_resolv_conf.as_deref())),
+        (
+            "resolv.conf",
+            resolv_conf(f.network.clone(), f.host_resolv_conf.as_deref()),
+        ),
     ];
     for (name, contents) in files {
         let path = etc.join(name);
@@ -94,6 +98,10 @@ mod tests {
     #[test]
     fn resolv_conf_is_empty_without_network_even_if_the_host_has_one() {
         assert_eq!(resolv_conf(Network::None, Some("nameserver 10.0.0.1\n")), "");
+        let proxied = Network::Proxy {
+            allow: vec!["index.example:443".into()],
+        };
+        assert_eq!(resolv_conf(proxied, Some("nameserver 10.0.0.1\n")), "");
         assert_eq!(
             resolv_conf(Network::Host, Some("nameserver 10.0.0.1\n")),
             "nameserver 10.0.0.1\n"

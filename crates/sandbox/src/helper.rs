@@ -25,7 +25,9 @@ use crate::error::Stage;
 use crate::etc::{self, EtcFiles};
 use crate::kernel::Linux;
 use crate::spec::{Network, StepSpec};
-use crate::{caps, dev, exec, idmap, keyring, landlock, namespaces, net, pid1, procfs, rlimits, rootfs, seccomp};
+use crate::{
+    caps, dev, exec, idmap, keyring, landlock, namespaces, net, pid1, procfs, proxy, rlimits, rootfs, seccomp,
+};
 
 /// Exit code of a helper whose set-up failed (the report says why).
 const SETUP_FAILED: i32 = 125;
@@ -159,7 +161,7 @@ fn thread_count() -> Option<usize> {
 
 /// Namespaces and id maps, then PID 1 in a child; the helper itself stays
 /// outside the new PID namespace and waits.
-fn enter_namespaces(network: Network, uid: u32, gid: u32) -> Result<SigSet, Failure> {
+fn enter_namespaces(network: &Network, uid: u32, gid: u32) -> Result<SigSet, Failure> {
     let (host_uid, host_gid) = (geteuid().as_raw(), getegid().as_raw());
     let signals = pid1::handled_signals();
     signals.thread_block().stage(Stage::Namespaces)?;
@@ -175,7 +177,7 @@ fn run(
     report: BorrowedFd<'_>,
     lifeline: BorrowedFd<'_>,
 ) -> Result<i32, Failure> {
-    let signals = enter_namespaces(spec.network, spec.uid, spec.gid)?;
+    let signals = enter_namespaces(&spec.network, spec.uid, spec.gid)?;
     let (alive_r, alive_w) = pipe2(OFlag::O_CLOEXEC).stage(Stage::Fork)?;
     // SAFETY: the helper is single-threaded (checked in `main`).
     match unsafe { fork() }.stage(Stage::Fork)? {
@@ -217,7 +219,7 @@ fn init(
         uid: spec.uid,
         gid: spec.gid,
         hostname: spec.hostname.clone(),
-        network: spec.network,
+        network: spec.network.clone(),
         host_resolv_conf: resolv_conf,
     };
     etc::write(k, &etc_files).stage(Stage::Etc)?;
@@ -226,8 +228,12 @@ fn init(
     procfs::mount(k).stage(Stage::Proc)?;
     rootfs::switch_root(k).stage(Stage::Rootfs)?;
     net::set_hostname(&spec.hostname).stage(Stage::Hostname)?;
-    if spec.network == Network::None {
+    if spec.network.isolated() {
         net::loopback_up().stage(Stage::Network)?;
+    }
+    if let Network::Proxy { .. } = &spec.network {
+        // Before the command: its first connection must find the relay listening.
+        proxy::start_relay(spec.uid, spec.gid).stage(Stage::Network)?;
     }
 
     // SAFETY: PID 1 is single-threaded.
@@ -351,7 +357,7 @@ fn wait_forwarding(pid1: Pid, signals: &SigSet, lifeline: BorrowedFd<'_>) -> nix
 /// Checks that everything `run` needs works here: namespaces, id maps, a
 /// private tmpfs and a new /proc.
 fn probe(report: BorrowedFd<'_>, lifeline: BorrowedFd<'_>) -> Result<i32, Failure> {
-    let signals = enter_namespaces(Network::None, crate::spec::BUILD_UID, crate::spec::BUILD_UID)?;
+    let signals = enter_namespaces(&Network::None, crate::spec::BUILD_UID, crate::spec::BUILD_UID)?;
     // SAFETY: the helper is single-threaded (checked in `main`).
     match unsafe { fork() }.stage(Stage::Fork)? {
         ForkResult::Child => {

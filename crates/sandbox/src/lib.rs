@@ -6,11 +6,14 @@
 //! mapped to the caller, with exactly the environment it was given, no
 //! capabilities, no_new_privs, Landlock write confinement, a system-call
 //! filter, a session and session keyring of its own (and a terminal of its
-//! own when the caller's is one), resource limits, a timeout, and a PID 1
-//! that kills everything left when the command exits. It works as root and
-//! as an unprivileged user.
+//! own when the caller's is one), resource limits (memory and processes in
+//! a cgroup of the step's own where the kernel gives farm one, else
+//! rlimits), a timeout, and a PID 1 that kills everything left when the
+//! command exits. With [`Network::Proxy`] the step reaches only the listed
+//! `host:port` entries, through an HTTP(S) proxy. It works as root and as
+//! an unprivileged user.
 //!
-//! It is not a container runtime (no images, no cgroup resource control).
+//! It is not a container runtime (no images, no CPU or I/O shares).
 //! It decides nothing about what a step needs: the caller passes the root,
 //! binds and environment.
 //!
@@ -24,6 +27,7 @@
 //! [`helper_main`] first thing in `main`.
 
 mod caps;
+mod cgroup;
 mod channel;
 pub mod container;
 mod dev;
@@ -39,6 +43,7 @@ mod namespaces;
 mod net;
 mod pid1;
 mod procfs;
+mod proxy;
 mod rlimits;
 mod rootfs;
 mod seccomp;
@@ -48,11 +53,16 @@ mod terminal;
 
 use std::path::PathBuf;
 
+pub use cgroup::{
+    parents as cgroup_parents, CgroupError, CgroupParent, CgroupParents, CgroupVersion, ExceededLimit, STEP_PREFIX,
+    SUPERVISOR_LEAF,
+};
 pub use container::{ContainerBackend, ContainerError};
 pub use error::{SandboxError, Stage};
+pub use proxy::ProxyError;
 pub use spec::{
     standard_env, Bind, Limits, Network, Outcome, RootSpec, Stdio, StepSpec, BUILD_DIR, BUILD_UID, HOMELESS_SHELTER,
-    OUT_DIR,
+    OUT_DIR, PROXY_ADDR,
 };
 
 /// First argument that switches a binary into the sandbox helper.

@@ -16,16 +16,16 @@ pub(crate) struct NamespaceError {
 }
 
 /// User, mount, PID, UTS, IPC and cgroup always; network unless the step
-/// uses the host's. The PID namespace applies to children of the caller,
+/// uses the host's (a proxied step has a namespace of its own too). The PID namespace applies to children of the caller,
 /// which is why the helper forks the namespace's PID 1 afterwards.
-pub(crate) fn flags(network: Network) -> CloneFlags {
+pub(crate) fn flags(network: &Network) -> CloneFlags {
     let mut f = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
-    if network == Network::None {
+    if network.isolated() {
         f |= CloneFlags::CLONE_NEWNET;
     }
     f
@@ -79,14 +79,15 @@ mod tests {
 
     #[test]
     fn network_namespace_only_without_host_network() {
-        assert!(flags(Network::None).contains(CloneFlags::CLONE_NEWNET));
-        assert!(!flags(Network::Host).contains(CloneFlags::CLONE_NEWNET));
+        assert!(flags(&Network::None).contains(CloneFlags::CLONE_NEWNET));
+        assert!(flags(&Network::Proxy { allow: vec![] }).contains(CloneFlags::CLONE_NEWNET));
+        assert!(!flags(&Network::Host).contains(CloneFlags::CLONE_NEWNET));
         for f in [
             CloneFlags::CLONE_NEWUSER,
             CloneFlags::CLONE_NEWPID,
             CloneFlags::CLONE_NEWNS,
         ] {
-            assert!(flags(Network::Host).contains(f));
+            assert!(flags(&Network::Host).contains(f));
         }
     }
 }

@@ -57,8 +57,10 @@ pub(crate) fn reap(command: Pid, signals: &SigSet) -> Finished {
         }
     };
     // From PID 1, kill(-1) reaches every other process of the namespace.
-    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    // Again after each reap: a process forking while the first kill went
+    // round (a fork bomb) may have left children that it missed.
     loop {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
         match waitpid(None, None) {
             Err(Errno::ECHILD) => break,
             Err(Errno::EINTR) | Ok(_) => continue,

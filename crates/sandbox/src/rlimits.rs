@@ -11,7 +11,15 @@
 //! processes, so a low value there can make the first fork fail. The kernel
 //! never enforces it for processes whose host uid is 0, user namespace or
 //! not: with a root caller a fork bomb is ended by the timeout (and the PID
-//! namespace teardown), not by this limit.
+//! namespace teardown), not by this limit, unless the step's cgroup
+//! bounds it (see `cgroup`).
+//!
+//! RLIMIT_DATA stands in for the step's `memory` where no cgroup does: per
+//! process, it counts private writable memory (heap, anonymous mappings)
+//! but not address space that is only reserved. RLIMIT_AS would count
+//! that too, and runtimes reserve far more than they use: Node's
+//! WebAssembly reserves about 10 GiB per memory, so under any RLIMIT_AS a
+//! build could use, tools built on it (es-module-lexer in Vite) fail.
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -31,6 +39,8 @@ pub(crate) fn wanted(limits: &Limits) -> Vec<(Resource, &'static str, u64)> {
         (Resource::RLIMIT_NPROC, "RLIMIT_NPROC", limits.nproc),
         (Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE", limits.nofile),
         (Resource::RLIMIT_AS, "RLIMIT_AS", limits.address_space),
+        // `memory` reaches the helper only when no cgroup enforces it.
+        (Resource::RLIMIT_DATA, "RLIMIT_DATA", limits.memory),
         (Resource::RLIMIT_FSIZE, "RLIMIT_FSIZE", limits.fsize),
         (Resource::RLIMIT_CPU, "RLIMIT_CPU", limits.cpu_seconds),
     ];
@@ -77,6 +87,15 @@ mod tests {
         assert_eq!(
             names,
             [("RLIMIT_CORE", 0), ("RLIMIT_NPROC", 64), ("RLIMIT_FSIZE", 1 << 20)]
+        );
+        let memory = Limits {
+            memory: Some(1 << 30),
+            ..limits
+        };
+        let names: Vec<&str> = wanted(&memory).into_iter().map(|(_, n, _)| n).collect();
+        assert!(
+            names.contains(&"RLIMIT_DATA") && !names.contains(&"RLIMIT_AS"),
+            "{names:?}"
         );
     }
 }

@@ -85,17 +85,22 @@ impl Bind {
 /// since nothing in a user namespace may raise a hard limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// RLIMIT_NPROC. Since Linux 5.14 this counts the processes of the step's
-    /// uid *in the sandbox's user namespace* only, so it bounds the step's own
-    /// process tree and not every process of the calling user. The kernel
-    /// does not enforce it when the caller is root (host uid 0 is exempt).
+    /// Processes and threads of the step: the pids.max of a cgroup of the
+    /// step's own where farm can make one (see `cgroup`), and RLIMIT_NPROC
+    /// in any case. Since Linux 5.14 RLIMIT_NPROC counts the processes of
+    /// the step's uid *in the sandbox's user namespace* only, so it bounds
+    /// the step's own process tree and not every process of the calling
+    /// user; the kernel does not enforce it when the caller is root (host
+    /// uid 0 is exempt), which is what the cgroup fixes.
     pub nproc: Option<u64>,
     pub nofile: Option<u64>,
     /// RLIMIT_AS in bytes.
     pub address_space: Option<u64>,
-    /// Memory of the whole step in bytes: a cgroup's memory.max where farm
-    /// can make one, else the container engine's memory limit, else
-    /// RLIMIT_AS per process.
+    /// Memory of the whole step in bytes: a cgroup's memory limit (swap
+    /// included) where farm can make one, else the container engine's memory
+    /// limit, else RLIMIT_DATA of each process (its private writable memory;
+    /// not RLIMIT_AS, which counts reserved address space and breaks Node's
+    /// WebAssembly at any size a build could use).
     #[serde(default)]
     pub memory: Option<u64>,
     /// RLIMIT_FSIZE in bytes.
@@ -116,13 +121,29 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
     /// A new network namespace with only `lo` up.
     None,
     /// The host's network (fetch steps only).
     Host,
+    /// A new network namespace with only `lo` up, plus an HTTP(S) proxy at
+    /// [`PROXY_ADDR`] inside (`HTTP_PROXY`, `HTTPS_PROXY` and their lower-case
+    /// forms are set) that reaches exactly the `host:port` entries of `allow`:
+    /// `CONNECT` to them, and plain `GET`/`HEAD` of `http://` URLs on them.
+    /// Everything else gets `403 Forbidden`; nothing else is reachable.
+    Proxy { allow: Vec<String> },
 }
+
+impl Network {
+    /// Whether the step gets a network namespace of its own.
+    pub fn isolated(&self) -> bool {
+        !matches!(self, Network::Host)
+    }
+}
+
+/// Where a step with [`Network::Proxy`] finds its proxy.
+pub const PROXY_ADDR: &str = "127.0.0.1:3128";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stdio {
@@ -285,6 +306,24 @@ impl StepSpec {
                 found: format!("{}:{}", self.uid, self.gid),
             });
         }
+        if let Network::Proxy { allow } = &self.network {
+            for (i, entry) in allow.iter().enumerate() {
+                if let Err(problem) = crate::proxy::parse_authority(entry) {
+                    return Err(invalid(
+                        format!("network.allow[{i}]"),
+                        "`host:port` (e.g. `index.example:443`, `[::1]:8080`)",
+                        format!("{entry:?} ({problem})"),
+                    ));
+                }
+            }
+        }
+        if self.limits.nproc == Some(0) || self.limits.memory == Some(0) {
+            return Err(invalid(
+                "limits".into(),
+                "nproc and memory above 0, or none for no limit",
+                format!("nproc {:?}, memory {:?}", self.limits.nproc, self.limits.memory),
+            ));
+        }
         if self.timeout == Some(Duration::ZERO) {
             return Err(invalid("timeout".into(), "a positive duration or none", "0s".into()));
         }
@@ -365,6 +404,25 @@ mod tests {
         let mut s = spec();
         s.hostname = "bad name".into();
         assert!(s.validate().unwrap_err().to_string().contains("hostname"));
+    }
+
+    /// Proves a zero limit (meaningless: nothing could run) and a proxy
+    /// entry without a port are refused naming the field.
+    #[test]
+    fn zero_limits_and_malformed_proxy_entries_are_rejected() {
+        let mut s = spec();
+        s.limits.memory = Some(0);
+        assert!(s.validate().unwrap_err().to_string().contains("limits"));
+        let mut s = spec();
+        s.network = Network::Proxy {
+            allow: vec!["index.example:443".into(), "index.example".into()],
+        };
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("network.allow[1]") && e.contains("no `:port`"), "{e}");
+        s.network = Network::Proxy {
+            allow: vec!["index.example:443".into()],
+        };
+        s.validate().unwrap();
     }
 
     #[test]

@@ -15,10 +15,12 @@ use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::pipe2;
 
+use crate::cgroup::{self, StepCgroup};
 use crate::channel::{self, Report, Request};
 use crate::error::{SandboxError, Stage};
 use crate::namespaces;
-use crate::spec::{Network, Outcome, RootSpec, Stdio, StepSpec};
+use crate::proxy::{self, HostProxy};
+use crate::spec::{Bind, Network, Outcome, RootSpec, Stdio, StepSpec};
 use crate::terminal::{Relay, StepTerminal};
 use crate::HELPER_ARG;
 
@@ -52,10 +54,31 @@ struct Ended {
 
 pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxError> {
     spec.validate()?;
-    let spec = resolve_host_paths(spec)?;
+    let mut spec = resolve_host_paths(spec)?;
+    let cgroup = StepCgroup::create(&spec.limits, cgroup::parents());
+    if cgroup.memory().is_some() {
+        // The helper sets what the cgroup does not: RLIMIT_DATA is for `memory` without one.
+        spec.limits.memory = None;
+    }
+    let proxy = match &spec.network {
+        Network::Proxy { allow } => Some(HostProxy::start(allow)?),
+        _ => None,
+    };
+    if let Some(p) = &proxy {
+        // Canonical, as resolve_host_paths made every other source (TMPDIR may be a symlink).
+        let socket = fs::canonicalize(p.socket()).map_err(|source| proxy::ProxyError {
+            action: "resolve its socket's path",
+            source,
+        })?;
+        spec.binds.push(Bind::read_only(socket, proxy::SOCKET_IN_SANDBOX));
+        for (k, v) in proxy::env() {
+            spec.env.retain(|(name, _)| *name != k);
+            spec.env.push((k, v));
+        }
+    }
     let resolv_conf = match spec.network {
         Network::Host => fs::read_to_string("/etc/resolv.conf").ok(),
-        Network::None => None,
+        Network::None | Network::Proxy { .. } => None,
     };
     let (log, stream) = match &spec.stdio {
         Stdio::Capture { log, stream } => (Some(log.clone()), *stream),
@@ -71,8 +94,30 @@ pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxErro
         resolv_conf,
         terminal: matches!(io, HelperIo::Inherit(Some(_))),
     };
-    let ended = spawn(helper, &request, io)?.wait(timeout)?;
+    let ended = spawn(helper, &request, io, &cgroup)?.wait(timeout)?;
+    drop(proxy);
+    let exceeded = cgroup.exceeded();
+    cgroup.remove()?;
 
+    let finished = ended.reports.iter().find_map(|r| match r {
+        Report::Finished { status, peak_rss_kib } => Some((*status, *peak_rss_kib)),
+        _ => None,
+    });
+    // A limit only explains a step that did not succeed.
+    if let Some(limit) = exceeded {
+        let status = match finished {
+            Some((status, _)) => Some(status),
+            None if ended.timed_out => Some(128 + libc::SIGKILL),
+            None => ended.status.code().or(ended.status.signal().map(|s| 128 + s)),
+        };
+        if ended.timed_out || status != Some(0) {
+            return Err(SandboxError::LimitExceeded {
+                limit,
+                status: status.unwrap_or(128 + libc::SIGKILL),
+                log,
+            });
+        }
+    }
     if let Some(e) = first_failure(&ended.reports) {
         return Err(e);
     }
@@ -82,10 +127,6 @@ pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxErro
             source,
         });
     }
-    let finished = ended.reports.iter().find_map(|r| match r {
-        Report::Finished { status, peak_rss_kib } => Some((*status, *peak_rss_kib)),
-        _ => None,
-    });
     match finished {
         Some((status, peak_rss_kib)) => Ok(Outcome {
             status,
@@ -108,7 +149,8 @@ pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxErro
 
 pub(crate) fn probe(helper: &Path) -> Result<(), SandboxError> {
     // Generous: set-up takes milliseconds, but a loaded CI machine must not fail the probe.
-    let ended = spawn(helper, &Request::Probe, HelperIo::Null)?.wait(Some(Duration::from_secs(60)))?;
+    let no_cgroup = StepCgroup::create(&crate::spec::Limits::default(), &cgroup::CgroupParents::default());
+    let ended = spawn(helper, &Request::Probe, HelperIo::Null, &no_cgroup)?.wait(Some(Duration::from_secs(60)))?;
     if let Some(e) = first_failure(&ended.reports) {
         return Err(e);
     }
@@ -221,7 +263,7 @@ fn channel_err(context: &'static str) -> impl FnOnce(io::Error) -> SandboxError 
     move |source| SandboxError::Channel { context, source }
 }
 
-fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, SandboxError> {
+fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>, cgroup: &StepCgroup) -> Result<Running, SandboxError> {
     let (req_r, req_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| channel_err("create the request pipe")(e.into()))?;
     let (rep_r, rep_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| channel_err("create the report pipe")(e.into()))?;
 
@@ -276,7 +318,7 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| {
+    let mut child = cmd.spawn().map_err(|source| {
         let hint = matches!(source.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound).then(|| {
             "the helper is the farm binary itself (or a test binary calling helper_main); \
              it must exist and be executable by the calling user"
@@ -292,6 +334,13 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>) -> Result<Running, 
     drop(cmd);
     drop(req_r);
     drop(rep_w);
+    // Before the request: the helper waits for it before it does anything,
+    // so everything of the step starts inside the cgroup.
+    if let Err(e) = cgroup.add(child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e.into());
+    }
     let pidfd = pidfd_open(child.id());
     let terminal = terminal.map(StepTerminal::start_relay);
 

@@ -1,10 +1,13 @@
-//! The container backend against a real engine: Podman's Docker-compatible
-//! API service, started by each test on a socket and storage of its own
-//! (runc, vfs, cgroupfs, as these machines need), reached with bollard.
-//! The step's root is a tiny tree made from the host's static busybox.
+//! The container backend against real engines: every test runs twice, as
+//! `podman::<test>` against Podman's Docker-compatible API service and as
+//! `docker::<test>` against Docker Engine (`dockerd`), each started by the
+//! test on a socket and storage of its own (farm-testkit), reached with
+//! bollard. The step's root is a tiny tree made from the host's static
+//! busybox.
 //!
-//! Needs root, `podman`, `runc` and `busybox-static`: with CI=true a missing
-//! one fails the test, otherwise the test is skipped with a `SKIPPED` line
+//! Needs root, `busybox-static` and the engine's programs (`podman`,
+//! `runc`; `dockerd`, `containerd`, `docker`): with CI=true a missing one
+//! fails the test, otherwise the test is skipped with a `SKIPPED` line
 //! (farm-testkit's skip mechanism).
 
 use std::fs;
@@ -17,16 +20,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use farm_sandbox::container::{ContainerBackend, ContainerError, ENGINE_ADDED_ENV, STEP_LABEL};
+use farm_sandbox::container::{
+    mount_points, root_image_tag, ContainerBackend, ContainerError, EngineKind as BackendKind, ENGINE_ADDED_ENV,
+    STEP_LABEL,
+};
 use farm_sandbox::{standard_env, Bind, Network, Outcome, RootSpec, Stdio, StepSpec};
-use farm_testkit::{require, require_root, require_tool, PodmanService};
+use farm_testkit::{require, require_tool, EngineKind, EngineService};
 
 const EPOCH: u64 = 1_700_000_000;
 const HOSTNAME: &str = "farm-container-test";
 /// Set in this process before anything starts; must never reach a step.
 const FAKE_TOKEN: (&str, &str) = ("FARM_TEST_FAKE_TOKEN", "ghp_notarealtoken0123456789");
-/// Where the test's own DNS responder listens (any 127/8 address is loopback).
-const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
+/// Where the test's own DNS responder listens (any 127/8 address is
+/// loopback), one address per engine since both variants run at once.
+fn dns_addr(kind: EngineKind) -> Ipv4Addr {
+    match kind {
+        EngineKind::Podman => Ipv4Addr::new(127, 0, 0, 77),
+        EngineKind::Docker => Ipv4Addr::new(127, 0, 0, 78),
+    }
+}
 /// The address it answers every A query with.
 const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 
@@ -53,27 +65,61 @@ fn is_static_elf(path: &Path) -> bool {
     })
 }
 
-/// Root, podman, runc and a static busybox, or a skip (a failure in CI).
-fn ready() -> bool {
+/// Root, the engine's programs and a static busybox, or a skip (a failure in CI).
+fn ready(kind: EngineKind) -> bool {
     setup();
-    require_root()
-        && require_tool("podman")
-        && require_tool("runc")
+    kind.require()
         && require(
             is_static_elf(Path::new("/bin/busybox")),
             "/bin/busybox is missing or not static (scripts/install-deps installs busybox-static)",
         )
 }
 
-/// Podman's API service for one test, with the CLI on its storage.
+/// Runs each named test (a `fn(EngineKind)`) once per engine, as
+/// `podman::<name>` and `docker::<name>`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod podman {
+            $(
+                /// See the function of the same name in the parent module.
+                #[test]
+                fn $name() {
+                    super::$name(farm_testkit::EngineKind::Podman)
+                }
+            )*
+        }
+        mod docker {
+            $(
+                /// See the function of the same name in the parent module.
+                #[test]
+                fn $name() {
+                    super::$name(farm_testkit::EngineKind::Docker)
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    a_step_runs_as_uid_1000_with_its_env_and_binds_only,
+    without_network_the_host_and_dns_are_unreachable,
+    only_build_out_and_tmp_are_writable_and_unbound_host_files_are_absent,
+    the_memory_limit_reaches_the_containers_cgroup,
+    a_step_past_its_timeout_is_killed_and_removed,
+    missing_commands_fail_clearly_and_the_backend_is_shareable,
+    inherit_on_a_terminal_gives_the_step_a_terminal,
+    inherit_passes_stdin_stdout_and_stderr_through,
+);
+
+/// One engine's API service for one test, with its CLI.
 struct Engine {
-    service: PodmanService,
+    service: EngineService,
 }
 
 impl Engine {
-    fn start() -> Engine {
+    fn start(kind: EngineKind) -> Engine {
         Engine {
-            service: PodmanService::start(),
+            service: EngineService::start(kind),
         }
     }
 
@@ -89,12 +135,13 @@ impl Engine {
         self.service.log()
     }
 
-    /// The podman CLI on the service's storage.
+    /// The engine's CLI (`podman` or `docker`) on this engine.
     fn cli(&self, args: &[&str]) -> String {
         let out = self.service.command().args(args).output().unwrap();
         assert!(
             out.status.success(),
-            "podman {args:?}: {}",
+            "{} {args:?}: {}",
+            self.service.kind().name(),
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
@@ -111,16 +158,21 @@ impl Engine {
 
 const APPLETS: &[&str] = &[
     "sh", "id", "cat", "ls", "echo", "env", "nc", "wget", "nslookup", "sleep", "touch", "mkdir", "tr", "sort", "grep",
-    "hostname", "pwd", "wc", "true", "test", "readlink",
+    "hostname", "pwd", "wc", "true", "test", "readlink", "stat", "chmod", "printf",
 ];
 
 /// A root made of the host's static busybox: bin/busybox, its applets as
-/// symlinks, a /usr with one file and an /open directory. No /etc at all:
-/// the backend must provide passwd and group itself. /usr, its file and
-/// /open are writable for everyone, so only a read-only root stops a write.
+/// symlinks, a /usr with one file, an /open directory and a /tmp with a
+/// file in it. No /etc at all: the backend must provide passwd and group
+/// itself. /usr, its file and /open are writable for everyone, so only a
+/// read-only root stops a write. /tmp is 0555 and root's, as in a store
+/// entry (Debian's root): the step's /tmp must not take that mode, nor
+/// show the file. There is no /build: the engine makes that mount point.
 fn busybox_root(parent: &Path, name: &str) -> PathBuf {
     let root = parent.join(name);
     fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("tmp")).unwrap();
+    fs::write(root.join("tmp/from-the-root"), "hidden\n").unwrap();
     fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     for applet in APPLETS {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
@@ -133,6 +185,7 @@ fn busybox_root(parent: &Path, name: &str) -> PathBuf {
         ("usr/share", 0o777),
         ("usr/share/marker", 0o666),
         ("open", 0o777),
+        ("tmp", 0o555),
     ] {
         fs::set_permissions(root.join(path), fs::Permissions::from_mode(mode)).unwrap();
     }
@@ -195,18 +248,29 @@ fn section<'a>(log: &'a str, name: &str) -> Vec<&'a str> {
 /// tmpfs), writes to /out on the host, works in its cwd with its hostname
 /// and stdin /dev/null;
 /// the exit status passes through; the root image is imported once and
-/// reused; and no container is left behind.
-#[test]
-fn a_step_runs_as_uid_1000_with_its_env_and_binds_only() {
-    if !ready() {
+/// reused; no container is left behind; and the backend identified the
+/// engine (kind, API version) when it connected.
+fn a_step_runs_as_uid_1000_with_its_env_and_binds_only(kind: EngineKind) {
+    if !ready(kind) {
         return;
     }
     assert_eq!(std::env::var(FAKE_TOKEN.0).as_deref(), Ok(FAKE_TOKEN.1));
-    let engine = Engine::start();
+    let engine = Engine::start(kind);
     let backend = engine.backend();
     backend.probe().unwrap();
+    let found = backend.engine();
+    let expected = match kind {
+        EngineKind::Podman => BackendKind::Podman,
+        EngineKind::Docker => BackendKind::Docker,
+    };
+    assert_eq!(found.kind, expected, "{found:?}");
+    let (major, minor) = found.api_version.split_once('.').unwrap();
+    assert!(
+        (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap()) >= (1, 25),
+        "{found:?}"
+    );
     let tmp = tempfile::tempdir().unwrap();
-    // Named like a store entry, so the image tag is the digest in the name.
+    // Named like a store entry, so the image tag comes from the digest in the name.
     let digest = "5e1f".repeat(16);
     let root = busybox_root(tmp.path(), &format!("{digest}-busybox-root"));
     let input = tmp.path().join("input");
@@ -271,8 +335,8 @@ fn a_step_runs_as_uid_1000_with_its_env_and_binds_only() {
     assert_eq!(fs::read_to_string(out.join("result.txt")).unwrap(), "written-by-step\n");
     assert_no_containers(&engine);
 
-    let image = format!("farm-root:{}", &digest[..32]);
-    assert_eq!(backend.root_image(&root).unwrap(), image);
+    let tag = root_image_tag(&root, &mount_points(&step.spec)).unwrap();
+    assert_eq!(backend.root_image(&step.spec).unwrap(), format!("farm-root:{tag}"));
     let images_before = engine.cli(&["images", "-q", "--no-trunc"]);
     assert_eq!(images_before.lines().count(), 1, "{images_before}");
 
@@ -322,8 +386,9 @@ impl Drop for DnsResponder {
     }
 }
 
-fn dns_responder() -> DnsResponder {
-    let socket = UdpSocket::bind(SocketAddr::from((DNS_ADDR, 53))).expect("bind the test DNS server on 127.0.0.77:53");
+fn dns_responder(addr: Ipv4Addr) -> DnsResponder {
+    let socket = UdpSocket::bind(SocketAddr::from((addr, 53)))
+        .unwrap_or_else(|e| panic!("bind the test DNS server on {addr}:53: {e}"));
     socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -381,21 +446,21 @@ fn host_address() -> Option<Ipv4Addr> {
 /// name server in resolv.conf, and a DNS server on the host's loopback is
 /// out of reach). The same commands with `Network::Host` succeed, so the
 /// failures come from the isolation and not from the commands.
-#[test]
-fn without_network_the_host_and_dns_are_unreachable() {
-    if !ready() {
+fn without_network_the_host_and_dns_are_unreachable(kind: EngineKind) {
+    if !ready(kind) {
         return;
     }
-    let engine = Engine::start();
+    let engine = Engine::start(kind);
     let backend = engine.backend();
     let tmp = tempfile::tempdir().unwrap();
     let root = busybox_root(tmp.path(), "busybox-root");
     let listener = tcp_listener();
-    let _dns = dns_responder();
+    let dns = dns_addr(kind);
+    let _dns = dns_responder(dns);
     let port = listener.port;
     let mut script = format!(
         "nc -w 5 127.0.0.1 {port} </dev/null && echo LOOPBACK-OPEN || echo LOOPBACK-CLOSED; \
-         nslookup farm-probe.example.invalid {DNS_ADDR} && echo DNS-SERVER-OK || echo DNS-SERVER-FAILED; \
+         nslookup farm-probe.example.invalid {dns} && echo DNS-SERVER-OK || echo DNS-SERVER-FAILED; \
          nslookup farm-probe.example.invalid && echo DNS-DEFAULT-OK || echo DNS-DEFAULT-FAILED; \
          echo resolv-bytes=$(wc -c < /etc/resolv.conf); "
     );
@@ -437,14 +502,19 @@ fn without_network_the_host_and_dns_are_unreachable() {
 }
 
 /// Proves the root, /usr, /etc and the read-only binds cannot be written,
-/// /build and /tmp can (fresh tmpfs), and host files that are not bound
-/// (one in the host's /root) do not exist for the step.
-#[test]
-fn only_build_out_and_tmp_are_writable_and_unbound_host_files_are_absent() {
-    if !ready() {
+/// /build and /tmp can (fresh tmpfs) and hold executables, and host files
+/// that are not bound (one in the host's /root) do not exist for the step.
+/// The writable dirs have the native sandbox's mode and owner on either
+/// engine — /tmp 1777 root's, /build and /out 0755 the step's — although
+/// the root's /tmp is 0555 (as in a store entry; Docker with runc used to
+/// give the tmpfs that mode) and /build is not in the root at all; and
+/// /tmp is empty although the root's has a file (Docker copies a
+/// directory's files into a tmpfs mounted on it).
+fn only_build_out_and_tmp_are_writable_and_unbound_host_files_are_absent(kind: EngineKind) {
+    if !ready(kind) {
         return;
     }
-    let engine = Engine::start();
+    let engine = Engine::start(kind);
     let backend = engine.backend();
     let tmp = tempfile::tempdir().unwrap();
     let root = busybox_root(tmp.path(), "busybox-root");
@@ -467,6 +537,7 @@ fn only_build_out_and_tmp_are_writable_and_unbound_host_files_are_absent() {
     let attempt =
         |what: &str, cmd: &str| format!("if {cmd} 2>/dev/null; then echo {what}-YES; else echo {what}-NO; fi; ");
     let script = [
+        "echo BEGIN modes; stat -c '%a %u %g %n' /tmp /build /out; ls -A /tmp; echo END modes; ".to_string(),
         attempt("ROOT-WRITE", "touch /open/x"),
         attempt("INPUT-NEW", "touch /farm/store/input/new"),
         attempt("USR-WRITE", "touch /usr/share/marker"),
@@ -475,6 +546,10 @@ fn only_build_out_and_tmp_are_writable_and_unbound_host_files_are_absent() {
         attempt("INPUT-WRITE", "touch /farm/store/input/data.txt"),
         attempt("BUILD-WRITE", "echo b > /build/b && test -s /build/b"),
         attempt("TMP-WRITE", "echo t > /tmp/t && test -s /tmp/t"),
+        attempt(
+            "BUILD-EXEC",
+            "printf '#!/bin/sh\\necho ran\\n' > /build/x.sh && chmod +x /build/x.sh && /build/x.sh",
+        ),
         attempt("SECRET-READ", &format!("cat {}", secret.display())),
         attempt("ROOT-DIR", "ls /root"),
         attempt("PASSWD-BUILD", "grep -q '^build:x:1000:1000:' /etc/passwd"),
@@ -484,6 +559,11 @@ fn only_build_out_and_tmp_are_writable_and_unbound_host_files_are_absent() {
     step.spec.binds = vec![Bind::read_only(&input, "/farm/store/input")];
     let (outcome, log) = run(&backend, &engine, &step.spec);
     assert!(outcome.success(), "{outcome:?}\n{log}");
+    assert_eq!(
+        section(&log, "modes"),
+        ["1777 0 0 /tmp", "755 1000 1000 /build", "755 1000 1000 /out"],
+        "{log}"
+    );
     for expected in [
         "ROOT-WRITE-NO",
         "USR-WRITE-NO",
@@ -493,6 +573,7 @@ fn only_build_out_and_tmp_are_writable_and_unbound_host_files_are_absent() {
         "INPUT-NEW-NO",
         "BUILD-WRITE-YES",
         "TMP-WRITE-YES",
+        "BUILD-EXEC-YES",
         "SECRET-READ-NO",
         "ROOT-DIR-NO",
         "PASSWD-BUILD-YES",
@@ -508,20 +589,49 @@ fn only_build_out_and_tmp_are_writable_and_unbound_host_files_are_absent() {
     assert_no_containers(&engine);
 }
 
-/// Proves a step past its timeout is killed: `timed_out`, status 137, well
-/// before the command would have ended, and its container is gone.
-#[test]
-fn a_step_past_its_timeout_is_killed_and_removed() {
-    if !ready() {
+/// Proves `limits.memory` becomes the container's memory limit, read back
+/// from inside the container's own memory cgroup (v1 or v2), when the
+/// engine reports it can limit memory (both do on these machines; the test
+/// requires it, since otherwise it would prove nothing).
+fn the_memory_limit_reaches_the_containers_cgroup(kind: EngineKind) {
+    if !ready(kind) {
         return;
     }
-    let engine = Engine::start();
+    let engine = Engine::start(kind);
+    let backend = engine.backend();
+    if !require(
+        backend.engine().memory_limit,
+        format_args!("{} cannot limit memory here (no memory cgroup)", backend.engine().name),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = busybox_root(tmp.path(), "busybox-root");
+    let limit: u64 = 96 << 20;
+    let mut step = shell(
+        &root,
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    );
+    step.spec.limits.memory = Some(limit);
+    let (outcome, log) = run(&backend, &engine, &step.spec);
+    assert!(outcome.success(), "{outcome:?}\n{log}");
+    assert_eq!(log.trim(), limit.to_string(), "{log}");
+    assert_no_containers(&engine);
+}
+
+/// Proves a step past its timeout is killed: `timed_out`, status 137, well
+/// before the command would have ended, and its container is gone.
+fn a_step_past_its_timeout_is_killed_and_removed(kind: EngineKind) {
+    if !ready(kind) {
+        return;
+    }
+    let engine = Engine::start(kind);
     let backend = engine.backend();
     let tmp = tempfile::tempdir().unwrap();
     let root = busybox_root(tmp.path(), "busybox-root");
-    // Imported beforehand, so the timing covers the step only.
-    backend.root_image(&root).unwrap();
     let mut step = shell(&root, "echo started; sleep 30; echo never");
+    // Imported beforehand, so the timing covers the step only.
+    backend.root_image(&step.spec).unwrap();
     step.spec.timeout = Some(Duration::from_secs(2));
     let started = Instant::now();
     let (outcome, log) = run(&backend, &engine, &step.spec);
@@ -539,12 +649,11 @@ fn a_step_past_its_timeout_is_killed_and_removed() {
 /// a hint, and leaves no container; that one backend serves steps from
 /// several threads at once; and that it may be called from inside a tokio
 /// runtime (farm's async code), where a nested `block_on` would panic.
-#[test]
-fn missing_commands_fail_clearly_and_the_backend_is_shareable() {
-    if !ready() {
+fn missing_commands_fail_clearly_and_the_backend_is_shareable(kind: EngineKind) {
+    if !ready(kind) {
         return;
     }
-    let engine = Engine::start();
+    let engine = Engine::start(kind);
     let backend = engine.backend();
     let tmp = tempfile::tempdir().unwrap();
     let root = busybox_root(tmp.path(), "busybox-root");
@@ -582,25 +691,30 @@ fn missing_commands_fail_clearly_and_the_backend_is_shareable() {
 
 const CHILD_ENV: &str = "FARM_CONTAINER_TEST_CHILD";
 
+/// The running test's path (`podman::…` or `docker::…`): libtest names the
+/// test's thread after it. A child process runs this test alone.
+fn this_test() -> String {
+    std::thread::current()
+        .name()
+        .expect("libtest names test threads")
+        .to_string()
+}
+
 /// Proves `Stdio::Inherit` on a terminal: the step gets a terminal of its
 /// own and the caller's typing reaches it. The child runs under `script`
 /// (util-linux), which gives it a pseudo-terminal as stdin and stdout.
-#[test]
-fn inherit_on_a_terminal_gives_the_step_a_terminal() {
+fn inherit_on_a_terminal_gives_the_step_a_terminal(kind: EngineKind) {
     if std::env::var(CHILD_ENV).is_ok() {
         return inherit_child_on_tty();
     }
-    if !(ready() && require_tool("script")) {
+    if !(ready(kind) && require_tool("script")) {
         return;
     }
-    let engine = Engine::start();
+    let engine = Engine::start(kind);
     let tmp = tempfile::tempdir().unwrap();
     let root = busybox_root(tmp.path(), "busybox-root");
     let exe = std::env::current_exe().unwrap();
-    let command = format!(
-        "{} --exact inherit_on_a_terminal_gives_the_step_a_terminal --nocapture",
-        exe.display()
-    );
+    let command = format!("{} --exact {} --nocapture", exe.display(), this_test());
     let mut child = Command::new("script")
         .args(["-q", "-e", "-c", &command, "/dev/null"])
         .env(CHILD_ENV, format!("{}\n{}", engine.host(), root.display()))
@@ -648,23 +762,18 @@ fn inherit_child_on_tty() {
 /// the step (and its end closes the step's stdin), the step's stdout and
 /// stderr reach the caller's. Runs itself as a child process with piped
 /// stdio, the way `farm shell` would be driven by a script.
-#[test]
-fn inherit_passes_stdin_stdout_and_stderr_through() {
+fn inherit_passes_stdin_stdout_and_stderr_through(kind: EngineKind) {
     if let Ok(config) = std::env::var(CHILD_ENV) {
         return inherit_child(&config);
     }
-    if !ready() {
+    if !ready(kind) {
         return;
     }
-    let engine = Engine::start();
+    let engine = Engine::start(kind);
     let tmp = tempfile::tempdir().unwrap();
     let root = busybox_root(tmp.path(), "busybox-root");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "inherit_passes_stdin_stdout_and_stderr_through",
-            "--nocapture",
-        ])
+        .args(["--exact", &this_test(), "--nocapture"])
         .env(CHILD_ENV, format!("{}\n{}", engine.host(), root.display()))
         .stdin(ProcStdio::piped())
         .stdout(ProcStdio::piped())

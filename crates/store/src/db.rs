@@ -238,6 +238,11 @@ pub(crate) fn prune_actions(conn: &Connection, cutoff: i64, dry_run: bool) -> ru
     conn.execute("DELETE FROM actions WHERE last_access < ?1", [cutoff])
 }
 
+/// Removes every action-cache row; entries stay.
+pub(crate) fn clear_actions(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM actions", [])
+}
+
 pub(crate) fn count_actions(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT COUNT(*) FROM actions", [], |r| r.get::<_, i64>(0))
         .map(|n| n as u64)

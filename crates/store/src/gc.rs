@@ -12,9 +12,6 @@ use crate::staging;
 use crate::store::{Store, StoreError};
 use crate::tree::{remove_tree, set_mode};
 
-/// Staging directories younger than this are never treated as abandoned.
-const STALE_TMP_GRACE: Duration = Duration::from_secs(3600);
-
 /// What `gc` may delete.
 #[derive(Clone, Debug, Default)]
 pub struct GcOptions {
@@ -40,8 +37,11 @@ pub struct GcReport {
     pub remaining: u64,
     /// Action-cache rows dropped for `older_than`.
     pub actions_removed: usize,
-    /// Leftovers of crashed processes removed from `tmp/`.
+    /// Leftovers of killed or crashed processes (interrupted downloads,
+    /// unpacks, builds) removed from `tmp/`, or that would be with `dry_run`.
     pub stale_tmp_removed: usize,
+    /// Their bytes.
+    pub stale_tmp_bytes: u64,
 }
 
 impl Store {
@@ -92,9 +92,8 @@ impl Store {
             report.actions_removed = db::prune_actions(&self.conn(), cutoff, options.dry_run)
                 .map_err(self.db_err("pruning the action cache"))?;
         }
-        if !options.dry_run {
-            report.stale_tmp_removed = staging::remove_stale(&self.tmp_dir(), STALE_TMP_GRACE)?;
-        }
+        (report.stale_tmp_removed, report.stale_tmp_bytes) =
+            staging::remove_stale(&self.tmp_dir(), staging::STALE_TMP_GRACE, options.dry_run)?;
         report.remaining = if options.dry_run {
             before - report.freed
         } else {

@@ -23,12 +23,12 @@ mod verify;
 
 pub use digest::{tree_digest, Digest, DigestParseError};
 pub use gc::{GcOptions, GcReport};
-pub use staging::StagingDir;
+pub use staging::{StagingDir, TmpStatus};
 pub use store::{
     parse_file_name, sanitize_entry_name, validate_entry_name, Store, StoreEntry, StoreError, StoreStatus,
     MAX_NAME_LEN, STORE_MTIME,
 };
 pub use tree::{normalise_tree, TreeError};
 pub use units::{parse_duration, ParseDurationError};
-pub use unpack::{unpack_archive, ArchiveFormat, Compression, UnpackError, UnpackStats};
+pub use unpack::{unpack_archive, ArchiveFormat, Compression, UnpackError, UnpackLimit, UnpackLimits, UnpackStats};
 pub use verify::{Actual, Corrupt, VerifyReport};

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, OpenError};
 use crate::digest::{tree_digest, Digest};
-use crate::staging::StagingDir;
+use crate::staging::{self, StagingDir, TmpStatus};
 use crate::tree::{copy_tree, lstat, normalise_tree, remove_tree, set_mode, set_times, tree_size, TreeError, DIR_MODE};
-use crate::unpack::{unpack_archive, ArchiveFormat, UnpackError, UnpackStats};
+use crate::unpack::{unpack_archive, ArchiveFormat, UnpackError, UnpackLimits, UnpackStats};
 
 /// Every mtime in the store (as Nix does): 1 second after the epoch, not 0,
 /// because some tools treat a zero mtime as "missing".
@@ -171,6 +171,8 @@ pub struct StoreStatus {
     pub by_kind: BTreeMap<String, (u64, u64)>,
     /// Rows in the action cache.
     pub actions: u64,
+    /// What `tmp/` holds: interrupted downloads and builds, work in progress.
+    pub tmp: TmpStatus,
 }
 
 /// A content-addressed store rooted at one directory (`$FARM_HOME`).
@@ -324,15 +326,16 @@ impl Store {
     }
 
     /// Unpacks a tarball or .deb into a new entry (see [`unpack_archive`] for
-    /// what is refused).
+    /// what is refused), stopping at `limits`; on any error nothing is kept.
     pub fn add_archive(
         &self,
         archive: &Path,
         format: ArchiveFormat,
+        limits: UnpackLimits,
         name: &str,
         kind: &str,
     ) -> Result<StoreEntry, StoreError> {
-        self.add_archive_with_stats(archive, format, name, kind)
+        self.add_archive_with_stats(archive, format, limits, name, kind)
             .map(|(entry, _)| entry)
     }
 
@@ -341,6 +344,7 @@ impl Store {
         &self,
         archive: &Path,
         format: ArchiveFormat,
+        limits: UnpackLimits,
         name: &str,
         kind: &str,
     ) -> Result<(StoreEntry, UnpackStats), StoreError> {
@@ -348,7 +352,7 @@ impl Store {
         validate_kind(kind)?;
         let staging = self.staging("add-")?;
         let staged = staging.path().join("entry");
-        let stats = unpack_archive(archive, format, &staged)?;
+        let stats = unpack_archive(archive, format, &staged, limits)?;
         Ok((self.commit(staging, &staged, name, kind)?, stats))
     }
 
@@ -611,7 +615,15 @@ impl Store {
         db::put_action(&self.conn(), key, &text, db::now()).map_err(self.db_err("writing the action cache"))
     }
 
-    /// Entries and bytes, in total and by kind, as the database records them.
+    /// Empties the action cache (`farm build --clear-cache`): every step
+    /// runs again; the entries, and so what farm.lock pins, stay. Returns
+    /// the number of actions removed.
+    pub fn clear_actions(&self) -> Result<usize, StoreError> {
+        db::clear_actions(&self.conn()).map_err(self.db_err("clearing the action cache"))
+    }
+
+    /// Entries and bytes, in total and by kind, as the database records
+    /// them, and what `tmp/` holds.
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
         let conn = self.conn();
         let mut status = StoreStatus::default();
@@ -621,6 +633,8 @@ impl Store {
             status.by_kind.insert(kind, (count, bytes));
         }
         status.actions = db::count_actions(&conn).map_err(self.db_err("counting actions"))?;
+        drop(conn);
+        status.tmp = staging::scan(&self.tmp_dir(), staging::STALE_TMP_GRACE)?;
         Ok(status)
     }
 }

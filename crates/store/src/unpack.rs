@@ -1,4 +1,6 @@
 //! Unpacking for [`crate::Store::add_archive`]: farm-archive's safe
 //! unpacker, whose types stay part of this crate's API.
 
-pub use farm_archive::unpack::{unpack_archive, ArchiveFormat, Compression, UnpackError, UnpackStats};
+pub use farm_archive::unpack::{
+    unpack_archive, ArchiveFormat, Compression, UnpackError, UnpackLimit, UnpackLimits, UnpackStats,
+};

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{assert_no_trace, payload, run, write};
-use farm_store::{tree_digest, ArchiveFormat, Store, StoreError, UnpackError};
+use farm_store::{tree_digest, ArchiveFormat, Store, StoreError, UnpackError, UnpackLimits};
 
 /// `payload` under `parent/package/` (npm's tarball layout), and its digest.
 fn package_dir(parent: &Path) -> farm_store::Digest {
@@ -36,7 +36,13 @@ fn gnu_tar_in_every_supported_compression_unpacks_to_the_original_tree() {
         }
         run(cmd.arg("package"));
         let (entry, stats) = store
-            .add_archive_with_stats(&archive, ArchiveFormat::Tar { strip: 1 }, "pkg", "npm")
+            .add_archive_with_stats(
+                &archive,
+                ArchiveFormat::Tar { strip: 1 },
+                UnpackLimits::default(),
+                "pkg",
+                "npm",
+            )
             .unwrap();
         assert_eq!(
             entry.digest, expected,
@@ -71,7 +77,13 @@ fn pax_format_archive_unpacks_to_the_original_tree() {
         .arg("package"));
     let store = Store::open(t.path().join("home")).unwrap();
     let entry = store
-        .add_archive(&archive, ArchiveFormat::Tar { strip: 1 }, "pkg", "npm")
+        .add_archive(
+            &archive,
+            ArchiveFormat::Tar { strip: 1 },
+            UnpackLimits::default(),
+            "pkg",
+            "npm",
+        )
         .unwrap();
     assert_eq!(entry.digest, expected);
 }
@@ -103,7 +115,13 @@ fn deb_built_by_dpkg_deb_unpacks_its_data_tar_in_every_compression() {
             .arg(&pkg)
             .arg(&deb));
         let entry = store
-            .add_archive(&deb, ArchiveFormat::Deb, "farm-test_1.0_all", "deb")
+            .add_archive(
+                &deb,
+                ArchiveFormat::Deb,
+                UnpackLimits::default(),
+                "farm-test_1.0_all",
+                "deb",
+            )
             .unwrap();
         assert_eq!(
             entry.digest, expected,
@@ -145,7 +163,9 @@ fn deb_assembled_with_ar_and_data_tar_xz_unpacks() {
         .arg("control.tar.xz")
         .arg("data.tar.xz"));
     let store = Store::open(t.path().join("home")).unwrap();
-    let entry = store.add_archive(&deb, ArchiveFormat::Deb, "handmade", "deb").unwrap();
+    let entry = store
+        .add_archive(&deb, ArchiveFormat::Deb, UnpackLimits::default(), "handmade", "deb")
+        .unwrap();
     assert_eq!(entry.digest, expected);
     assert_eq!(
         fs::read_link(entry.path.join("lib64/ld.so")).unwrap(),
@@ -166,7 +186,9 @@ fn a_tarball_is_not_a_deb() {
         .arg(&archive)
         .arg("package"));
     let store = Store::open(t.path().join("home")).unwrap();
-    let err = store.add_archive(&archive, ArchiveFormat::Deb, "p", "deb").unwrap_err();
+    let err = store
+        .add_archive(&archive, ArchiveFormat::Deb, UnpackLimits::default(), "p", "deb")
+        .unwrap_err();
     assert!(matches!(err, StoreError::Unpack(UnpackError::NotDeb { .. })), "{err}");
     assert!(err.to_string().contains("p.tgz"), "names the file: {err}");
     assert_no_trace(&store);
@@ -191,7 +213,13 @@ fn tar_with_dotdot_or_absolute_members_is_refused_and_leaves_no_trace() {
         .arg("fine")
         .arg("../evil"));
     let err = store
-        .add_archive(&dotdot, ArchiveFormat::Tar { strip: 0 }, "dotdot", "test")
+        .add_archive(
+            &dotdot,
+            ArchiveFormat::Tar { strip: 0 },
+            UnpackLimits::default(),
+            "dotdot",
+            "test",
+        )
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::Unpack(UnpackError::UnsafePath { entry, .. }) if entry == "../evil"),
@@ -204,7 +232,13 @@ fn tar_with_dotdot_or_absolute_members_is_refused_and_leaves_no_trace() {
     let abs_member = t.path().join("work/evil");
     run(Command::new("tar").arg("-P").arg("-cf").arg(&absolute).arg(&abs_member));
     let err = store
-        .add_archive(&absolute, ArchiveFormat::Tar { strip: 0 }, "absolute", "test")
+        .add_archive(
+            &absolute,
+            ArchiveFormat::Tar { strip: 0 },
+            UnpackLimits::default(),
+            "absolute",
+            "test",
+        )
         .unwrap_err();
     assert!(
         matches!(
@@ -244,12 +278,93 @@ fn symlink_then_write_through_it_is_refused() {
         .arg("link/planted"));
     let store = Store::open(t.path().join("home")).unwrap();
     let err = store
-        .add_archive(&archive, ArchiveFormat::Tar { strip: 0 }, "two-step", "test")
+        .add_archive(
+            &archive,
+            ArchiveFormat::Tar { strip: 0 },
+            UnpackLimits::default(),
+            "two-step",
+            "test",
+        )
         .unwrap_err();
     assert!(
         matches!(err, StoreError::Unpack(UnpackError::ThroughSymlink { .. })),
         "{err}"
     );
     assert!(!t.path().join("outside").exists(), "nothing was written outside");
+    assert_no_trace(&store);
+}
+
+/// The audit's two-step chain (`a/b/up -> ../..`, then
+/// `esc -> a/b/up/../../etc/shadow`), made by GNU tar from real links,
+/// is refused by `add_archive` and leaves nothing in the store.
+#[test]
+fn a_symlink_chain_made_by_gnu_tar_is_refused_without_a_trace() {
+    let t = common::scratch();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    std::os::unix::fs::symlink("../..", src.join("a/b/up")).unwrap();
+    std::os::unix::fs::symlink("a/b/up/../../etc/shadow", src.join("esc")).unwrap();
+    let archive = t.path().join("chain.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&archive)
+        .args(["a", "esc"]));
+    let store = Store::open(t.path().join("home")).unwrap();
+    let err = store
+        .add_archive(
+            &archive,
+            ArchiveFormat::Tar { strip: 0 },
+            UnpackLimits::default(),
+            "chain",
+            "test",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unpack(UnpackError::SymlinkEscapes { ref entry, .. }) if entry == "esc"),
+        "{err}"
+    );
+    assert_no_trace(&store);
+}
+
+/// A zstd archive of 64 MiB of zeros (made by the zstd tool, ~2 KiB) with
+/// `[limits] unpack-size = 1MiB`: refused, the error names the key, and
+/// neither store/ nor tmp/ keeps any of it.
+#[test]
+fn an_archive_past_the_unpack_limit_is_refused_without_a_trace() {
+    let t = common::scratch();
+    let src = t.path().join("src");
+    write(&src.join("zeros"), &vec![0u8; 64 << 20], 0o644);
+    let archive = t.path().join("zeros.tar.zst");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("--zstd")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("zeros"));
+    let store = Store::open(t.path().join("home")).unwrap();
+    let limits = UnpackLimits {
+        max_size: Some(1 << 20),
+        max_ratio: None,
+    };
+    let err = store
+        .add_archive(&archive, ArchiveFormat::Tar { strip: 0 }, limits, "zeros", "test")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unpack(UnpackError::TooLarge { .. })), "{err}");
+    assert!(err.to_string().contains("[limits] unpack-size"), "{err}");
+    assert_no_trace(&store);
+    // The same archive within the default limits (ratio ~30000 > 1000) is refused too.
+    let err = store
+        .add_archive(
+            &archive,
+            ArchiveFormat::Tar { strip: 0 },
+            UnpackLimits::default(),
+            "zeros",
+            "test",
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("[limits] unpack-ratio"), "{err}");
     assert_no_trace(&store);
 }

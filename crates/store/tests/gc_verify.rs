@@ -240,3 +240,67 @@ fn verify_reconciles_rows_and_disk() {
     assert_eq!(again, lost_row);
     assert_eq!(store.status().unwrap().by_kind.keys().collect::<Vec<_>>(), vec!["test"]);
 }
+
+/// A pid that belonged to a process which has exited (and been reaped).
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// A fetch killed mid-download leaves `tmp/work-<pid>-<random>/` holding a
+/// half-written `.farm-download-*` file and no lock. `status` counts it as
+/// an interrupted download (with its bytes) at once, since its process is
+/// gone, while a running download's directory counts as in use; `gc` with
+/// no other work to do removes the leftover and keeps the live one.
+#[test]
+fn interrupted_downloads_are_reported_and_removed_but_live_ones_kept() {
+    let t = common::scratch();
+    let store = Store::open(t.path().join("home")).unwrap();
+    let killed = store.tmp_dir().join(format!("work-{}-AbC123", dead_pid()));
+    fs::create_dir(&killed).unwrap();
+    fs::write(killed.join(".farm-download-XyZ789"), vec![7u8; 12_345]).unwrap();
+    let live = store.temp_dir().unwrap();
+    fs::write(live.path().join(".farm-download-Live00"), vec![1u8; 999]).unwrap();
+    // Unlocked, but its process (this one) runs and it is young: it may be
+    // about to be locked, so it stays too.
+    let creating = store.tmp_dir().join(format!("work-{}-Young0", std::process::id()));
+    fs::create_dir(&creating).unwrap();
+
+    let status = store.status().unwrap();
+    assert_eq!(status.tmp.interrupted, 1, "{status:?}");
+    assert_eq!(status.tmp.interrupted_bytes, 12_345);
+    assert_eq!(status.tmp.in_use, 2, "the live and the just-created directory");
+
+    let dry = store
+        .gc(&GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        })
+        .unwrap();
+    assert_eq!((dry.stale_tmp_removed, dry.stale_tmp_bytes), (1, 12_345));
+    assert!(killed.exists(), "a dry run removes nothing");
+
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!((report.stale_tmp_removed, report.stale_tmp_bytes), (1, 12_345));
+    assert!(report.removed.is_empty());
+    assert!(!killed.exists(), "the interrupted download is gone");
+    assert!(
+        live.path().join(".farm-download-Live00").exists(),
+        "a running download stays"
+    );
+    assert!(creating.exists());
+    assert_eq!(store.status().unwrap().tmp.interrupted, 0);
+}
+
+/// Staging directories are named after their process, so that a leftover
+/// is recognised without waiting for the grace period.
+#[test]
+fn staging_directories_carry_their_pid() {
+    let t = common::scratch();
+    let store = Store::open(t.path().join("home")).unwrap();
+    let d = store.temp_dir().unwrap();
+    let name = d.path().file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(&format!("work-{}-", std::process::id())), "{name}");
+}

@@ -1,7 +1,8 @@
 //! Test servers and helpers shared by the tests of every farm crate and of
 //! the `farm` binary: a free loopback port and waiting for one, a real
 //! `docker-registry` (plain or behind htpasswd auth), Podman's
-//! Docker-compatible API service, a local HTTP server that fails or stalls
+//! Docker-compatible API service and Docker Engine (`dockerd`), each on a
+//! socket and storage of its own, a local HTTP server that fails or stalls
 //! on purpose, the store the tests share between runs, and one way for a
 //! test to skip when something it needs is missing. Each server is started
 //! on loopback, waited for with a deadline, and stopped and cleaned up when
@@ -41,6 +42,7 @@
 //! [`require_tool`] looks for a program on `PATH`, [`require_root`] for
 //! root, and [`require`] takes any condition with its own reason.
 
+mod docker;
 mod http;
 mod net;
 mod podman;
@@ -48,6 +50,7 @@ mod registry;
 mod skip;
 mod store;
 
+pub use docker::{DockerService, EngineKind, EngineService};
 pub use http::{HttpServer, Reply};
 pub use net::{free_port, wait_for_port, wait_until};
 pub use podman::{podman_command, PodmanService};

@@ -128,7 +128,7 @@ impl Drop for PodmanService {
     }
 }
 
-fn answers_ping(socket: &Path) -> bool {
+pub(crate) fn answers_ping(socket: &Path) -> bool {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
         return false;
     };

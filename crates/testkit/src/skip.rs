@@ -67,6 +67,7 @@ fn debian_package(tool: &str) -> &str {
         "htpasswd" => "apache2-utils",
         "node" => "nodejs",
         "script" => "bsdutils",
+        "dockerd" | "docker" | "docker-init" => "docker.io",
         other => other,
     }
 }

@@ -1,4 +1,4 @@
-//! `farm analyze`: the bundle report of the last build's frontend, without
+//! `farm analyze` (`farm analyze bundle`): the bundle report of the last build's frontend, without
 //! building.
 
 use std::path::PathBuf;

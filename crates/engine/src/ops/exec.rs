@@ -44,6 +44,7 @@ pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
         opts.argv.clone(),
         project.source_date_epoch(),
         opts.timeout,
+        &project.limits(),
     );
     let outcome = crate::executor::select(ctx.sandbox)?.run(&spec)?;
     if outcome.timed_out {

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use farm_lockfiles::http::{Client, ClientOptions};
+use farm_lockfiles::http::{Client, ClientOptions, Expected};
 use farm_lockfiles::lock::{ArtifactKind, Unpack};
 use farm_lockfiles::{Integrity, Lock};
 use farm_project::endpoints;
 use farm_project::Project;
-use farm_store::{ArchiveFormat, Store};
+use farm_store::{ArchiveFormat, Store, UnpackLimits};
 
 use crate::reporter::{human_bytes, Task};
 use crate::Context;
@@ -45,6 +45,7 @@ pub fn fetch(ctx: &Context, opts: &FetchOptions) -> Result<FetchOutcome> {
         bail!("{}: no lock file\nhint: run `farm lock` first", lock_path.display());
     }
     let lock = Lock::read(&lock_path)?;
+    crate::lockcheck::refuse_invalid(&project, &lock)?;
     let stale = farm_project::inputs::stale_inputs(&lock, &farm_project::inputs::current_inputs(&project)?);
     if !stale.is_empty() {
         ctx.reporter.warn(&format!(
@@ -97,6 +98,9 @@ pub struct FetchJob {
     pub label: String,
     pub source: Source,
     pub integrity: Integrity,
+    /// The exact size the lock pins, when it does: the download stops as
+    /// soon as the body passes it.
+    pub size: Option<u64>,
     pub unpack: Unpack,
     pub strip: u32,
     pub store_name: String,
@@ -126,6 +130,7 @@ pub fn jobs(lock: &Lock) -> Vec<FetchJob> {
             label: format!("{} {}", a.name, a.version),
             source: Source::Url(a.url.clone()),
             integrity: a.integrity.clone(),
+            size: a.size,
             unpack: a.unpack,
             strip: a.strip,
             store_name: a.store_name(),
@@ -148,6 +153,7 @@ pub fn jobs(lock: &Lock) -> Vec<FetchJob> {
                     manifest,
                 },
                 integrity: blob.digest.clone(),
+                size: Some(blob.size),
                 unpack: Unpack::File,
                 strip: 0,
                 store_name: format!("model-{}", blob.digest.hex()),
@@ -172,12 +178,19 @@ async fn fetch_all(
 ) -> Result<(usize, u64)> {
     let client = Client::new(options);
     let mirrors = Arc::new(endpoints::mirrors(project));
-    let registry = match endpoints::models_registry(project)? {
-        Some(url) if jobs.iter().any(|j| matches!(j.source, Source::Registry { .. })) => {
-            Some(Arc::new(farm_lockfiles::oci::RegistryClient::new(&client, &url, None)?))
+    // The models registry (often `${FARM_OLLAMA_REGISTRY}`) is needed only
+    // when a model blob is missing from the store.
+    let registry = if jobs.iter().any(|j| matches!(j.source, Source::Registry { .. })) {
+        let url = endpoints::models_registry(project)
+            .context("the lock's models are not all in the store, so they must be downloaded")?;
+        match url {
+            Some(url) => Some(Arc::new(farm_lockfiles::oci::RegistryClient::new(&client, &url, None)?)),
+            None => None,
         }
-        _ => None,
+    } else {
+        None
     };
+    let limits = unpack_limits(project);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel));
     let done = Arc::new(AtomicUsize::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -192,7 +205,7 @@ async fn fetch_all(
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
             let task = reporter.task(&job.label);
-            let r = fetch_one(&client, &mirrors, registry.as_deref(), &home, &job, &task).await;
+            let r = fetch_one(&client, &mirrors, registry.as_deref(), &home, &job, limits, &task).await;
             counter.inc();
             match r {
                 Ok(size) => {
@@ -223,12 +236,22 @@ async fn fetch_all(
     Ok((done.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed)))
 }
 
+/// farm.toml `[limits] unpack-size` / `unpack-ratio` for the archives a fetch unpacks.
+pub fn unpack_limits(project: &Project) -> UnpackLimits {
+    let limits = project.limits();
+    UnpackLimits {
+        max_size: limits.unpack_size,
+        max_ratio: limits.unpack_ratio,
+    }
+}
+
 async fn fetch_one(
     client: &Client,
     mirrors: &farm_lockfiles::mirror::Mirrors,
     registry: Option<&farm_lockfiles::oci::RegistryClient>,
     farm_home: &std::path::Path,
     job: &FetchJob,
+    limits: UnpackLimits,
     task: &Task,
 ) -> Result<u64> {
     // Downloads land in the store's own staging area (same filesystem, locked
@@ -238,8 +261,12 @@ async fn fetch_one(
     match &job.source {
         Source::Url(url) => {
             let url = mirrors.resolve(client, url).await?;
+            let expected = Expected {
+                integrity: Some(&job.integrity),
+                size: job.size,
+            };
             client
-                .download(&url, Some(&job.integrity), &dest, &|n, t| task.progress(n, t))
+                .download_expected(&url, expected, &dest, &|n, t| task.progress(n, t))
                 .await?;
         }
         Source::Registry {
@@ -262,7 +289,7 @@ async fn fetch_one(
                 }
                 std::fs::write(&dest, &bytes)?;
             } else {
-                registry.get_blob(repository, digest, &dest).await?;
+                registry.get_blob_expected(repository, digest, job.size, &dest).await?;
             }
         }
     }
@@ -274,8 +301,14 @@ async fn fetch_one(
         let kind = job.kind.as_str();
         let entry = match job.unpack {
             Unpack::File => store.adopt_file(&dest, &job.store_name, kind)?,
-            Unpack::Tar => store.add_archive(&dest, ArchiveFormat::Tar { strip: job.strip }, &job.store_name, kind)?,
-            Unpack::Deb => store.add_archive(&dest, ArchiveFormat::Deb, &job.store_name, kind)?,
+            Unpack::Tar => store.add_archive(
+                &dest,
+                ArchiveFormat::Tar { strip: job.strip },
+                limits,
+                &job.store_name,
+                kind,
+            )?,
+            Unpack::Deb => store.add_archive(&dest, ArchiveFormat::Deb, limits, &job.store_name, kind)?,
         };
         store.record_artifact(&job.integrity.to_string(), &entry)?;
         drop(staging);
@@ -283,4 +316,111 @@ async fn fetch_one(
     })
     .await??;
     Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    const LOCK: &str = r#"
+version = 1
+
+[inputs]
+
+[[npm]]
+path = "node_modules/a"
+name = "a"
+version = "1.0.0"
+url = "https://registry.invalid/a/-/a-1.0.0.tgz"
+integrity = "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg=="
+
+[[wheels]]
+filename = "w-1.0-py3-none-any.whl"
+name = "w"
+version = "1.0"
+url = "https://files.invalid/w-1.0-py3-none-any.whl"
+integrity = "sha256:0000000000000000000000000000000000000000000000000000000000000001"
+size = 4321
+"#;
+
+    /// Every lock entry's `size` reaches its fetch job (none for npm, whose
+    /// lockfiles carry no size), so the download can stop at it.
+    #[test]
+    fn jobs_carry_the_locked_sizes() {
+        let lock = Lock::from_toml("farm.lock", LOCK).unwrap();
+        let jobs = jobs(&lock);
+        let size_of = |name: &str| jobs.iter().find(|j| j.label.starts_with(name)).unwrap().size;
+        assert_eq!(size_of("w "), Some(4321));
+        assert_eq!(size_of("a "), None);
+    }
+
+    /// A mirror that streams an endless body for a URL artifact whose lock
+    /// pins a size (a wheel, a .deb): the fetch stops right after that size,
+    /// says so, and leaves nothing in the store or its tmp/.
+    #[test]
+    fn an_endless_url_artifact_stops_at_its_locked_size_and_leaves_nothing() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/w-1.0-py3-none-any.whl", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = vec![0u8; 64 << 10];
+            let mut sent = 0u64;
+            while sent < 1 << 30 {
+                match conn.write(&chunk) {
+                    Ok(n) if n > 0 => sent += n as u64,
+                    _ => break,
+                }
+            }
+            sent
+        });
+        let home = tempfile::tempdir().unwrap();
+        let job = FetchJob {
+            kind: ArtifactKind::Wheel,
+            label: "w 1.0".into(),
+            source: Source::Url(url),
+            integrity: Integrity::parse("sha256:0000000000000000000000000000000000000000000000000000000000000001")
+                .unwrap(),
+            size: Some(4321),
+            unpack: Unpack::File,
+            strip: 0,
+            store_name: "w-1.0-py3-none-any.whl".into(),
+        };
+        let client = Client::new(ClientOptions {
+            attempts: 1,
+            ..ClientOptions::default()
+        });
+        let reporter = crate::reporter::Reporter::new(true);
+        let task = reporter.task(&job.label);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let err = rt
+            .block_on(fetch_one(
+                &client,
+                &farm_lockfiles::mirror::Mirrors::default(),
+                None,
+                home.path(),
+                &job,
+                UnpackLimits::default(),
+                &task,
+            ))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("w-1.0-py3-none-any.whl")
+                && msg.contains("more than 4321 bytes")
+                && msg.contains("stopped reading at"),
+            "{msg}"
+        );
+        assert!(server.join().unwrap() < 64 << 20, "the client hung up early");
+        let store = Store::open(home.path()).unwrap();
+        assert_eq!(store.status().unwrap().entries, 0);
+        assert_eq!(
+            std::fs::read_dir(store.tmp_dir()).unwrap().count(),
+            0,
+            "nothing left in tmp/"
+        );
+    }
 }

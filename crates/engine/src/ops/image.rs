@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use farm_images::{LoadedImage, PushReport};
 use farm_lockfiles::http::{Client, ClientOptions};
+use farm_lockfiles::redact::redact_url;
 use farm_project::Project;
 
 use crate::manifest::{Manifest, MANIFEST_FILE};
@@ -85,8 +86,10 @@ pub fn push(ctx: &Context, opts: &PushOptions, pushed: &mut dyn FnMut(&str, &Pus
     let images = built_images(ctx, opts.out.clone(), &opts.images)?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = Client::new(ClientOptions::from_env());
+    // The URL may carry credentials (`https://user:token@host/`): shown redacted only.
+    let shown = redact_url(&opts.registry);
     let registry = farm_lockfiles::oci::RegistryClient::new(&client, &opts.registry, None)
-        .with_context(|| format!("--registry {}", opts.registry))?;
+        .with_context(|| format!("--registry {shown}"))?;
     for (name, (layout, reference)) in images {
         let (repo, version) = reference.rsplit_once(':').unwrap_or((reference.as_str(), "latest"));
         let tags = if opts.tags.is_empty() {
@@ -100,7 +103,7 @@ pub fn push(ctx: &Context, opts: &PushOptions, pushed: &mut dyn FnMut(&str, &Pus
         };
         let report = rt
             .block_on(farm_images::push(&layout, &registry, repo, &tags, &options))
-            .with_context(|| format!("pushing the {name} image to {}", opts.registry))?;
+            .with_context(|| format!("pushing the {name} image to {shown}"))?;
         pushed(&name, &report);
     }
     Ok(())
@@ -114,6 +117,7 @@ pub fn load(ctx: &Context, opts: &LoadOptions, loaded: &mut dyn FnMut(&[LoadedIm
     let staging = store.temp_dir()?;
     let rt = tokio::runtime::Runtime::new()?;
     let host = std::env::var("DOCKER_HOST").ok();
+    let shown = host.as_deref().map(redact_url);
     for (name, (layout, reference)) in images {
         let archive = staging.path().join(format!("{name}.tar"));
         farm_images::write_docker_archive(&layout, &reference, &archive)
@@ -121,7 +125,7 @@ pub fn load(ctx: &Context, opts: &LoadOptions, loaded: &mut dyn FnMut(&[LoadedIm
         let images = rt.block_on(farm_images::load_into_engine(&archive, host.as_deref())).with_context(|| {
             format!(
                 "loading the {name} image into {}\nhint: start Docker, or Podman's API service (`podman system service`), or set DOCKER_HOST",
-                host.as_deref().unwrap_or("the default engine socket")
+                shown.as_deref().unwrap_or("the default engine socket")
             )
         })?;
         loaded(&images);

@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use farm_lockfiles::http::{Client, ClientOptions};
 use farm_lockfiles::lock::{DebianBase, LockedArtifact, PythonToolchain, Unpack};
+use farm_lockfiles::pypi::{HostPython, PythonTarget};
+use farm_lockfiles::redact::redact_url;
 use farm_lockfiles::{Integrity, Lock};
 use farm_project::endpoints;
-use farm_project::inputs::{current_inputs, sections_of, stale_inputs, Section};
+use farm_project::inputs::{current_inputs, sections_of, Section};
 use farm_project::Project;
 
 use crate::Context;
@@ -33,13 +35,15 @@ pub enum LockOutcome {
     Written { path: PathBuf, lock: Box<Lock> },
     /// There is no lock to check.
     Missing { path: PathBuf },
-    /// The lock does not match its inputs: what changed, one line each.
+    /// The lock does not match its inputs: each input that changed, then
+    /// each entry that differs from what they pin, one line each.
     Stale { path: PathBuf, stale: Vec<String> },
 }
 
-/// Entry point of `farm lock`: resolves the sections whose inputs changed
-/// (or that `--update` names) and writes farm.lock, or with `check` only
-/// says whether it is stale.
+/// Entry point of `farm lock`: resolves the sections whose inputs changed,
+/// whose entries differ from what those inputs pin, or that `--update`
+/// names, and writes farm.lock; with `check` only says whether the lock
+/// matches its inputs (crate::lockcheck), offline.
 pub fn lock(ctx: &Context, opts: &LockOptions) -> Result<LockOutcome> {
     let project = Project::load(&ctx.project_dir)?;
     let path = project.lock_path();
@@ -50,11 +54,14 @@ pub fn lock(ctx: &Context, opts: &LockOptions) -> Result<LockOutcome> {
         let Some(lock) = existing else {
             return Ok(LockOutcome::Missing { path });
         };
-        let stale = stale_inputs(&lock, &current);
-        if stale.is_empty() {
+        let verdict = crate::lockcheck::check(&project, &lock)?;
+        if verdict.is_clean() {
             return Ok(LockOutcome::UpToDate { path });
         }
-        return Ok(LockOutcome::Stale { path, stale });
+        return Ok(LockOutcome::Stale {
+            path,
+            stale: verdict.lines(),
+        });
     }
 
     let mut todo: BTreeSet<Section> = BTreeSet::new();
@@ -70,6 +77,10 @@ pub fn lock(ctx: &Context, opts: &LockOptions) -> Result<LockOutcome> {
                     todo.extend(sections_of(&project, k));
                 }
             }
+            // Entries changed behind the inputs' back are resolved again, so
+            // the hint of `lock --check`, fetch and build repairs the lock.
+            let verdict = crate::lockcheck::check(&project, lock)?;
+            todo.extend(verdict.differences.iter().map(|d| d.section));
         }
     }
     for name in &opts.update {
@@ -214,7 +225,7 @@ async fn resolve(ctx: &Context, project: &Project, todo: &BTreeSet<Section>, loc
         if let farm_lockfiles::debian::ReleaseTrust::Unchecked { reason } = &resolved.trust {
             ctx.reporter.warn(&format!(
                 "{} was not signature-checked ({reason}); its packages are pinned by SHA-256 all the same",
-                resolved.release_url
+                redact_url(&resolved.release_url)
             ));
         }
         let mut packages = resolved.packages;
@@ -274,42 +285,46 @@ async fn resolve(ctx: &Context, project: &Project, todo: &BTreeSet<Section>, loc
         }
     };
 
-    let wheels = async {
-        match (
+    // Wheels wait for the Debian base: markers are evaluated for the exact
+    // interpreter it pins (`python_full_version`).
+    let existing_python = lock.python.clone();
+    let debian_and_wheels = async {
+        let debian = debian.await?;
+        let wheels = match (
             todo.contains(&Section::Wheels),
             project.requirements(),
             &c.toolchains.python,
         ) {
             (true, Some(rel), Some(py)) => {
-                let index = endpoints::pypi_index(project)?;
-                let host_python = which("python3").context(
-                    "locking the backend's wheels runs pip's resolver with a host python3 (any version; it targets the pinned one)\nhint: apt-get install python3 python3-pip",
-                )?;
-                let wheels = farm_lockfiles::pypi::resolve_requirements(
-                    &project.root.join(&rel),
-                    &index,
-                    &py.version,
-                    &host_python,
-                )
-                .await
-                .with_context(|| format!("resolving {}", rel.display()))?;
-                anyhow::Ok(Some(wheels))
+                let pinned = debian
+                    .as_ref()
+                    .and_then(|(_, p)| p.clone())
+                    .or(existing_python)
+                    .filter(|p| p.version == py.version);
+                let full = pinned
+                    .as_ref()
+                    .map(|p| farm_lockfiles::debian::upstream_version(&p.package_version));
+                let target = PythonTarget::new(&py.version, full)?;
+                let wheels = resolve_wheels(project, &rel, &target).await?;
+                Some(wheels)
             }
-            _ => Ok(None),
-        }
+            _ => None,
+        };
+        anyhow::Ok((debian, wheels))
     };
 
     let models = async {
         match (todo.contains(&Section::Models), &c.models) {
             (true, Some(m)) => {
                 let registry = endpoints::models_registry(project)?.expect("models section");
+                let shown = redact_url(&registry);
                 let rc = farm_lockfiles::oci::RegistryClient::new(&client, &registry, None)
-                    .with_context(|| format!("models.registry = {registry:?}"))?;
+                    .with_context(|| format!("models.registry = {shown:?}"))?;
                 let mut out = Vec::new();
                 for reference in &m.models {
                     let model = farm_lockfiles::oci::resolve_model(&rc, reference)
                         .await
-                        .with_context(|| format!("locking model {reference} from {registry}"))?;
+                        .with_context(|| format!("locking model {reference} from {shown}"))?;
                     out.push(model);
                 }
                 anyhow::Ok(Some(out))
@@ -328,8 +343,8 @@ async fn resolve(ctx: &Context, project: &Project, todo: &BTreeSet<Section>, loc
         Ok(Some(vec![lock_image(project, "mongodb", reference).await?]))
     };
 
-    let (node, debian, ollama, npm, wheels, models, images) =
-        tokio::try_join!(node, debian, ollama, npm, wheels, models, images)?;
+    let (node, (debian, wheels), ollama, npm, models, images) =
+        tokio::try_join!(node, debian_and_wheels, ollama, npm, models, images)?;
     if let Some(n) = node {
         lock.node = Some(n);
     }
@@ -365,7 +380,7 @@ async fn lock_ollama(
         None => {
             ctx.reporter.info(&format!(
                 "downloading {} to compute its SHA-256 (pin it in farm.toml to skip this)",
-                o.url
+                redact_url(&o.url)
             ));
             let tmp = tempfile::tempdir()?;
             let dest = tmp.path().join("ollama-archive");
@@ -407,7 +422,8 @@ async fn lock_image(project: &Project, name: &str, reference: &str) -> Result<fa
     let rc = farm_lockfiles::oci::RegistryClient::new(&client, &registry, None)?;
     let digest = farm_lockfiles::oci::resolve_image(&rc, &repo_ref).await.with_context(|| {
         format!(
-            "resolving deploy.{name} = {reference:?} at {registry}\nhint: if that registry is unreachable from here, pin the digest in farm.toml: {name} = \"{base}@sha256:<digest>\""
+            "resolving deploy.{name} = {reference:?} at {}\nhint: if that registry is unreachable from here, pin the digest in farm.toml: {name} = \"{base}@sha256:<digest>\"",
+            redact_url(&registry)
         )
     })?;
     Ok(farm_lockfiles::lock::LockedImage {
@@ -439,6 +455,29 @@ fn split_image_reference(project: &Project, reference: &str) -> Result<(String, 
         }
         None => bail!("the image reference names no registry\nhint: write it fully qualified (host/repository:tag) or set [registries] containers"),
     }
+}
+
+/// The backend's wheels for `target`. The requirements are checked before
+/// anything runs; pip's resolver then runs here with a host `python3`
+/// (the one place that decides where it runs: the sandbox with the pinned
+/// interpreter is a different [`farm_lockfiles::pypi::PipRunner`]).
+async fn resolve_wheels(
+    project: &Project,
+    rel: &std::path::Path,
+    target: &PythonTarget,
+) -> Result<Vec<farm_lockfiles::lock::PythonWheel>> {
+    let root = &project.root;
+    let requirements = root.join(rel);
+    // Refused lines are reported before anything else is looked up or run.
+    farm_lockfiles::requirements::read(&requirements, root)?;
+    let index = endpoints::pypi_index(project)?;
+    let python = which("python3").context(
+        "locking the backend's wheels runs pip's resolver with a host python3 (any version; it targets the pinned one)\nhint: apt-get install python3 python3-pip",
+    )?;
+    let runner = HostPython { python };
+    farm_lockfiles::pypi::resolve_requirements_with(&requirements, root, &index, target, &runner)
+        .await
+        .with_context(|| format!("resolving {}", rel.display()))
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -3,6 +3,7 @@
 //! arguments into those options and prints.
 
 pub mod analyze;
+pub mod attest;
 pub mod cache;
 pub mod check;
 pub mod exec;
@@ -10,4 +11,5 @@ pub mod fetch;
 pub mod image;
 pub mod lock;
 pub mod log;
+pub mod optimize;
 pub mod types;

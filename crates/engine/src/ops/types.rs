@@ -72,14 +72,14 @@ pub fn types(ctx: &Context, opts: &TypesOptions) -> Result<TypesOutcome> {
     let built = build_project(ctx, &project, &build)?;
     let generated = std::fs::read_to_string(built.out_dir.join("api-types.ts"))?;
     let target = root.join(&committed);
-    let up_to_date = crate::build::types_up_to_date(&target, &generated);
+    let up_to_date = crate::build::types_up_to_date(&root, &committed, &generated);
     match (opts.mode, up_to_date) {
         (_, Ok(())) => Ok(TypesOutcome::UpToDate { path: committed }),
         (TypesMode::Sync, Err(_)) => {
-            if let Some(dir) = target.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&target, &generated).with_context(|| target.display().to_string())?;
+            // Replaces a symlink planted there instead of writing through it.
+            farm_hostfs::Beneath::open_dir(&root)?
+                .replace_file(&committed, generated.as_bytes(), 0o644)
+                .with_context(|| target.display().to_string())?;
             Ok(TypesOutcome::Written { path: committed })
         }
         (TypesMode::Check, Err(why)) => Ok(TypesOutcome::Stale { path: committed, why }),

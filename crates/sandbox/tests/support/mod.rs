@@ -167,30 +167,39 @@ pub fn run_as(caller: Caller, spec: &StepSpec, extra_env: &[(&str, &str)]) -> Re
                 .run(spec)
                 .map_err(|e: SandboxError| e.to_string())
         }
-        Caller::Unprivileged | Caller::Subprocess => {
-            let mut cmd = if caller == Caller::Unprivileged {
-                unprivileged_command()
-            } else {
-                Command::new(helper_copy())
-            };
-            cmd.envs(extra_env.iter().copied())
-                .stdin(ProcStdio::piped())
-                .stdout(ProcStdio::piped())
-                .stderr(ProcStdio::piped());
-            let mut child = spawn_retrying(&mut cmd).map_err(|e| format!("spawn farm-sandbox-run: {e}"))?;
-            // A caller that failed early closed stdin; its stderr below says why.
-            let _ = child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(serde_json::to_string(spec).unwrap().as_bytes());
-            let out = child.wait_with_output().unwrap();
-            if !out.status.success() {
-                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-            }
-            serde_json::from_slice(&out.stdout).map_err(|e| format!("outcome JSON: {e}: {:?}", out.stdout))
-        }
+        Caller::Unprivileged | Caller::Subprocess => finish(start(caller, spec, extra_env)?),
     }
+}
+
+/// Starts `farm-sandbox-run` as `caller` (not `InProcess`) on `spec`; the
+/// child's pid is the farm process that makes the step's cgroups.
+pub fn start(caller: Caller, spec: &StepSpec, extra_env: &[(&str, &str)]) -> Result<std::process::Child, String> {
+    let mut cmd = match caller {
+        Caller::Unprivileged => unprivileged_command(),
+        Caller::Subprocess => Command::new(helper_copy()),
+        Caller::InProcess => panic!("start() runs a subprocess"),
+    };
+    cmd.envs(extra_env.iter().copied())
+        .stdin(ProcStdio::piped())
+        .stdout(ProcStdio::piped())
+        .stderr(ProcStdio::piped());
+    let mut child = spawn_retrying(&mut cmd).map_err(|e| format!("spawn farm-sandbox-run: {e}"))?;
+    // A caller that failed early closed stdin; its stderr says why.
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(spec).unwrap().as_bytes());
+    Ok(child)
+}
+
+/// Waits for a `farm-sandbox-run` started by [`start`]: its outcome, or its error message.
+pub fn finish(child: std::process::Child) -> Result<Outcome, String> {
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("outcome JSON: {e}: {:?}", out.stdout))
 }
 
 /// Runs in-process and expects the step to have run (any status).
