@@ -68,7 +68,7 @@ pub fn build_defines(version: &str, src: &StoreEntry, sde: u64, env: &str, dev: 
             "FARM_BUILD_VERSION",
             format!("{version}+{}", &src.digest.to_hex()[..12]),
         ),
-        ("FARM_BUILD_TIMESTAMP", iso8601(sde)),
+        ("FARM_BUILD_TIMESTAMP", farm_formats::timestamp::rfc3339(sde)),
         ("FARM_DEV", if dev { "1" } else { "0" }.to_string()),
     ];
     let mut out = Vec::new();
@@ -78,28 +78,6 @@ pub fn build_defines(version: &str, src: &StoreEntry, sde: u64, env: &str, dev: 
     }
     out.push(("VITE_FARM_ENVIRONMENT".to_string(), env.to_string()));
     out
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC, proleptic Gregorian).
-pub fn iso8601(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Conditions `farm check` varies between rounds, beyond what the sandbox pins.
@@ -473,18 +451,5 @@ impl BuildEnv {
             build,
             out: "/out".into(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::iso8601;
-
-    #[test]
-    fn iso8601_matches_known_instants() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(315_532_800), "1980-01-01T00:00:00Z");
-        assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z", "a leap day");
     }
 }

@@ -78,7 +78,7 @@ fn annotations(plan: &ImagesPlan) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
     a.insert(
         "org.opencontainers.image.created".into(),
-        crate::build::iso8601(plan.created),
+        farm_formats::timestamp::rfc3339(plan.created),
     );
     a.insert("org.opencontainers.image.version".into(), plan.version.clone());
     a.insert(

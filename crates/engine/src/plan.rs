@@ -404,21 +404,7 @@ fn images_plan(
 
 /// The commit the project is built from, when it is a clean git checkout.
 fn git_revision(root: &Path) -> Option<String> {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(root)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let dirty = git(&["status", "--porcelain", "--", "."])?;
-    if !dirty.is_empty() {
-        return None;
-    }
-    git(&["rev-parse", "HEAD"]).filter(|r| !r.is_empty())
+    farm_project::git::revision(root).filter(|r| r.clean).map(|r| r.commit)
 }
 
 fn models_step(project: &Project, lock: &Lock, store: &Store) -> Result<Step> {

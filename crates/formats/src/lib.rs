@@ -3,7 +3,8 @@
 //! line (`--size-limit 500KiB`, `--max-size 10GB`) and as farm prints them
 //! back ([`size`]), and the canonical JSON that digest-bearing documents
 //! (the build manifest, OCI configs and manifests, the lock's input keys)
-//! are hashed and written in ([`canonical_json`]).
+//! are hashed and written in ([`canonical_json`]), and the RFC 3339
+//! timestamps outputs carry ([`timestamp`]).
 //!
 //! It is not a utils bag: a format belongs here only when more than one
 //! crate reads or writes it and its exact text is part of farm's contract.
@@ -12,3 +13,4 @@
 
 pub mod canonical_json;
 pub mod size;
+pub mod timestamp;

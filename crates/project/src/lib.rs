@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod endpoints;
+pub mod git;
 pub mod inputs;
 pub mod paths;
 pub mod steps;

@@ -7,8 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::net::wait_until;
-use crate::podman::{answers_ping, PodmanService};
+use crate::podman::{stop, wait_for_ping, PodmanService};
 use crate::skip::{require_root, require_tool};
 
 /// How long dockerd may take to answer `/_ping` (it starts its own containerd).
@@ -117,16 +116,7 @@ impl DockerService {
     }
 
     fn wait_ready(&mut self) {
-        let (child, socket) = (&mut self.child, &self.socket);
-        let mut exited = None;
-        let ready = wait_until(READY_WITHIN, || {
-            exited = child.try_wait().unwrap();
-            exited.is_some() || answers_ping(socket)
-        });
-        if let Some(status) = exited {
-            panic!("dockerd exited ({status}):\n{}", self.log());
-        }
-        assert!(ready, "dockerd not ready within {READY_WITHIN:?}:\n{}", self.log());
+        wait_for_ping(&mut self.child, &self.socket, "dockerd", &self.log, READY_WITHIN);
     }
 }
 
@@ -142,14 +132,8 @@ impl Drop for DockerService {
                 let _ = self.command().args(["rm", "--force"]).args(&ids).output();
             }
         }
-        // SIGTERM stops the daemon and the containerd it started; SIGKILL if it does not.
-        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let child = &mut self.child;
-        if !wait_until(STOP_WITHIN, || matches!(child.try_wait(), Ok(Some(_)))) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        // SIGTERM stops the daemon and the containerd it started.
+        stop(&mut self.child, STOP_WITHIN);
         // A mount left under the exec root (a container's netns, shm) would
         // stop the directory's removal; detach any that is left.
         unmount_below(self.dir.path());

@@ -94,20 +94,7 @@ impl PodmanService {
     }
 
     fn wait_ready(&mut self) {
-        let (child, socket) = (&mut self.child, &self.socket);
-        let mut exited = None;
-        let ready = wait_until(READY_WITHIN, || {
-            exited = child.try_wait().unwrap();
-            exited.is_some() || answers_ping(socket)
-        });
-        if let Some(status) = exited {
-            panic!("podman service exited ({status}):\n{}", self.log());
-        }
-        assert!(
-            ready,
-            "podman service not ready within {READY_WITHIN:?}:\n{}",
-            self.log()
-        );
+        wait_for_ping(&mut self.child, &self.socket, "podman service", &self.log, READY_WITHIN);
     }
 }
 
@@ -115,20 +102,40 @@ impl Drop for PodmanService {
     fn drop(&mut self) {
         // Containers a test left running (e.g. `run -d`) would outlive the service.
         let _ = self.command().args(["rm", "--force", "--all"]).output();
-        // SIGTERM lets the service shut down cleanly; SIGKILL if it does not.
-        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let child = &mut self.child;
-        if !wait_until(STOP_WITHIN, || matches!(child.try_wait(), Ok(Some(_)))) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        // SIGTERM lets the service shut down cleanly.
+        stop(&mut self.child, STOP_WITHIN);
         // vfs layers can hold read-only directories, which TempDir alone cannot delete.
         let _ = Command::new("chmod").arg("-R").arg("u+w").arg(self.dir.path()).output();
     }
 }
 
-pub(crate) fn answers_ping(socket: &Path) -> bool {
+/// Waits until `child` (an engine API service, `what` in messages) answers
+/// `GET /_ping` on `socket`; panics with its log if it exits first or does
+/// not answer `within`.
+pub(crate) fn wait_for_ping(child: &mut Child, socket: &Path, what: &str, log: &Path, within: Duration) {
+    let mut exited = None;
+    let ready = wait_until(within, || {
+        exited = child.try_wait().unwrap();
+        exited.is_some() || answers_ping(socket)
+    });
+    let log = || fs::read_to_string(log).unwrap_or_default();
+    if let Some(status) = exited {
+        panic!("{what} exited ({status}):\n{}", log());
+    }
+    assert!(ready, "{what} not ready within {within:?}:\n{}", log());
+}
+
+/// SIGTERM, then SIGKILL when `child` has not exited `within`.
+pub(crate) fn stop(child: &mut Child, within: Duration) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    if !wait_until(within, || matches!(child.try_wait(), Ok(Some(_)))) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn answers_ping(socket: &Path) -> bool {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
         return false;
     };

@@ -201,19 +201,10 @@ pub struct ProvenanceOptions {
 
 /// The commit the project is at, and whether it has uncommitted changes.
 fn git_source(root: &Path) -> Option<SourceRevision> {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(root)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let revision = git(&["rev-parse", "HEAD"]).filter(|r| !r.is_empty())?;
-    let clean = git(&["status", "--porcelain", "--", "."]).is_some_and(|s| s.is_empty());
-    Some(SourceRevision { revision, clean })
+    farm_project::git::revision(root).map(|r| SourceRevision {
+        revision: r.commit,
+        clean: r.clean,
+    })
 }
 
 /// When the last build finished (its manifest's mtime) and started (that,

@@ -36,9 +36,7 @@ pub use pnpm::parse_pnpm_lock;
 pub use yarn::{parse_yarn_classic, parse_yarn_classic_syntax, YarnEntry, YarnValue};
 
 /// The platform farm builds for: optional packages for another are skipped.
-pub const TARGET_OS: &str = "linux";
-pub const TARGET_CPU: &str = "x64";
-pub const TARGET_LIBC: &str = "glibc";
+pub use farm_lockfiles::npm::{runs_on_target, TARGET_CPU, TARGET_LIBC, TARGET_OS};
 
 /// What a JS lockfile installs, relative to the directory that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,20 +185,6 @@ pub(crate) fn parse_integrity(raw: Option<&str>) -> Result<Integrity, String> {
     Integrity::parse(raw).map_err(|_| {
         format!("`integrity` {raw:?} is not a sha256/sha512 SRI string farm can verify (sha1 alone is too weak; hint: reinstall so the package manager records sha512)")
     })
-}
-
-/// npm's `os`/`cpu`/`libc` lists: empty allows all, `!x` excludes x, and
-/// any positive entry makes the list an allow-list.
-pub(crate) fn allows(list: &[String], target: &str) -> bool {
-    if list.iter().any(|e| e.strip_prefix('!') == Some(target)) {
-        return false;
-    }
-    let mut positives = list.iter().filter(|e| !e.starts_with('!')).peekable();
-    positives.peek().is_none() || positives.any(|e| e == target)
-}
-
-pub(crate) fn runs_on_target(os: &[String], cpu: &[String], libc: &[String]) -> bool {
-    allows(os, TARGET_OS) && allows(cpu, TARGET_CPU) && allows(libc, TARGET_LIBC)
 }
 
 /// Checks a `bin` map: command names are single path components, targets
