@@ -2,8 +2,14 @@
 # Build times of the example app (examples/farm-app), in one run:
 #
 # (a) no-op: `farm build --hermetic` when every step is in the action cache:
-#     what a rebuild of an unchanged commit costs (hash the sources, look up
-#     the step keys, write the output tree and the manifest).
+#     what a rebuild of an unchanged commit costs (stat the sources against
+#     the stat cache, look up the step keys, check the output directory in
+#     place). In the same hyperfine run: the same build after `touch`ing every
+#     source file (mtime only: each file is read and hashed again, nothing is
+#     copied), after removing one output file (the output directory is placed
+#     again), `git status` of the same tree in a git repository (git's index
+#     verifies a tree by stat the same way; a floor for that part) and, with
+#     FARM_BIN_BEFORE=/path/to/an/older/farm, the older binary's no-op.
 # (b) cold: `farm build --hermetic --no-cache` (every step runs in the
 #     sandbox: npm ci offline + vite build, pip install of the locked wheels +
 #     compileall + the OpenAPI schema, the models directory) beside the same
@@ -16,7 +22,10 @@
 #     (host-build.sh prepare). The ratio farm-cold / host-direct is what the
 #     sandbox, the pinned toolchains and the store cost on top of the work.
 #
-# Usage: bench/build.sh   (BENCH_NOOP_RUNS, default 10; BENCH_COLD_RUNS, default 5)
+# Usage: bench/build.sh [noop]   (noop: part (a) only; BENCH_NOOP_RUNS, default 10;
+#        BENCH_COLD_RUNS, default 5; FARM_BIN_BEFORE: an older farm binary to time beside)
+# hyperfine is the Debian package `hyperfine` (apt-get install hyperfine);
+# need_packages installs it when it is missing.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -34,11 +43,49 @@ timeout -s KILL 900 "$farm" --project "$app" -q build --hermetic --out "$work/no
   die "farm build --hermetic failed in $app (log: farm log)"
 noop_cmd="$farm --project $app -q build --hermetic --out $work/noop-out"
 farm_probe "$noop_cmd" 30
+noop_names=("farm build --hermetic (no-op)") noop_cmds=("$noop_cmd") noop_preps=("true")
+noop_names+=("farm no-op, every source touched")
+noop_cmds+=("$noop_cmd")
+noop_preps+=("find $app/apps -type f -exec touch {} +")
+noop_names+=("farm no-op, one output removed")
+noop_cmds+=("$noop_cmd")
+noop_preps+=("rm -f $work/noop-out/frontend/index.html")
+# git's index verifies the same tree by stat: a peer for that part of a no-op.
+rm -rf "$work/git-app" && copy_example "$work/git-app"
+git -C "$work/git-app" init -q && git -C "$work/git-app" add -A &&
+  git -C "$work/git-app" -c user.name=bench -c user.email=bench@localhost commit -qm bench ||
+  die "git could not commit the example copy in $work/git-app"
+noop_names+=("git status (same tree)") noop_cmds+=("git -C $work/git-app status --porcelain") noop_preps+=("true")
+if [[ -n ${FARM_BIN_BEFORE:-} ]]; then
+  before_cmd="$FARM_BIN_BEFORE --project $app -q build --hermetic --out $work/noop-out-before"
+  timeout -s KILL 900 $before_cmd >/dev/null || die "FARM_BIN_BEFORE ($FARM_BIN_BEFORE) failed to build $app"
+  farm_probe "$before_cmd" 30
+  noop_names+=("farm before (no-op)") noop_cmds+=("$before_cmd") noop_preps+=("true")
+fi
 noop_json="$BENCH_HOME/results/build-noop.json"
 mkdir -p "$(dirname "$noop_json")"
-say "hyperfine: no-op build, $noop_runs runs"
-run_hyperfine --warmup 1 --runs "$noop_runs" --export-json "$noop_json" \
-  -n "farm build --hermetic (no-op)" "$noop_cmd" || die "hyperfine failed on the no-op build"
+args=()
+for i in "${!noop_names[@]}"; do args+=(--prepare "${noop_preps[i]}"); done
+for i in "${!noop_names[@]}"; do args+=(-n "${noop_names[i]}" "${noop_cmds[i]}"); done
+say "hyperfine: no-op builds, $noop_runs runs each"
+run_hyperfine -N --warmup 1 --runs "$noop_runs" --export-json "$noop_json" "${args[@]}" ||
+  die "hyperfine failed on the no-op builds"
+noop_load=$bench_load
+"$farm" --project "$app" -q build --hermetic --out "$work/noop-out" >/dev/null
+noop_metrics=$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print("sources", json.dumps(m["sources"]), "outputs", json.dumps(m["outputs"]))' "$work/noop-out/farm-metrics.json")
+
+if [[ ${1:-} == noop ]]; then
+  section "build: the example app (no-op only)"
+  machine_line
+  echo "$farm_version"
+  echo
+  print_table "$noop_json" "farm build --hermetic (no-op)"
+  echo "the last no-op's farm-metrics.json: $noop_metrics"
+  echo
+  echo "commands (before each run):"
+  for i in "${!noop_names[@]}"; do echo "  ${noop_names[i]}: ${noop_cmds[i]}   (${noop_preps[i]})"; done
+  exit 0
+fi
 
 # (b) cold builds: farm, and the host directly when its toolchain can build the app.
 names=("farm cold") commands=("$farm --project $app -q build --hermetic --no-cache --out $work/farm-out")
@@ -82,8 +129,9 @@ section "build: the example app"
 machine_line
 echo "$farm_version"
 echo
-echo "(a) no-op hermetic build, everything cached"
-print_table "$noop_json"
+echo "(a) no-op hermetic build, everything cached (load before: $noop_load)"
+print_table "$noop_json" "farm build --hermetic (no-op)"
+echo "the last no-op's farm-metrics.json: $noop_metrics"
 echo
 echo "(b) cold build: farm --hermetic --no-cache beside the same work on the host"
 print_table "$cold_json" "farm cold"
@@ -102,5 +150,5 @@ PY
 fi
 echo
 echo "commands:"
-echo "  farm build --hermetic (no-op): $noop_cmd"
+for i in "${!noop_names[@]}"; do echo "  ${noop_names[i]}: ${noop_cmds[i]}   (before each run: ${noop_preps[i]})"; done
 for i in "${!names[@]}"; do echo "  ${names[i]}: ${commands[i]}   (before each run: ${prepares[i]})"; done

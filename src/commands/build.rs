@@ -61,6 +61,56 @@ pub struct BuildArgs {
     /// Kill a step after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     step_timeout: u64,
+    /// A build-time variable of the frontend, backend and custom steps
+    /// (repeatable); without `=VALUE` it is taken from your environment.
+    /// Part of the step keys.
+    #[arg(long = "var", value_name = "NAME[=VALUE]")]
+    vars: Vec<String>,
+    /// A secret for the steps, as the file /run/secrets/NAME (repeatable):
+    /// from $NAME, `NAME=env:VAR` or `NAME=file:PATH`. Never part of a key,
+    /// an output, a log or the manifest.
+    #[arg(long = "secret", value_name = "NAME[=env:VAR|file:PATH]")]
+    secrets: Vec<String>,
+}
+
+/// `--var NAME[=VALUE]`: the value, or the caller's `$NAME`.
+fn parse_var(arg: &str) -> Result<(String, String)> {
+    match arg.split_once('=') {
+        Some((name, value)) => Ok((name.to_string(), value.to_string())),
+        None => match std::env::var(arg) {
+            Ok(v) => Ok((arg.to_string(), v)),
+            Err(_) => anyhow::bail!(
+                "--var {arg}: environment variable {arg} is not set\nhint: set it, or give the value: --var {arg}=VALUE"
+            ),
+        },
+    }
+}
+
+/// `--secret NAME`, `NAME=env:VAR` or `NAME=file:PATH`: the name and value.
+/// Messages never hold the value.
+fn parse_secret(arg: &str) -> Result<farm_engine::build::Secret> {
+    let (name, source) = match arg.split_once('=') {
+        Some((name, source)) => (name, source.to_string()),
+        None => (arg, format!("env:{arg}")),
+    };
+    let value = if let Some(var) = source.strip_prefix("env:") {
+        match std::env::var_os(var) {
+            Some(v) => std::os::unix::ffi::OsStringExt::into_vec(v),
+            None => anyhow::bail!(
+                "--secret {name}: environment variable {var} is not set\nhint: export {var}, or use --secret {name}=file:PATH"
+            ),
+        }
+    } else if let Some(path) = source.strip_prefix("file:") {
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("--secret {name}: reading {path}: {e}"))?
+    } else {
+        anyhow::bail!(
+            "--secret {name}: expected NAME, NAME=env:VAR or NAME=file:PATH, found a source of another kind after `=`"
+        );
+    };
+    Ok(farm_engine::build::Secret {
+        name: name.to_string(),
+        value,
+    })
 }
 
 /// Entry point of `farm build`.
@@ -104,6 +154,10 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<Exit> {
         dev: args.dev,
         compression: args.compression,
         skip_types_check: false,
+        settings: farm_engine::build::BuildSettings {
+            vars: args.vars.iter().map(|v| parse_var(v)).collect::<Result<_>>()?,
+            secrets: args.secrets.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?,
+        },
     };
     if args.clear_cache {
         let removed = Store::open(&ctx.farm_home)?.clear_actions()?;
@@ -184,6 +238,49 @@ mod tests {
         }
         assert_eq!(TargetName::from_str("ai", false), Ok(TargetName(Target::Models)));
         assert_eq!(TargetName::from_str("docker", false), Ok(TargetName(Target::Images)));
+    }
+
+    /// `--var NAME=VALUE` keeps everything after the first `=`; `--var NAME`
+    /// reads the caller's environment and names the variable when unset.
+    #[test]
+    fn vars_take_a_value_or_the_callers_environment() {
+        assert_eq!(parse_var("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        std::env::set_var("FARM_CLI_TEST_VAR_SET", "v");
+        assert_eq!(parse_var("FARM_CLI_TEST_VAR_SET").unwrap().1, "v");
+        let e = parse_var("FARM_CLI_TEST_VAR_UNSET").unwrap_err().to_string();
+        assert!(
+            e.contains("FARM_CLI_TEST_VAR_UNSET is not set") && e.contains("--var FARM_CLI_TEST_VAR_UNSET=VALUE"),
+            "{e}"
+        );
+    }
+
+    /// `--secret` reads `$NAME`, `env:VAR` or `file:PATH`; errors name the
+    /// secret and the source, never a value.
+    #[test]
+    fn secrets_come_from_the_environment_or_a_file() {
+        std::env::set_var("FARM_CLI_TEST_SECRET", "from-env");
+        assert_eq!(parse_secret("FARM_CLI_TEST_SECRET").unwrap().value, b"from-env");
+        assert_eq!(parse_secret("K=env:FARM_CLI_TEST_SECRET").unwrap().value, b"from-env");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let s = parse_secret(&format!("K=file:{}", f.display())).unwrap();
+        assert_eq!((s.name.as_str(), s.value.as_slice()), ("K", &b"from-file\n"[..]));
+        assert!(!format!("{s:?}").contains("from-file"), "Debug leaves the value out");
+        let e = parse_secret("K=env:FARM_CLI_TEST_SECRET_UNSET")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--secret K") && e.contains("FARM_CLI_TEST_SECRET_UNSET"),
+            "{e}"
+        );
+        let e = parse_secret("K=file:/nonexistent/farm-secret").unwrap_err().to_string();
+        assert!(e.contains("--secret K: reading /nonexistent/farm-secret"), "{e}");
+        let e = parse_secret("K=literal-value").unwrap_err().to_string();
+        assert!(
+            e.contains("NAME=env:VAR or NAME=file:PATH") && !e.contains("literal-value"),
+            "{e}"
+        );
     }
 
     /// The summary reads farm-metrics.json's fields.

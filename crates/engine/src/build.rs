@@ -57,6 +57,83 @@ pub struct BuildOptions {
     pub compression: Option<farm_project::config::Compression>,
     /// Don't fail a hermetic build on a stale committed types file (`farm types sync`).
     pub skip_types_check: bool,
+    /// `--var` and `--secret`.
+    pub settings: BuildSettings,
+}
+
+/// Build-time variables and secrets given on the command line
+/// (spec/farm-toml.md, "Build-time variables and secrets").
+#[derive(Debug, Clone, Default)]
+pub struct BuildSettings {
+    /// `--var NAME=VALUE`, over the environment's `vars`; part of step keys.
+    pub vars: Vec<(String, String)>,
+    /// `--secret`: files under /run/secrets in the steps; never in a key.
+    pub secrets: Vec<Secret>,
+}
+
+/// A secret's name and value. Its `Debug` leaves the value out.
+#[derive(Clone)]
+pub struct Secret {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({}, {} bytes)", self.name, self.value.len())
+    }
+}
+
+/// The variables of environment `env` with `--var`s applied over them, and
+/// a check that `backend.vars` and `backend.secrets` are all given.
+fn resolve_settings(
+    config: &farm_project::Config,
+    env: &str,
+    env_vars: BTreeMap<String, String>,
+    settings: &BuildSettings,
+    backend: bool,
+) -> Result<BTreeMap<String, String>> {
+    let mut vars = env_vars;
+    for (k, v) in &settings.vars {
+        if !farm_project::config::is_build_var_name(k) {
+            bail!("--var {k}: {}", farm_project::config::BUILD_VAR_NAME);
+        }
+        vars.insert(k.clone(), v.clone());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &settings.secrets {
+        if !farm_project::config::is_build_var_name(&s.name) {
+            bail!("--secret {}: {}", s.name, farm_project::config::BUILD_VAR_NAME);
+        }
+        if !seen.insert(&s.name) {
+            bail!("--secret {} is given twice", s.name);
+        }
+        if vars.contains_key(&s.name) {
+            bail!(
+                "{} is both a build-time variable and a secret\nhint: a secret must not also be a --var or an [env.{env}.vars] entry",
+                s.name
+            );
+        }
+    }
+    if let Some(b) = config.backend.as_ref().filter(|_| backend) {
+        for name in &b.vars {
+            if !vars.contains_key(name) {
+                bail!(
+                    "farm.toml: backend.vars needs the build-time variable {name}, which is not set for environment {env}\n\
+                     hint: pass `--var {name}=VALUE` (or `--var {name}` to take it from your environment), or set it in [env.{env}.vars]"
+                );
+            }
+        }
+        for name in &b.secrets {
+            if !settings.secrets.iter().any(|s| &s.name == name) {
+                bail!(
+                    "farm.toml: backend.secrets needs the secret {name}, which was not given\n\
+                     hint: pass `--secret {name}` (reads ${name}), `--secret {name}=env:VAR` or `--secret {name}=file:PATH`"
+                );
+            }
+        }
+    }
+    Ok(vars)
 }
 
 /// Build-time values the frontend sees, from the project and
@@ -117,7 +194,15 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         require_fetched(&store, &lock)?;
     }
     let sde = project.source_date_epoch();
-    let env = BuildEnv::new(
+    let (config, vars) = project.config.for_env(&opts.env).map_err(anyhow::Error::msg)?;
+    let vars = resolve_settings(
+        &config,
+        &opts.env,
+        vars,
+        &opts.settings,
+        targets.contains(&Target::Backend),
+    )?;
+    let mut env = BuildEnv::new(
         &store,
         &lock,
         opts.hermetic,
@@ -130,11 +215,14 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         ctx.reporter
             .info(&format!("hermetic build in the {} sandbox", x.name()));
     }
+    let container = env.executor.as_ref().is_some_and(|x| x.name() == "container");
+    env.secrets = executor::SecretFiles::write(&opts.settings.secrets, container)?;
+    env.backend_secrets = config.backend.as_ref().map(|b| b.secrets.clone()).unwrap_or_default();
 
-    let (config, vars) = project.config.for_env(&opts.env).map_err(anyhow::Error::msg)?;
     // What every env-dependent step sees: the environment and its variables.
     let mut env_vars: Vec<(String, String)> = vec![("FARM_ENVIRONMENT".into(), opts.env.clone())];
     env_vars.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let snapshots_before = crate::source::Counters::now();
     let plan::Plan { steps, sources } = plan::plan(&PlanInputs {
         project,
         root: &root,
@@ -147,53 +235,117 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         targets: &targets,
         env_vars: &env_vars,
     })?;
+    // What the source snapshots read (farm-metrics.json `sources`).
+    let snapshots = crate::source::Counters::now().since(&snapshots_before);
 
     let results = run_steps(ctx, project, opts, &store, &env, &steps)?;
 
-    // Assemble the output directory beside the old one; swap only when complete.
+    // Outputs already in place (the same placement and manifest, the
+    // directory untouched since) stay as they are; otherwise the directory
+    // is assembled beside the old one and swapped in only when complete.
     let out_dir = opts.out.clone().unwrap_or_else(|| project.state().out());
-    let staging = output::Staging::new(&out_dir)?;
-    let outputs = assemble_outputs(ctx, project, &root, &config, &lock, opts, &results, staging.path())?;
-    if let Some(front) = outputs.get("frontend") {
-        bundle_report(project, opts, staging.path(), &staging.path().join(&front.path))?;
-    }
-    let mut manifest = manifest::Manifest {
-        schema: manifest::SCHEMA,
-        project: manifest::ProjectInfo {
-            name: project.config.project.name.clone(),
-            version: project.config.project.version.clone(),
-        },
-        hermetic: opts.hermetic,
-        environment: opts.env.clone(),
-        dev: opts.dev,
-        source_date_epoch: sde,
-        inputs: manifest::Inputs {
-            lock: farm_lockfiles::integrity::sha256_of(&lock_bytes).to_string(),
-            farm_toml: farm_lockfiles::integrity::sha256_of(&std::fs::read(
-                root.join(farm_project::config::CONFIG_FILE),
-            )?)
-            .to_string(),
-            sources,
-        },
-        outputs,
-        digest: String::new(),
+    let planned = plan_outputs(&lock, &results)?;
+    check_types(ctx, &root, &config, opts, &results)?;
+    let placement = output::placement_key(
+        &planned,
+        sde,
+        &serde_json::json!({ "analyze": opts.analyze, "project": project.config.project.name }),
+    );
+    let farm_toml = farm_lockfiles::integrity::sha256_of(&std::fs::read(root.join(farm_project::config::CONFIG_FILE))?);
+    let make_manifest = |outputs| {
+        let mut m = manifest::Manifest {
+            schema: manifest::SCHEMA,
+            project: manifest::ProjectInfo {
+                name: project.config.project.name.clone(),
+                version: project.config.project.version.clone(),
+            },
+            hermetic: opts.hermetic,
+            environment: opts.env.clone(),
+            dev: opts.dev,
+            source_date_epoch: sde,
+            inputs: manifest::Inputs {
+                lock: farm_lockfiles::integrity::sha256_of(&lock_bytes).to_string(),
+                farm_toml: farm_toml.to_string(),
+                sources: sources.clone(),
+            },
+            outputs,
+            digest: String::new(),
+        };
+        m.seal();
+        m
     };
-    manifest.seal();
-    std::fs::write(staging.path().join(manifest::MANIFEST_FILE), manifest.to_bytes())?;
+    let previous = output::Marker::read(&out_dir);
+    let mut kept = None;
+    if let Some(m) = previous.as_ref().filter(|m| m.placement == placement) {
+        let manifest = make_manifest(m.outputs.clone());
+        if manifest.digest == m.manifest_digest && output::dir_stamp(&out_dir)?.as_deref() == Some(m.stamp.as_str()) {
+            kept = Some(manifest);
+        }
+    }
+    let mut placed = output::PlaceStats::default();
+    let (manifest, staging) = match kept {
+        Some(manifest) => {
+            if let (Some(limit), Some(front)) = (opts.size_limit, manifest.outputs.get("frontend")) {
+                let report = farm_bundle_report::analyze(&out_dir.join(&front.path))?;
+                report.check_size_limit(limit).map_err(anyhow::Error::msg)?;
+            }
+            (manifest, None)
+        }
+        None => {
+            output::Marker::remove(&out_dir)?;
+            let staging = output::Staging::new(&out_dir)?;
+            let outputs = place_outputs(&planned, staging.path(), sde, &mut placed, previous.as_ref(), &out_dir)?;
+            if let Some(front) = outputs.get("frontend") {
+                bundle_report(project, opts, staging.path(), &staging.path().join(&front.path))?;
+            }
+            let manifest = make_manifest(outputs);
+            std::fs::write(staging.path().join(manifest::MANIFEST_FILE), manifest.to_bytes())?;
+            (manifest, Some(staging))
+        }
+    };
     let mut metrics = manifest::metrics_without_host_paths(results.metrics(started.elapsed()), &ctx.farm_home);
     // The build summary `farm build` prints, machine-readable.
     metrics["targets"] = targets.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
     metrics["artifacts"] = manifest.outputs.len().into();
     metrics["artifacts_bytes"] = manifest.outputs.values().map(|o| o.size).sum::<u64>().into();
     metrics["cache_misses"] = results.records.values().filter(|r| !r.cached).count().into();
-    std::fs::write(
-        staging.path().join(manifest::METRICS_FILE),
-        serde_json::to_string_pretty(&metrics)? + "\n",
-    )?;
+    metrics["sources"] = snapshots;
+    metrics["outputs"] = serde_json::json!({
+        "placed": staging.is_some(),
+        "carried_over": placed.carried,
+        "files_reflinked": placed.reflinked,
+        "files_copied": placed.copied,
+    });
+    let metrics_bytes = serde_json::to_string_pretty(&metrics)? + "\n";
     if let Some(p) = &opts.profile {
         std::fs::write(p, manifest::trace_json(&results.trace())).with_context(|| p.display().to_string())?;
     }
-    staging.commit()?;
+    match staging {
+        Some(staging) => {
+            std::fs::write(staging.path().join(manifest::METRICS_FILE), metrics_bytes)?;
+            staging.commit()?;
+            if let Some(stamp) = output::dir_stamp(&out_dir)? {
+                let mut parts = BTreeMap::new();
+                for p in &planned {
+                    if let Some(stamp) = output::path_stamp(&out_dir, Path::new(&p.rel))? {
+                        let key = output::part_key(p, sde);
+                        parts.insert(p.name.clone(), output::Part { key, stamp });
+                    }
+                }
+                let marker = output::Marker {
+                    placement,
+                    manifest_digest: manifest.digest.clone(),
+                    outputs: manifest.outputs.clone(),
+                    stamp,
+                    parts,
+                };
+                // A marker that cannot be written costs the next build a placement, nothing more.
+                let _ = marker.write(&out_dir);
+            }
+        }
+        // Only the run-to-run facts change; nothing else in the directory is written.
+        None => output::replace_file(&out_dir, manifest::METRICS_FILE, metrics_bytes.as_bytes())?,
+    }
     let (cached, ran): (Vec<_>, Vec<_>) = results.steps.iter().partition(|r| r.record.cached);
     Ok(Built {
         manifest,
@@ -298,85 +450,124 @@ fn bundle_report(project: &Project, opts: &BuildOptions, staging: &Path, dist: &
     Ok(())
 }
 
-/// Places every step's output in the staging output directory and names
-/// it in the manifest's outputs.
-#[allow(clippy::too_many_arguments)]
-fn assemble_outputs(
-    ctx: &Context,
-    project: &Project,
-    root: &Path,
-    config: &farm_project::Config,
-    lock: &Lock,
-    opts: &BuildOptions,
-    results: &schedule::Results,
-    staging: &Path,
-) -> Result<BTreeMap<String, manifest::Output>> {
-    let sde = project.source_date_epoch();
-    let mut outputs = BTreeMap::new();
+/// Every step's outputs: which store entry path goes where in the output
+/// directory, with the manifest metadata known before placing (the images'
+/// from their step's images.json, the models' from the lock).
+fn plan_outputs(lock: &Lock, results: &schedule::Results) -> Result<Vec<output::Planned>> {
+    let mut planned = Vec::new();
     for r in &results.steps {
-        let entry = &r.entry;
-        let place = |from: &str, rel: &str| output::place(&entry.path, Path::new(from), &staging.join(rel), rel, sde);
+        let mut add = |name: String, from: &str, rel: String, metadata: serde_json::Map<String, serde_json::Value>| {
+            planned.push(output::Planned {
+                name,
+                entry: r.entry.clone(),
+                from: from.to_string(),
+                rel,
+                metadata,
+            })
+        };
+        let none = serde_json::Map::new;
         match &r.id {
-            StepId::Frontend => {
-                outputs.insert("frontend".into(), place("", "frontend")?);
-            }
+            StepId::Frontend => add("frontend".into(), "", "frontend".into(), none()),
             StepId::Backend => {
-                let mut o = place("backend", "backend")?;
-                o.metadata.insert(
-                    "packages".into(),
-                    output::count_dist_infos(&entry.path, Path::new("backend/site-packages"))?.into(),
-                );
-                outputs.insert("backend".into(), o);
-                let mut api = place("openapi.json", "openapi.json")?;
-                // Counted on the placed copy: a regular file farm wrote, not the step's path.
-                let (endpoints, schemas) =
-                    output::openapi_counts(&std::fs::read(staging.join("openapi.json"))?, "openapi.json")?;
-                api.metadata.insert("endpoints".into(), endpoints.into());
-                api.metadata.insert("schemas".into(), schemas.into());
-                outputs.insert("openapi".into(), api);
+                add("backend".into(), "backend", "backend".into(), none());
+                add("openapi".into(), "openapi.json", "openapi.json".into(), none());
             }
             StepId::Models => {
-                let mut o = place("", "models")?;
                 let refs: Vec<String> = lock.models.iter().map(|m| m.reference.clone()).collect();
-                o.metadata.insert("models".into(), refs.into());
-                outputs.insert("models".into(), o);
+                let mut m = none();
+                m.insert("models".into(), refs.into());
+                add("models".into(), "", "models".into(), m);
             }
             StepId::Images => {
                 let built: BTreeMap<String, serde_json::Value> = serde_json::from_slice(
-                    &farm_hostfs::Beneath::open_dir(&entry.path)?.read(Path::new("images.json"))?,
+                    &farm_hostfs::Beneath::open_dir(&r.entry.path)?.read(Path::new("images.json"))?,
                 )?;
                 for (name, info) in built {
-                    let rel = format!("images/{name}");
-                    let mut o = place(&name, &rel)?;
-                    if let serde_json::Value::Object(m) = info {
-                        o.metadata = m;
-                    }
-                    outputs.insert(format!("image.{name}"), o);
+                    let m = match info {
+                        serde_json::Value::Object(m) => m,
+                        _ => none(),
+                    };
+                    add(format!("image.{name}"), &name, format!("images/{name}"), m);
                 }
             }
-            StepId::Types => {
-                outputs.insert("api-types".into(), place("api-types.ts", "api-types.ts")?);
-                let f = config.frontend.as_ref().expect("types need a frontend");
-                let committed_rel = f.path.join(f.api_types.as_ref().expect("types are on"));
-                let generated = std::fs::read_to_string(staging.join("api-types.ts"))?;
-                if let Err(why) = types_up_to_date(root, &committed_rel, &generated) {
-                    let msg = format!("{}: {why}", committed_rel.display());
-                    if opts.hermetic && !opts.skip_types_check {
-                        bail!(msg);
-                    }
-                    ctx.reporter.warn(&msg);
-                }
-            }
-            StepId::Custom(name) => {
-                let rel = format!("steps/{name}");
-                outputs.insert(format!("step.{name}"), place("", &rel)?);
-            }
-            StepId::Deploy => {
-                outputs.insert("deploy".into(), place("", "deploy")?);
-            }
+            StepId::Types => add("api-types".into(), "api-types.ts", "api-types.ts".into(), none()),
+            StepId::Custom(name) => add(format!("step.{name}"), "", format!("steps/{name}"), none()),
+            StepId::Deploy => add("deploy".into(), "", "deploy".into(), none()),
         }
     }
+    Ok(planned)
+}
+
+/// Places the planned outputs in the staging output directory and
+/// describes each for the manifest. An output the previous build placed in
+/// `out_dir` from the same entry, untouched since (its part of `previous`),
+/// is carried over from there with the description it had.
+fn place_outputs(
+    planned: &[output::Planned],
+    staging: &Path,
+    sde: u64,
+    stats: &mut output::PlaceStats,
+    previous: Option<&output::Marker>,
+    out_dir: &Path,
+) -> Result<BTreeMap<String, manifest::Output>> {
+    let mut outputs = BTreeMap::new();
+    for p in planned {
+        let to = staging.join(&p.rel);
+        if let Some((part, o)) = previous.and_then(|m| Some((m.parts.get(&p.name)?, m.outputs.get(&p.name)?))) {
+            if part.key == output::part_key(p, sde)
+                && output::path_stamp(out_dir, Path::new(&p.rel))?.as_deref() == Some(part.stamp.as_str())
+            {
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
+                }
+                output::carry_over(out_dir, Path::new(&p.rel), &to, sde)?;
+                stats.carried += 1;
+                outputs.insert(p.name.clone(), o.clone());
+                continue;
+            }
+        }
+        let mut o = output::place(&p.entry.path, Path::new(&p.from), &to, &p.rel, sde, stats)?;
+        o.metadata.extend(p.metadata.clone());
+        match p.name.as_str() {
+            "backend" => {
+                let n = output::count_dist_infos(&p.entry.path, Path::new("backend/site-packages"))?;
+                o.metadata.insert("packages".into(), n.into());
+            }
+            "openapi" => {
+                // Counted on the placed copy: a regular file farm wrote, not the step's path.
+                let (endpoints, schemas) = output::openapi_counts(&std::fs::read(&to)?, "openapi.json")?;
+                o.metadata.insert("endpoints".into(), endpoints.into());
+                o.metadata.insert("schemas".into(), schemas.into());
+            }
+            _ => {}
+        }
+        outputs.insert(p.name.clone(), o);
+    }
     Ok(outputs)
+}
+
+/// A hermetic build fails when the committed API types differ from the
+/// generated ones (read from the types step's store entry); others warn.
+fn check_types(
+    ctx: &Context,
+    root: &Path,
+    config: &farm_project::Config,
+    opts: &BuildOptions,
+    results: &schedule::Results,
+) -> Result<()> {
+    for r in results.steps.iter().filter(|r| matches!(r.id, StepId::Types)) {
+        let f = config.frontend.as_ref().expect("types need a frontend");
+        let committed_rel = f.path.join(f.api_types.as_ref().expect("types are on"));
+        let generated = farm_hostfs::Beneath::open_dir(&r.entry.path)?.read_to_string(Path::new("api-types.ts"))?;
+        if let Err(why) = types_up_to_date(root, &committed_rel, &generated) {
+            let msg = format!("{}: {why}", committed_rel.display());
+            if opts.hermetic && !opts.skip_types_check {
+                bail!(msg);
+            }
+            ctx.reporter.warn(&msg);
+        }
+    }
+    Ok(())
 }
 
 /// How steps run: in the sandbox with the locked toolchain, or on the host.
@@ -392,6 +583,10 @@ pub struct BuildEnv {
     pub executor: Option<std::sync::Arc<dyn Executor>>,
     /// Memory and processes of each sandboxed step (`[limits]`).
     pub limits: farm_project::Limits,
+    /// `--secret`s, as files the script steps see under /run/secrets.
+    pub secrets: Option<executor::SecretFiles>,
+    /// `backend.secrets`: also variables of the backend's OpenAPI export.
+    pub backend_secrets: Vec<String>,
 }
 
 impl BuildEnv {
@@ -420,6 +615,8 @@ impl BuildEnv {
                 variation,
                 executor: Some(executor::select(sandbox)?),
                 limits,
+                secrets: None,
+                backend_secrets: vec![],
             });
         }
         let mut host_tools = Vec::new();
@@ -441,6 +638,8 @@ impl BuildEnv {
             variation,
             executor: None,
             limits,
+            secrets: None,
+            backend_secrets: vec![],
         })
     }
 

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use farm_archive::{Members, TarOptions, UnpackLimits};
 use farm_hostfs::Beneath;
 use farm_lockfiles::Lock;
+use farm_project::Project;
 use farm_store::{Store, StoreEntry};
 use sha2::Digest as _;
 
@@ -24,8 +25,11 @@ fn key_of(kind: &str, parts: impl IntoIterator<Item = String>) -> String {
     format!("{kind}:{}", hex::encode(h.finalize()))
 }
 
-/// `node_modules` for the frontend: every package-lock entry's tarball
-/// unpacked at its lock path, with `.bin` links. Install scripts do not run.
+/// `node_modules` for the frontend: every `[[npm]]` tarball unpacked at its
+/// install path, which is relative to the directory holding the JS lockfile
+/// (`node_modules/vite`, or `frontend/node_modules/x` in a workspace), so
+/// the entry is copied over that directory's tree as is; with `.bin` links.
+/// Install scripts do not run.
 pub fn node_modules(store: &Store, lock: &Lock, limits: UnpackLimits) -> Result<StoreEntry> {
     let mut parts: Vec<String> = lock
         .npm
@@ -33,7 +37,7 @@ pub fn node_modules(store: &Store, lock: &Lock, limits: UnpackLimits) -> Result<
         .map(|p| format!("{}={}", p.path, p.artifact.integrity))
         .collect();
     parts.sort();
-    let key = key_of("node-modules-v1", parts);
+    let key = key_of("node-modules-v2", parts);
     cached_entry(store, &key, || {
         let mut tarballs: Vec<(String, PathBuf)> = Vec::new();
         for p in &lock.npm {
@@ -59,13 +63,11 @@ pub fn node_modules(store: &Store, lock: &Lock, limits: UnpackLimits) -> Result<
         store
             .build_entry("node-modules", "deps", move |dir| {
                 for (lock_path, tgz) in &tarballs {
-                    let rel = lock_path.strip_prefix("node_modules/").unwrap_or(lock_path);
-                    let dest = dir.join(rel);
-                    unpack_npm_tarball(tgz, &dest, limits).with_context(|| format!("unpacking {lock_path}"))?;
+                    unpack_npm_tarball(tgz, &dir.join(lock_path), limits)
+                        .with_context(|| format!("unpacking {lock_path}"))?;
                 }
                 for (lock_path, _) in &tarballs {
-                    let rel = lock_path.strip_prefix("node_modules/").unwrap_or(lock_path);
-                    link_bins(dir, rel)?;
+                    link_bins(dir, lock_path)?;
                 }
                 Ok(())
             })
@@ -112,11 +114,11 @@ fn link_bins(root: &Path, rel: &str) -> Result<()> {
     if bins.is_empty() {
         return Ok(());
     }
-    // The .bin directory of the node_modules that holds this package.
-    let holder = Path::new(rel).parent().unwrap_or(Path::new(""));
-    let bin_dir = root.join(holder).join(".bin");
+    // The .bin directory of the node_modules that holds this package, where
+    // npm links it: `node_modules/.bin` for `node_modules/@scope/cli` too.
+    let (holder, pkg_in_holder) = bin_holder(rel);
+    let bin_dir = root.join(&holder).join(".bin");
     std::fs::create_dir_all(&bin_dir)?;
-    let pkg_in_holder = Path::new(rel).strip_prefix(holder).unwrap_or(Path::new(rel));
     for (bin, target) in bins {
         if bin.contains('/') || bin.is_empty() {
             continue;
@@ -141,14 +143,32 @@ fn link_bins(root: &Path, rel: &str) -> Result<()> {
         if link.symlink_metadata().is_ok() {
             continue;
         }
-        std::os::unix::fs::symlink(Path::new("..").join(pkg_in_holder).join(target), &link)?;
+        std::os::unix::fs::symlink(Path::new("..").join(&pkg_in_holder).join(target), &link)?;
     }
     Ok(())
 }
 
-/// A workspace package of the frontend's package-lock.json (`"link": true`):
-/// npm links `key` (relative to the frontend directory, e.g.
-/// `node_modules/ui`) to `target`, a directory of the frontend's sources.
+/// Splits an install path at its last `node_modules` component: the
+/// directory whose `.bin` gets the package's bins, and the package's path
+/// below it (`node_modules/@s/cli` gives `node_modules` and `@s/cli`). A
+/// path without `node_modules` is held by its parent directory.
+fn bin_holder(rel: &str) -> (PathBuf, PathBuf) {
+    let parts: Vec<&str> = rel.split('/').collect();
+    match parts.iter().rposition(|c| *c == "node_modules") {
+        Some(i) => (parts[..=i].iter().collect(), parts[i + 1..].iter().collect()),
+        None => {
+            let path = Path::new(rel);
+            let holder = path.parent().unwrap_or(Path::new("")).to_path_buf();
+            let pkg = path.strip_prefix(&holder).unwrap_or(path).to_path_buf();
+            (holder, pkg)
+        }
+    }
+}
+
+/// A symlink the package manager makes in node_modules (a workspace member,
+/// a `link:` dependency): `key`, an install path relative to the lockfile's
+/// directory (e.g. `node_modules/@acme/ui`), points at `target`, a
+/// directory relative to that same directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceLink {
     pub key: String,
@@ -165,84 +185,117 @@ impl WorkspaceLink {
     }
 }
 
-/// The `"link": true` entries of the frontend's package-lock.json (read
-/// without following a symlink). `farm lock` leaves them out of farm.lock:
-/// they are source, not downloads. The frontend step sees only the
-/// frontend's directory, so a link to anywhere else is refused here, naming
-/// the package, the path and why, instead of failing later in the bundler.
-pub fn workspace_links(root: &Path, frontend: &Path) -> Result<Vec<WorkspaceLink>> {
-    let project = Beneath::open_dir(root)?;
-    let lock_rel = frontend.join("package-lock.json");
-    let bytes = match project.read(&lock_rel) {
-        Ok(b) => b,
-        Err(e) if e.is_not_found() => return Ok(vec![]),
-        Err(e) => return Err(e.into()),
-    };
-    let lock: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: not valid JSON", lock_rel.display()))?;
-    let Some(packages) = lock.get("packages").and_then(|p| p.as_object()) else {
-        return Ok(vec![]);
-    };
-    let mut links = Vec::new();
-    for (key, entry) in packages {
-        if entry.get("link").and_then(|l| l.as_bool()) != Some(true) {
-            continue;
-        }
-        let name = key.rsplit("node_modules/").next().unwrap_or(key);
-        let at = format!("{}: package {name:?} (`{key}`)", lock_rel.display());
-        let resolved = entry
-            .get("resolved")
-            .and_then(|r| r.as_str())
-            .with_context(|| format!("{at} is a link (\"link\": true) with no `resolved` path"))?;
-        let key_path = Path::new(key);
-        if key.is_empty() || key_path.is_absolute() || key_path.components().any(|c| !matches!(c, Component::Normal(_)))
-        {
-            bail!("{at}: the key is not a plain relative path");
-        }
-        let target = Path::new(resolved);
-        if target.is_absolute() {
-            bail!(
-                "{at} links to {resolved:?}, an absolute path: outside the project directory {}\nhint: farm builds only what the project holds; publish the package to your registry and depend on it by version",
-                root.display()
-            );
-        }
-        // Where the link points, project-relative (npm writes it relative to the lock's directory).
-        let mut in_project: Vec<&std::ffi::OsStr> = frontend
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(n),
-                _ => None,
-            })
+/// Where the frontend's JS install lives (spec/lockfiles.md, "Install
+/// paths"). The frontend step rebuilds the lockfile's directory (`root`)
+/// in its build tree: the root's own files, the frontend at `member`, each
+/// linked directory at its place, and node_modules over them, so the
+/// relative paths between them are the ones the package manager made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsLayout {
+    /// The lockfile, project-relative.
+    pub lockfile: PathBuf,
+    /// The directory holding the lockfile, project-relative.
+    pub root: PathBuf,
+    /// The frontend directory relative to `root` (empty when it is `root`).
+    pub member: PathBuf,
+    /// Workspace members and `link:` dependencies, each checked to be a
+    /// directory inside the project.
+    pub links: Vec<WorkspaceLink>,
+}
+
+impl JsLayout {
+    /// The linked directories (relative to `root`) the frontend's own
+    /// sources do not hold; each is copied into the build tree. A directory
+    /// inside another comes with it.
+    pub fn linked_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .links
+            .iter()
+            .map(|l| l.target.clone())
+            .filter(|t| !t.as_os_str().is_empty() && !t.starts_with(&self.member) && !self.member.starts_with(t))
             .collect();
-        for c in target.components() {
-            match c {
-                Component::Normal(n) => in_project.push(n),
-                Component::ParentDir => anyhow::ensure!(
-                    in_project.pop().is_some(),
-                    "{at} links to {resolved:?}, which is outside the project directory {}\nhint: farm builds only what the project holds; move the package into the frontend's directory, or publish it to your registry and depend on it by version",
-                    root.display()
-                ),
-                _ => {}
-            }
+        dirs.sort();
+        dirs.dedup();
+        let all = dirs.clone();
+        dirs.retain(|d| !all.iter().any(|o| o != d && d.starts_with(o)));
+        dirs
+    }
+}
+
+/// The frontend's [`JsLayout`], read from its JS lockfile offline (tarball
+/// URLs are not needed for it). `None` without a `[frontend]`. A link to a
+/// directory that is missing or reached through a symlink is an error
+/// naming the lockfile, the package and the path; one outside the
+/// project is refused by the lockfile reader already.
+pub fn js_layout(project: &Project) -> Result<Option<JsLayout>> {
+    let Some(loc) = project.js_lock()? else {
+        return Ok(None);
+    };
+    let lockfile = project.relative(&loc.lockfile);
+    let install = farm_lockread::js::read_js_lock(&loc, "mirror://npm")?;
+    let root = project.relative(&loc.root);
+    let tree = Beneath::open_dir(&project.root)?;
+    let mut links = Vec::new();
+    for l in &install.links {
+        let at = format!("{}: package `{}`", lockfile.display(), l.path);
+        let key = Path::new(&l.path);
+        if l.path.is_empty() || key.components().any(|c| !matches!(c, Component::Normal(_))) {
+            bail!("{at}: the install path is not a plain relative path");
         }
-        let in_project: PathBuf = in_project.iter().collect();
-        let Ok(inside) = in_project.strip_prefix(frontend) else {
+        let target = Path::new(&l.target);
+        if target.is_absolute()
+            || target
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
             bail!(
-                "{at} links to {resolved:?} ({} in the project), outside frontend.path {}: the frontend step sees only that directory\nhint: move the package under {}, or publish it to your registry and depend on it by version",
-                in_project.display(),
-                frontend.display(),
-                frontend.display()
+                "{at} links to {:?}, outside the project directory {}\nhint: farm builds only what the project holds; move the package into the project, or publish it to your registry and depend on it by version",
+                l.target,
+                project.root.display()
             );
-        };
-        project
-            .open_subdir(&in_project)
-            .with_context(|| format!("{at} links to {resolved:?}"))?;
+        }
+        tree.open_subdir(&root.join(target))
+            .with_context(|| format!("{at} links to {:?}", l.target))?;
         links.push(WorkspaceLink {
-            key: key.clone(),
-            target: inside.to_path_buf(),
+            key: l.path.clone(),
+            target: target.components().collect(),
         });
     }
-    Ok(links)
+    Ok(Some(JsLayout {
+        lockfile,
+        root,
+        member: PathBuf::from(&loc.member),
+        links,
+    }))
+}
+
+/// The frontend step's sources besides the frontend's own, each with its
+/// place relative to the workspace root: when the frontend is a workspace
+/// member, the root's top-level files (package.json, tsconfig.base.json, …;
+/// not farm.toml or farm.lock, which would rebuild the frontend whenever
+/// the lock changes), then each linked directory.
+pub fn workspace_sources(store: &Store, project: &Project, layout: &JsLayout) -> Result<Vec<(PathBuf, StoreEntry)>> {
+    let mut out = Vec::new();
+    if !layout.member.as_os_str().is_empty() {
+        let dir = Beneath::open_dir(&project.root)?.open_subdir(&layout.root)?;
+        let mut skip: Vec<PathBuf> = Vec::new();
+        for (name, meta) in dir.read_dir(Path::new(""))? {
+            let root_file = meta.kind == farm_hostfs::Kind::File
+                && name != farm_project::config::CONFIG_FILE
+                && name != farm_lockfiles::lock::LOCK_FILE;
+            if !root_file {
+                skip.push(PathBuf::from(name));
+            }
+        }
+        let skip: Vec<&Path> = skip.iter().map(|p| p.as_path()).collect();
+        let entry = crate::source::snapshot(store, &project.root, &layout.root, "frontend-workspace", &skip)?;
+        out.push((PathBuf::new(), entry));
+    }
+    for dir in layout.linked_dirs() {
+        let entry = crate::source::snapshot(store, &project.root, &layout.root.join(&dir), "frontend-link", &[])?;
+        out.push((dir, entry));
+    }
+    Ok(out)
 }
 
 /// The backend's wheels under their own file names (pip reads tags from them).
@@ -280,59 +333,82 @@ pub fn wheelhouse(store: &Store, lock: &Lock) -> Result<StoreEntry> {
 mod tests {
     use super::*;
 
-    fn project_with_lock(packages: &str) -> tempfile::TempDir {
+    /// A project whose frontend `web` is a member of the npm workspace at
+    /// the project root, with the root package-lock.json given.
+    fn workspace_project(packages: &str) -> (tempfile::TempDir, Project) {
         let p = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(p.path().join("apps/web/packages/ui")).unwrap();
-        std::fs::create_dir_all(p.path().join("packages/shared")).unwrap();
+        let root = p.path();
+        std::fs::create_dir_all(root.join("web")).unwrap();
+        std::fs::create_dir_all(root.join("packages/ui")).unwrap();
         std::fs::write(
-            p.path().join("apps/web/package-lock.json"),
-            format!(r#"{{"lockfileVersion":3,"packages":{{"":{{"name":"web"}},{packages}}}}}"#),
+            root.join("farm.toml"),
+            "[project]\nname = \"t\"\nversion = \"0.1.0\"\n\n[toolchains.node]\nversion = \"22.19.0\"\nnpm = \"10.9.2\"\n\n[frontend]\npath = \"web\"\n",
         )
         .unwrap();
-        p
+        std::fs::write(root.join("package.json"), r#"{"workspaces":["web","packages/*"]}"#).unwrap();
+        std::fs::write(root.join("web/package.json"), r#"{"name":"web"}"#).unwrap();
+        std::fs::write(root.join("packages/ui/package.json"), r#"{"name":"@s/ui"}"#).unwrap();
+        std::fs::write(
+            root.join("package-lock.json"),
+            format!(r#"{{"lockfileVersion":3,"packages":{{"":{{"name":"root","workspaces":["web","packages/*"]}},"web":{{"name":"web"}},"packages/ui":{{"name":"@s/ui","version":"1.0.0"}},"node_modules/web":{{"resolved":"web","link":true}}{packages}}}}}"#),
+        )
+        .unwrap();
+        let project = Project::load(root).unwrap();
+        (p, project)
     }
 
-    /// A workspace package inside the frontend is linked; one elsewhere in
-    /// the project, outside it, absolute, or reached through a symlink is
-    /// refused naming the package, its path and why.
+    /// A workspace member's lock is the root one: the layout names it, the
+    /// frontend's place in it, and each link with its symlink text; linked
+    /// directories outside the frontend are the ones copied besides it.
     #[test]
-    fn workspace_links_outside_the_frontend_are_refused_by_name() {
-        let web = Path::new("apps/web");
-        let ok = project_with_lock(
-            r#""packages/ui":{"version":"1.0.0"},"node_modules/@s/ui":{"resolved":"packages/ui","link":true}"#,
-        );
-        let links = workspace_links(ok.path(), web).unwrap();
-        assert_eq!(
-            links,
-            [WorkspaceLink {
-                key: "node_modules/@s/ui".into(),
-                target: "packages/ui".into()
-            }]
-        );
-        assert_eq!(links[0].link_text(), Path::new("../../packages/ui"));
+    fn workspace_layout_keeps_the_links_and_their_places() {
+        let (_p, project) = workspace_project(r#","node_modules/@s/ui":{"resolved":"packages/ui","link":true}"#);
+        let layout = js_layout(&project).unwrap().unwrap();
+        assert_eq!(layout.lockfile, Path::new("package-lock.json"));
+        assert_eq!(layout.root, Path::new(""));
+        assert_eq!(layout.member, Path::new("web"));
+        let ui = layout.links.iter().find(|l| l.key == "node_modules/@s/ui").unwrap();
+        assert_eq!(ui.target, Path::new("packages/ui"));
+        assert_eq!(ui.link_text(), Path::new("../../packages/ui"));
+        assert_eq!(layout.linked_dirs(), [PathBuf::from("packages/ui")]);
+    }
 
-        for (resolved, why) in [
-            ("../../../outside", "outside the project directory"),
-            ("/srv/ui", "an absolute path"),
-            ("../../packages/shared", "outside frontend.path apps/web"),
-        ] {
-            let p = project_with_lock(&format!(
-                r#""node_modules/evil":{{"resolved":"{resolved}","link":true}}"#
-            ));
-            let err = format!("{:#}", workspace_links(p.path(), web).unwrap_err());
-            assert!(
-                err.contains("package \"evil\"") && err.contains(resolved) && err.contains(why),
-                "{resolved}: {err}"
-            );
-        }
-
+    /// A link to a directory reached through a symlink is refused naming
+    /// the lockfile, the package and the path: the symlink could lead off
+    /// the project onto the host.
+    #[test]
+    fn links_through_symlinks_are_refused_by_name() {
         let host = tempfile::tempdir().unwrap();
-        let p = project_with_lock(r#""node_modules/evil":{"resolved":"hostlink","link":true}"#);
-        std::os::unix::fs::symlink(host.path(), p.path().join("apps/web/hostlink")).unwrap();
-        let err = format!("{:#}", workspace_links(p.path(), web).unwrap_err());
+        let (p, project) = workspace_project(r#","node_modules/evil":{"resolved":"hostlink","link":true}"#);
+        std::os::unix::fs::symlink(host.path(), p.path().join("hostlink")).unwrap();
+        let err = format!("{:#}", js_layout(&project).unwrap_err());
         assert!(
-            err.contains("package \"evil\"") && err.contains("is a symlink"),
+            err.contains("package-lock.json: package `node_modules/evil` links to \"hostlink\""),
             "{err}"
+        );
+    }
+
+    /// A scoped package's bins go into the `.bin` of the node_modules that
+    /// holds the scope (where npm puts them and where `npm run` looks), and a
+    /// string `bin` is named after the unscoped package name.
+    #[test]
+    fn scoped_bins_are_linked_into_node_modules_bin() {
+        let root = tempfile::tempdir().unwrap();
+        let pkg = root.path().join("node_modules/@s/cli");
+        std::fs::create_dir_all(pkg.join("bin")).unwrap();
+        std::fs::write(pkg.join("bin/cli.js"), "").unwrap();
+        std::fs::write(pkg.join("package.json"), r#"{"name":"@s/cli","bin":"./bin/cli.js"}"#).unwrap();
+        link_bins(root.path(), "node_modules/@s/cli").unwrap();
+        let link = root.path().join("node_modules/.bin/cli");
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("../@s/cli/bin/cli.js"));
+        assert!(link.exists(), "the link resolves to the bin");
+        assert!(!root.path().join("node_modules/@s/.bin").exists());
+        assert_eq!(
+            bin_holder("web/node_modules/a/node_modules/@s/cli"),
+            (
+                PathBuf::from("web/node_modules/a/node_modules"),
+                PathBuf::from("@s/cli")
+            )
         );
     }
 

@@ -143,9 +143,263 @@ pub fn exec_spec(
     spec
 }
 
+/// Where script steps find the `--secret` files in the sandbox.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// Secrets shorter than this are not searched for in step outputs: a few
+/// bytes occur by chance in any bundle. Logs are scrubbed of every secret.
+pub const SECRET_OUTPUT_CHECK_MIN: usize = 8;
+
+/// The `--secret`s of one build as files: `<dir>/secrets/NAME`, mode 0400,
+/// owned by the user the step runs as, in a 0700 directory on a tmpfs
+/// (/dev/shm) where there is one, outside the store and the project. The
+/// directory is removed when the build ends. Step logs are captured here
+/// first and scrubbed of the secret values before they reach the store.
+pub struct SecretFiles {
+    dir: tempfile::TempDir,
+    /// Sorted.
+    names: Vec<String>,
+    /// (name, value) as given.
+    secrets: Vec<(String, Vec<u8>)>,
+}
+
+impl SecretFiles {
+    /// `None` when there are no secrets. `container`: the step's uid is the
+    /// engine's, so the files are given to uid 1000 (as root) or made
+    /// readable inside their private directory (otherwise).
+    pub fn write(secrets: &[crate::build::Secret], container: bool) -> Result<Option<SecretFiles>> {
+        use std::io::Write as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        if secrets.is_empty() {
+            return Ok(None);
+        }
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("farm-secrets-")
+            .tempdir_in(&base)
+            .with_context(|| format!("creating a directory for the build's secrets in {}", base.display()))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        let files = dir.path().join("secrets");
+        std::fs::create_dir(&files)?;
+        std::fs::create_dir(dir.path().join("logs"))?;
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let give = |path: &std::path::Path| -> Result<()> {
+            let uid = farm_sandbox::BUILD_UID;
+            std::os::unix::fs::chown(path, Some(uid), Some(uid))
+                .with_context(|| format!("giving {} to the step's uid {uid}", path.display()))
+        };
+        for s in secrets {
+            let path = files.join(&s.name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o400)
+                .open(&path)
+                .with_context(|| format!("writing secret {} to {}", s.name, path.display()))?;
+            f.write_all(&s.value)?;
+            drop(f);
+            if container && root {
+                give(&path)?;
+            } else if container {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
+            }
+        }
+        if container && root {
+            give(&files)?;
+        }
+        let dir_mode = if container && !root { 0o555 } else { 0o500 };
+        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(dir_mode))?;
+        let mut names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
+        names.sort();
+        Ok(Some(SecretFiles {
+            dir,
+            names,
+            secrets: secrets.iter().map(|s| (s.name.clone(), s.value.clone())).collect(),
+        }))
+    }
+
+    /// The secrets' names, sorted (they are part of step keys; values never are).
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The host directory holding one file per secret.
+    pub fn host_dir(&self) -> PathBuf {
+        self.dir.path().join("secrets")
+    }
+
+    /// The read-only bind of the secret files at [`SECRETS_DIR`].
+    pub fn bind(&self) -> Bind {
+        Bind::read_only(self.host_dir(), SECRETS_DIR)
+    }
+
+    /// Where a step's log is captured before [`SecretFiles::scrub_log`].
+    pub fn capture_log(&self, file_name: &std::ffi::OsStr) -> PathBuf {
+        self.dir.path().join("logs").join(file_name)
+    }
+
+    /// Each secret's byte strings to look for: the value, and the value
+    /// without a trailing newline (what `$(cat file)` gives), longest first.
+    fn needles(&self, min: usize) -> Vec<(&[u8], &str)> {
+        let mut needles: Vec<(&[u8], &str)> = Vec::new();
+        for (name, v) in &self.secrets {
+            let trimmed = v.strip_suffix(b"\n").map(|t| t.strip_suffix(b"\r").unwrap_or(t));
+            for needle in std::iter::once(v.as_slice()).chain(trimmed) {
+                if !needle.is_empty() && needle.len() >= min {
+                    needles.push((needle, name));
+                }
+            }
+        }
+        // Longest first, so a secret containing another is replaced whole.
+        needles.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        needles
+    }
+
+    /// `text` with every secret value replaced by `[secret NAME]`.
+    pub fn scrub(&self, text: &[u8]) -> Vec<u8> {
+        let mut out = text.to_vec();
+        for (needle, name) in self.needles(1) {
+            out = replace_bytes(&out, needle, format!("[secret {name}]").as_bytes());
+        }
+        out
+    }
+
+    /// Writes the captured log `from` to `to` scrubbed, and removes `from`.
+    pub fn scrub_log(&self, from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+        let text = std::fs::read(from).unwrap_or_default();
+        let _ = std::fs::remove_file(from);
+        std::fs::write(to, self.scrub(&text)).with_context(|| to.display().to_string())
+    }
+
+    /// The first regular file under `dir` (links not followed) that holds a
+    /// secret's value of [`SECRET_OUTPUT_CHECK_MIN`] bytes or more: (secret, path).
+    pub fn find_in_tree(&self, dir: &std::path::Path) -> Result<Option<(String, PathBuf)>> {
+        let needles = self.needles(SECRET_OUTPUT_CHECK_MIN);
+        if needles.is_empty() {
+            return Ok(None);
+        }
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).with_context(|| d.display().to_string())? {
+                let e = e?;
+                let ft = e.file_type()?;
+                if ft.is_dir() {
+                    stack.push(e.path());
+                } else if ft.is_file() {
+                    let bytes = std::fs::read(e.path()).with_context(|| e.path().display().to_string())?;
+                    if let Some((_, name)) = needles.iter().find(|(n, _)| contains(&bytes, n)) {
+                        let rel = e.path().strip_prefix(dir).unwrap_or(&e.path()).to_path_buf();
+                        return Ok(Some((name.to_string(), rel)));
+                    }
+                } else if ft.is_symlink() {
+                    let target = std::fs::read_link(e.path())?;
+                    if let Some((_, name)) = needles
+                        .iter()
+                        .find(|(n, _)| contains(target.as_os_str().as_encoded_bytes(), n))
+                    {
+                        let rel = e.path().strip_prefix(dir).unwrap_or(&e.path()).to_path_buf();
+                        return Ok(Some((name.to_string(), rel)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= hay.len() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn replace_bytes(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn secret(name: &str, value: &str) -> crate::build::Secret {
+        crate::build::Secret {
+            name: name.into(),
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    /// Secret files are 0400 in a 0500 directory inside a private 0700 one,
+    /// outside the store; the directory goes when the build drops it.
+    #[test]
+    fn secret_files_are_private_and_removed_afterwards() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let files = SecretFiles::write(&[secret("B", "two"), secret("A", "one\n")], false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(files.names(), ["A", "B"]);
+        let dir = files.host_dir();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("A")), 0o400);
+        assert_eq!(std::fs::read(dir.join("A")).unwrap(), b"one\n");
+        assert_eq!(mode(&dir), 0o500);
+        assert_eq!(mode(dir.parent().unwrap()), 0o700);
+        assert_eq!(files.bind().target, PathBuf::from(SECRETS_DIR));
+        assert!(files.bind().read_only);
+        drop(files);
+        assert!(!dir.exists(), "removed with the build");
+        assert!(SecretFiles::write(&[], false).unwrap().is_none());
+    }
+
+    /// Logs lose every secret value (with or without its trailing newline,
+    /// the longer of two overlapping secrets whole); outputs holding a value
+    /// long enough to matter are found, links included.
+    #[test]
+    fn logs_are_scrubbed_and_outputs_holding_a_secret_are_found() {
+        let files = SecretFiles::write(
+            &[secret("KEY", "hunter2-long-value\n"), secret("SHORT", "hunter2")],
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        let log = b"a hunter2-long-value b hunter2 c\nhunter2-long-value\n";
+        let scrubbed = String::from_utf8(files.scrub(log)).unwrap();
+        assert_eq!(scrubbed, "a [secret KEY] b [secret SHORT] c\n[secret KEY]");
+
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir(out.path().join("d")).unwrap();
+        std::fs::write(out.path().join("d/ok"), "hunter2 is short and common").unwrap();
+        assert_eq!(
+            files.find_in_tree(out.path()).unwrap(),
+            None,
+            "short values are not searched"
+        );
+        std::fs::write(out.path().join("d/leak"), "x=hunter2-long-value").unwrap();
+        assert_eq!(
+            files.find_in_tree(out.path()).unwrap(),
+            Some(("KEY".to_string(), PathBuf::from("d/leak")))
+        );
+        std::fs::remove_file(out.path().join("d/leak")).unwrap();
+        std::os::unix::fs::symlink("/x/hunter2-long-value", out.path().join("l")).unwrap();
+        assert_eq!(
+            files.find_in_tree(out.path()).unwrap(),
+            Some(("KEY".to_string(), PathBuf::from("l")))
+        );
+    }
 
     /// Proves `[limits]` reaches every step's sandbox limits: memory and
     /// processes as configured, "none"/0 as no limit, the rest the sandbox's defaults.

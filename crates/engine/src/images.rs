@@ -1,18 +1,19 @@
 //! The `images` target: the app image (Debian runtime + Python, the
-//! backend's site-packages and code, the frontend served as static files)
+//! backend's site-packages and code, the frontend's files — served by the
+//! app itself or by farm's front server in front of it)
 //! and, when the project has models and an Ollama toolchain, the Ollama
 //! image (the Ollama release + the models directory). Both are assembled by
 //! farm-images from store entries: no container engine, no Dockerfile.
 //! Also the deploy files, which reference every image by digest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use farm_images::{Compression, ImageSpec, LayerContent, LayerSpec};
 use farm_store::{Store, StoreEntry};
 
-use farm_project::config::Config;
+use farm_project::config::{Config, ImagesSection, ServeFrontend};
 
 use crate::step::StepId;
 
@@ -20,6 +21,33 @@ use crate::step::StepId;
 pub const APP_UID: u32 = 1000;
 pub const APP_PORT: u16 = 8000;
 pub const OLLAMA_PORT: u16 = 11434;
+
+/// farm's front server (spec/images.md "The app image and serving the
+/// frontend"): a standard-library ASGI module the image runs in front of
+/// the user's app.
+const FRONT_SERVER_PY: &str = include_str!("front_server.py");
+/// Its module name, underscored so that it does not shadow an app's module.
+const FRONT_SERVER_MODULE: &str = "_farm_front";
+/// Where it lives in the image (first on PYTHONPATH).
+const FRONT_SERVER_DIR: &str = "/app/farm";
+/// Where the frontend's files go in the app image.
+const STATIC_DIR: &str = "/app/static";
+
+/// `[images]` settings of the front server.
+#[derive(Clone, Debug)]
+pub struct FrontConfig {
+    pub serve: ServeFrontend,
+    pub api_prefixes: Option<Vec<String>>,
+}
+
+impl FrontConfig {
+    pub fn from_config(images: &ImagesSection) -> FrontConfig {
+        FrontConfig {
+            serve: images.serve_frontend,
+            api_prefixes: images.api_prefixes.clone(),
+        }
+    }
+}
 
 /// What the images step needs besides the other steps' outputs.
 #[derive(Clone)]
@@ -38,6 +66,7 @@ pub struct ImagesPlan {
     pub created: u64,
     pub revision: Option<String>,
     pub layer_cache: PathBuf,
+    pub front: FrontConfig,
 }
 
 impl ImagesPlan {
@@ -52,6 +81,13 @@ impl ImagesPlan {
             format!("step-layers={:?}", self.step_layers),
             format!("compression={:?}", self.compression),
             format!("created={} revision={:?}", self.created, self.revision),
+            format!(
+                // v1: the decision rules of decide_front_server; bump when they change.
+                "front-server-v1={:?} {:?} {}",
+                self.front.serve,
+                self.front.api_prefixes,
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(FRONT_SERVER_PY))
+            ),
             "images-v1".into(),
         ]
     }
@@ -135,10 +171,24 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &crate::step::StepOutputs) -> 
             name: "app".into(),
             contents: vec![content(backend.path.join("backend/app"), "/app/app")],
         });
-        if let Some(front) = deps.get(&StepId::Frontend) {
+        let frontend = deps.get(&StepId::Frontend);
+        if let Some(front) = frontend {
             spec.layers.push(LayerSpec {
                 name: "frontend".into(),
-                contents: vec![content(front.path.clone(), "/app/static")],
+                contents: vec![content(front.path.clone(), STATIC_DIR)],
+            });
+        }
+        let front_server = decide_front_server(&plan.front, &backend.path, app, frontend.is_some())?;
+        // The module's directory must outlive build_image below.
+        let mut front_dir = None;
+        if front_server.is_some() {
+            let tmp = front_dir.insert(tempfile::tempdir().context("a temporary directory for the front server")?);
+            let dir = tmp.path().join("farm");
+            std::fs::create_dir(&dir)?;
+            std::fs::write(dir.join(format!("{FRONT_SERVER_MODULE}.py")), FRONT_SERVER_PY)?;
+            spec.layers.push(LayerSpec {
+                name: "front-server".into(),
+                contents: vec![content(dir, FRONT_SERVER_DIR)],
             });
         }
         for (step, at) in &plan.step_layers {
@@ -158,14 +208,24 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &crate::step::StepOutputs) -> 
             "PYTHONPATH=/app/app:/app/site-packages".into(),
             "PYTHONDONTWRITEBYTECODE=1".into(),
             "PYTHONUNBUFFERED=1".into(),
-            "FARM_STATIC_DIR=/app/static".into(),
+            format!("FARM_STATIC_DIR={STATIC_DIR}"),
         ];
+        let mut asgi = app.clone();
+        if let Some(front) = &front_server {
+            spec.config.env[2] = format!("PYTHONPATH={FRONT_SERVER_DIR}:/app/app:/app/site-packages");
+            spec.config.env.extend([
+                format!("FARM_ASGI_APP={app}"),
+                format!("FARM_API_PREFIXES={}", front.api_prefixes.join(" ")),
+                format!("FARM_SERVE_FRONTEND={}", front.mode),
+            ]);
+            asgi = format!("{FRONT_SERVER_MODULE}:app");
+        }
         spec.config.exposed_ports = vec![format!("{APP_PORT}/tcp")];
         spec.config.entrypoint = vec![
             format!("/usr/bin/python{python}"),
             "-m".into(),
             "uvicorn".into(),
-            app.clone(),
+            asgi,
             "--host".into(),
             "0.0.0.0".into(),
             "--port".into(),
@@ -219,6 +279,118 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &crate::step::StepOutputs) -> 
     json.push('\n');
     std::fs::write(out.join("images.json"), json)?;
     Ok(())
+}
+
+/// The front server's settings in an app image that has it.
+#[derive(Debug, PartialEq, Eq)]
+struct FrontServer {
+    api_prefixes: Vec<String>,
+    /// `FARM_SERVE_FRONTEND`: `auto` (steps aside at run time when the app
+    /// routes `/`) or `true`.
+    mode: &'static str,
+}
+
+/// Whether the app image gets the front server: `serve-frontend = true`
+/// always (it needs a frontend), `false` never, `auto` when there is a
+/// frontend and the backend (its step output `backend`) serves none itself —
+/// its OpenAPI document has no `/` and the top-level package of its ASGI
+/// module (`app` of `app.main:app`; not its tests) never mentions
+/// `FARM_STATIC_DIR`, farm's variable for apps that mount the frontend.
+fn decide_front_server(
+    cfg: &FrontConfig,
+    backend: &Path,
+    asgi_app: &str,
+    frontend: bool,
+) -> Result<Option<FrontServer>> {
+    let mode = match cfg.serve {
+        ServeFrontend::Off => return Ok(None),
+        ServeFrontend::On if !frontend => anyhow::bail!(
+            "farm.toml: images.serve-frontend = true needs the frontend in the build, found no [frontend] output\n\
+             hint: add a [frontend] section, or set images.serve-frontend = \"auto\""
+        ),
+        ServeFrontend::On => "true",
+        ServeFrontend::Auto if !frontend => return Ok(None),
+        ServeFrontend::Auto => "auto",
+    };
+    // The backend step wrote these files: read them without following a link it may have planted.
+    let dir = farm_hostfs::Beneath::open_dir(backend)?;
+    let bytes = dir
+        .read(Path::new("openapi.json"))
+        .context("the backend step's openapi.json (the front server's API prefixes)")?;
+    let api: serde_json::Value =
+        serde_json::from_slice(&bytes).context("the backend step's openapi.json is not JSON")?;
+    if mode == "auto" && (api["paths"].get("/").is_some() || package_reads_static_dir(backend, asgi_app)?) {
+        return Ok(None);
+    }
+    let api_prefixes = match &cfg.api_prefixes {
+        Some(p) => p.clone(),
+        None => derived_api_prefixes(&api),
+    };
+    Ok(Some(FrontServer { api_prefixes, mode }))
+}
+
+/// `/<first segment>` of every OpenAPI path (`/api/notes` → `/api`),
+/// skipping path parameters; `/api` when there is none.
+fn derived_api_prefixes(api: &serde_json::Value) -> Vec<String> {
+    let set: BTreeSet<String> = api["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.keys())
+        .filter_map(|p| p.trim_start_matches('/').split('/').next())
+        .filter(|first| !first.is_empty() && !first.contains('{'))
+        .map(|first| format!("/{first}"))
+        .collect();
+    if set.is_empty() {
+        vec!["/api".into()]
+    } else {
+        set.into_iter().collect()
+    }
+}
+
+/// Whether the top-level package (or module) of `asgi_app` in the backend
+/// step's output mentions `FARM_STATIC_DIR`.
+fn package_reads_static_dir(backend: &Path, asgi_app: &str) -> Result<bool> {
+    let top = asgi_app.split([':', '.']).next().unwrap_or_default();
+    if top.is_empty() || top.contains('/') {
+        return Ok(false);
+    }
+    let code = backend.join("backend/app");
+    let module = code.join(format!("{top}.py"));
+    if std::fs::symlink_metadata(&module).is_ok_and(|m| m.is_file()) {
+        let text = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+        return Ok(mentions_static_dir(&text));
+    }
+    reads_static_dir(&code.join(top))
+}
+
+fn mentions_static_dir(text: &[u8]) -> bool {
+    text.windows(b"FARM_STATIC_DIR".len()).any(|w| w == b"FARM_STATIC_DIR")
+}
+
+/// Whether any `.py` file under `dir` mentions `FARM_STATIC_DIR`
+/// (symlinks are not followed).
+fn reads_static_dir(dir: &Path) -> Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if kind.is_dir() {
+            if reads_static_dir(&path)? {
+                return Ok(true);
+            }
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "py") {
+            let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            if mentions_static_dir(&text) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// An image's digest reference for deploy files: `[registry/]name@sha256:…`.
@@ -797,5 +969,124 @@ volumes:
             assert_eq!(ollama[0]["spec"]["template"]["spec"]["containers"][0]["image"], OLLAMA);
             assert_eq!(ollama[1]["spec"]["ports"][0]["port"], OLLAMA_PORT);
         }
+    }
+}
+
+#[cfg(test)]
+mod front_server_tests {
+    use super::*;
+
+    const APP: &str = "app.main:app";
+
+    /// A backend step output: `openapi.json` with `paths`, and `main.py` in `backend/app/app/`.
+    fn backend(paths: &[&str], main_py: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: serde_json::Map<String, serde_json::Value> =
+            paths.iter().map(|p| (p.to_string(), serde_json::json!({}))).collect();
+        std::fs::write(
+            dir.path().join("openapi.json"),
+            serde_json::to_vec(&serde_json::json!({ "paths": paths })).unwrap(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("backend/app/app")).unwrap();
+        std::fs::write(dir.path().join("backend/app/app/main.py"), main_py).unwrap();
+        dir
+    }
+
+    fn cfg(serve: ServeFrontend, prefixes: Option<&[&str]>) -> FrontConfig {
+        FrontConfig {
+            serve,
+            api_prefixes: prefixes.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    /// `auto` turns the front server on for an app that serves no frontend,
+    /// with the API prefixes taken from its OpenAPI paths.
+    #[test]
+    fn auto_serves_the_frontend_of_an_api_only_app() {
+        let b = backend(
+            &["/api/notes", "/api/notes/{id}", "/health", "/{slug}"],
+            "app = FastAPI()\n",
+        );
+        let front = decide_front_server(&cfg(ServeFrontend::Auto, None), b.path(), APP, true).unwrap();
+        assert_eq!(
+            front,
+            Some(FrontServer {
+                api_prefixes: vec!["/api".into(), "/health".into()],
+                mode: "auto"
+            }),
+            "path parameters are no prefix"
+        );
+        let empty = backend(&[], "");
+        let front = decide_front_server(&cfg(ServeFrontend::Auto, None), empty.path(), APP, true).unwrap();
+        assert_eq!(front.unwrap().api_prefixes, ["/api"], "the default without paths");
+        let set = decide_front_server(&cfg(ServeFrontend::Auto, Some(&["/v1"])), b.path(), APP, true).unwrap();
+        assert_eq!(set.unwrap().api_prefixes, ["/v1"], "farm.toml's prefixes win");
+    }
+
+    /// `auto` leaves alone an app that routes `/` or reads FARM_STATIC_DIR
+    /// (the example app), and every build without a frontend.
+    #[test]
+    fn auto_leaves_apps_that_serve_the_frontend_themselves() {
+        let auto = cfg(ServeFrontend::Auto, None);
+        let root = backend(&["/", "/api/x"], "");
+        assert_eq!(decide_front_server(&auto, root.path(), APP, true).unwrap(), None);
+        let mounts = backend(&["/api/x"], "import os\nos.environ.get(\"FARM_STATIC_DIR\")\n");
+        assert_eq!(decide_front_server(&auto, mounts.path(), APP, true).unwrap(), None);
+        let plain = backend(&["/api/x"], "");
+        assert_eq!(decide_front_server(&auto, plain.path(), APP, false).unwrap(), None);
+        // Only the app's own package counts: its tests may well mention the variable.
+        std::fs::create_dir_all(plain.path().join("backend/app/tests")).unwrap();
+        std::fs::write(plain.path().join("backend/app/tests/t.py"), "FARM_STATIC_DIR").unwrap();
+        assert!(decide_front_server(&auto, plain.path(), APP, true).unwrap().is_some());
+        // A single-module app (`main:app`) is its own package.
+        std::fs::write(
+            plain.path().join("backend/app/main.py"),
+            "os.environ['FARM_STATIC_DIR']",
+        )
+        .unwrap();
+        assert_eq!(
+            decide_front_server(&auto, plain.path(), "main:app", true).unwrap(),
+            None
+        );
+        // The example app itself.
+        let example = tempfile::tempdir().unwrap();
+        let app = example.path().join("backend/app");
+        std::fs::create_dir_all(&app).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/farm-app/apps/api/app/main.py");
+        std::fs::copy(src, app.join("main.py")).unwrap();
+        assert!(
+            reads_static_dir(&app).unwrap(),
+            "the example mounts FARM_STATIC_DIR itself"
+        );
+    }
+
+    /// `true` forces the front server even over an app's own `/`, and is an
+    /// error without a frontend; `false` never adds it.
+    #[test]
+    fn true_and_false_override_auto() {
+        let root = backend(&["/", "/api/x"], "FARM_STATIC_DIR");
+        let on = decide_front_server(&cfg(ServeFrontend::On, None), root.path(), APP, true).unwrap();
+        assert_eq!(on.unwrap().mode, "true");
+        let err = decide_front_server(&cfg(ServeFrontend::On, None), root.path(), APP, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("images.serve-frontend = true needs the frontend"), "{err}");
+        let plain = backend(&["/api/x"], "");
+        assert_eq!(
+            decide_front_server(&cfg(ServeFrontend::Off, None), plain.path(), APP, true).unwrap(),
+            None
+        );
+    }
+
+    /// A symlink in the backend's code is not followed by the scan.
+    #[test]
+    fn the_scan_does_not_follow_links() {
+        let b = backend(&["/api/x"], "");
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("x.py"), "FARM_STATIC_DIR").unwrap();
+        std::os::unix::fs::symlink(outside.path(), b.path().join("backend/app/linked")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x.py"), b.path().join("backend/app/l.py")).unwrap();
+        assert!(!reads_static_dir(&b.path().join("backend/app")).unwrap());
     }
 }

@@ -4,7 +4,8 @@
 //! Offline, from farm.toml and the dependency lockfiles the lock was
 //! resolved from: every package-lock.json entry must be in `[[npm]]` with
 //! its URL and integrity and nothing else may be; every requirements pin
-//! must be in `[[wheels]]` with its version and `--hash`; toolchains,
+//! must be in `[[wheels]]` with its version and `--hash`, and a Python
+//! lockfile's wheels are selected again and compared entry by entry; toolchains,
 //! models and images must be the ones farm.toml names. What only a resolver
 //! could re-derive (pip's transitive set, the Debian closure, registry
 //! digests) is checked for what a lock entry can get wrong on its own: one
@@ -21,7 +22,6 @@ use std::fmt;
 use anyhow::{bail, Context as _, Result};
 use farm_lockfiles::integrity::Algorithm;
 use farm_lockfiles::lock::{LockedArtifact, PythonWheel, Unpack};
-use farm_lockfiles::npm::{self, PackageLockEntry};
 use farm_lockfiles::pypi::{self, PythonTarget, WheelName};
 use farm_lockfiles::redact::{redact_text, without_userinfo};
 use farm_lockfiles::Lock;
@@ -249,9 +249,19 @@ impl Checker<'_> {
             self.eq(Section::Node, T, entry, "name", entry, &a.name);
         }
         if self.derived(Section::Node) {
+            // An exact version must be equal; a major (`24`) must match as a prefix.
             let version = cfg.version.trim().trim_start_matches('v');
-            self.eq(Section::Node, T, "", "version", version, &n.version);
-            self.eq(Section::Node, T, "node", "version", version, &n.node.version);
+            if !npm_version_fits(version, &n.version) {
+                self.diff(
+                    Section::Node,
+                    T,
+                    "",
+                    "version",
+                    format!("{version} (toolchains.node.version)"),
+                    &n.version,
+                );
+            }
+            self.eq(Section::Node, T, "node", "version", &n.version, &n.node.version);
             let wanted = cfg.npm.trim().trim_start_matches('v');
             if !npm_version_fits(wanted, &n.npm.version) {
                 self.diff(
@@ -405,7 +415,7 @@ impl Checker<'_> {
     fn npm(&mut self) -> Result<()> {
         const T: &str = "[[npm]]";
         let s = Section::Npm;
-        let Some(rel) = self.project.package_lock() else {
+        let Some(loc) = self.project.js_lock()? else {
             if !self.lock.npm.is_empty() && self.derived(s) {
                 self.diff(
                     s,
@@ -455,52 +465,54 @@ impl Checker<'_> {
         if !self.derived(s) {
             return Ok(());
         }
-        let shown = rel.display().to_string();
-        let path = self.project.root.join(&rel);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let expected: BTreeMap<String, PackageLockEntry> = npm::package_lock_entries(&shown, &text)?
-            .into_iter()
-            .map(|e| (e.key.clone(), e))
-            .collect();
+        // The same reader as `farm lock`, with the registry as `mirror://npm`:
+        // registry tarballs then have the URL `farm lock` writes for them.
+        let shown = self.project.relative(&loc.lockfile).display().to_string();
+        let install = farm_lockread::js::read_js_lock(&loc, "mirror://npm")?;
+        // Entries the lockfile pins itself, then those `farm lock` pinned
+        // from the registry (integrity not checkable offline), then
+        // optional ones whose platform only the registry knows (either way).
+        let mut expected: BTreeMap<String, (&str, &str, &str, Option<&farm_lockfiles::Integrity>)> = BTreeMap::new();
+        for p in &install.packages {
+            let a = &p.artifact;
+            expected.insert(p.path.clone(), (&a.name, &a.version, &a.url, Some(&a.integrity)));
+        }
+        for u in &install.unpinned {
+            expected.insert(u.path.clone(), (&u.name, &u.version, &u.url, None));
+        }
+        let maybe: BTreeSet<&str> = install.platform_unknown.iter().map(String::as_str).collect();
         let mut found = BTreeMap::new();
         for p in &self.lock.npm {
             found.entry(p.path.as_str()).or_insert(p);
         }
         for key in expected.keys() {
-            if !found.contains_key(key.as_str()) {
+            if !found.contains_key(key.as_str()) && !maybe.contains(key.as_str()) {
                 self.diff(s, T, key, "entry", format!("one (from {shown})"), "none");
             }
         }
         for (key, p) in &found {
-            let Some(e) = expected.get(*key) else {
+            let Some((name, version, url, integrity)) = expected.get(*key) else {
                 self.diff(s, T, key, "entry", format!("none ({key} is not in {shown})"), "one");
                 continue;
             };
             let a = &p.artifact;
-            self.eq(s, T, key, "name", &e.name, &a.name);
-            self.eq(s, T, key, "version", &e.version, &a.version);
-            if e.integrity != a.integrity {
-                self.diff(
-                    s,
-                    T,
-                    key,
-                    "integrity",
-                    format!("{} ({shown})", e.integrity),
-                    &a.integrity,
-                );
+            self.eq(s, T, key, "name", name, &a.name);
+            self.eq(s, T, key, "version", version, &a.version);
+            if let Some(integrity) = integrity {
+                if **integrity != a.integrity {
+                    self.diff(s, T, key, "integrity", format!("{integrity} ({shown})"), &a.integrity);
+                }
             }
-            if !npm_url_matches(e, &a.url) {
-                let expected = match &e.resolved {
-                    Some(r) => format!("{r} or mirror://npm/ and its path below the registry ({shown})"),
-                    None => format!(
-                        "mirror://npm/{} ({shown} records no `resolved`)",
-                        npm::tarball_path(&e.name, &e.version)
-                    ),
+            if !npm_url_matches(name, url, &a.url) {
+                let expected = if url.starts_with("mirror://") {
+                    format!("{url} ({shown})")
+                } else {
+                    format!("{url} or mirror://npm/ and its path below the registry ({shown})")
                 };
                 self.diff(s, T, key, "url", expected, &a.url);
             }
             if let Some(size) = a.size {
-                self.diff(s, T, key, "size", "none (package-lock.json records no size)", size);
+                self.diff(s, T, key, "size", format!("none ({shown} records no size)"), size);
             }
         }
         Ok(())
@@ -509,6 +521,9 @@ impl Checker<'_> {
     fn wheels(&mut self) -> Result<()> {
         const T: &str = "[[wheels]]";
         let s = Section::Wheels;
+        if let Some(rel) = self.project.python_lockfile() {
+            return self.lockfile_wheels(&rel);
+        }
         let Some(rel) = self.project.requirements() else {
             if !self.lock.wheels.is_empty() && self.derived(s) {
                 self.diff(
@@ -544,7 +559,7 @@ impl Checker<'_> {
             }
         }
         for w in &self.lock.wheels {
-            self.wheel_shape(w, target.as_ref());
+            self.wheel_shape(w, target.as_ref(), true);
         }
         if !self.derived(s) {
             return Ok(());
@@ -613,14 +628,95 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn wheel_shape(&mut self, w: &PythonWheel, target: Option<&PythonTarget>) {
+    /// `[[wheels]]` read from a Python lockfile: selected again for the
+    /// locked interpreter exactly as `farm lock` selected them
+    /// (`ops::lock::lockfile_wheels`), then compared entry by entry.
+    fn lockfile_wheels(&mut self, rel: &std::path::Path) -> Result<()> {
+        const T: &str = "[[wheels]]";
+        let s = Section::Wheels;
+        for (name, n) in counts(self.lock.wheels.iter().map(|w| w.artifact.name.as_str())) {
+            if n > 1 {
+                self.diff(s, T, name, "entries", "one wheel per project", format!("{n} entries"));
+            }
+        }
+        for w in &self.lock.wheels {
+            // Wheels at URLs of their own (pylock.toml) keep them; the
+            // selection below compares every URL exactly.
+            self.wheel_shape(w, None, false);
+        }
+        let (Some(debian), Some(python)) = (&self.lock.debian, &self.lock.python) else {
+            // `[python]`/`[debian]` report their own absence.
+            return Ok(());
+        };
+        if !self.derived(s) {
+            return Ok(());
+        }
+        let shown = rel.display().to_string();
+        let expected = crate::ops::lock::lockfile_wheels(self.project, rel, debian, python)
+            .context("re-deriving [[wheels]] from the backend's Python lockfile")?;
+        let expected: BTreeMap<&str, &PythonWheel> = expected.iter().map(|w| (w.artifact.name.as_str(), w)).collect();
+        let mut found: BTreeMap<&str, &PythonWheel> = BTreeMap::new();
+        for w in &self.lock.wheels {
+            found.entry(w.artifact.name.as_str()).or_insert(w);
+        }
+        for (name, e) in &expected {
+            let Some(w) = found.get(name) else {
+                self.diff(s, T, name, "entry", format!("{} (from {shown})", e.filename), "none");
+                continue;
+            };
+            let (ea, wa) = (&e.artifact, &w.artifact);
+            self.eq(s, T, name, "version", &ea.version, &wa.version);
+            self.eq(s, T, name, "filename", &e.filename, &w.filename);
+            self.eq(s, T, name, "url", &ea.url, &wa.url);
+            if ea.integrity != wa.integrity {
+                self.diff(
+                    s,
+                    T,
+                    name,
+                    "integrity",
+                    format!("{} ({shown})", ea.integrity),
+                    &wa.integrity,
+                );
+            }
+            if ea.size != wa.size {
+                let show = |x: Option<u64>| x.map_or("none".to_string(), |n| n.to_string());
+                self.diff(
+                    s,
+                    T,
+                    name,
+                    "size",
+                    format!("{} ({shown})", show(ea.size)),
+                    show(wa.size),
+                );
+            }
+        }
+        for name in found.keys() {
+            if !expected.contains_key(name) {
+                self.diff(
+                    s,
+                    T,
+                    name,
+                    "entry",
+                    format!("none ({shown} does not install it for this target and farm.toml's groups and extras)"),
+                    "one",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn wheel_shape(&mut self, w: &PythonWheel, target: Option<&PythonTarget>, index_url: bool) {
         const T: &str = "[[wheels]]";
         let s = Section::Wheels;
         let a = &w.artifact;
         let entry = a.name.as_str();
         self.artifact(s, T, entry, a, Unpack::File, 0, &[Algorithm::Sha256], &[]);
         self.eq(s, T, entry, "name", &pypi::normalize_project(&a.name), &a.name);
-        self.eq(s, T, entry, "url", &pypi::lock_url(&a.name, &w.filename), &a.url);
+        if index_url || a.url.starts_with(pypi::PYPI_SCHEME) {
+            self.eq(s, T, entry, "url", &pypi::lock_url(&a.name, &w.filename), &a.url);
+        } else if !url_has_form(&a.url, UrlForm::Http) {
+            self.diff(s, T, entry, "url", "pypi://<project>/<file> or an http(s) URL", &a.url);
+        }
         match WheelName::parse(&w.filename) {
             None => self.diff(s, T, entry, "filename", "a wheel file name (PEP 427)", &w.filename),
             Some(parsed) => {
@@ -800,23 +896,24 @@ fn install_path_ok(path: &str) -> bool {
         && path.split('/').any(|seg| seg == "node_modules")
 }
 
-/// The lock URL `farm lock` may have written for a package-lock entry: the
-/// registry's tarball path as `mirror://npm/` when `resolved` is absent;
-/// else `resolved` itself, or (when it lay under the locking machine's
-/// registry) `mirror://npm/` and the part of it from the package name on.
-fn npm_url_matches(e: &PackageLockEntry, url: &str) -> bool {
-    let Some(resolved) = &e.resolved else {
-        return url == format!("mirror://npm/{}", npm::tarball_path(&e.name, &e.version));
-    };
-    if url == resolved {
+/// The lock URL `farm lock` may have written for a tarball the JS lockfile
+/// reader gives as `expected`: a registry tarball as `mirror://npm/…`
+/// exactly; another URL as itself or, when it lay under the locking
+/// machine's registry, `mirror://npm/` and the part of it from the package
+/// name on.
+fn npm_url_matches(name: &str, expected: &str, url: &str) -> bool {
+    if url == expected {
         return true;
+    }
+    if expected.starts_with("mirror://") {
+        return false;
     }
     let Some(rest) = url.strip_prefix("mirror://npm/") else {
         return false;
     };
     safe_url_path(rest)
-        && rest.starts_with(&format!("{}/", e.name))
-        && without_userinfo(resolved).ends_with(&format!("/{rest}"))
+        && rest.starts_with(&format!("{name}/"))
+        && without_userinfo(expected).ends_with(&format!("/{rest}"))
 }
 
 /// `toolchains.node.npm` against the locked npm: an exact version must be
@@ -857,6 +954,7 @@ mod tests {
     use super::*;
     use farm_lockfiles::integrity::sha256_of;
     use farm_lockfiles::lock::{NpmPackage, PythonWheel};
+    use farm_lockfiles::npm;
 
     const SRI_A: &str =
         "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==";
@@ -1064,23 +1162,28 @@ mod tests {
 
     #[test]
     fn resolved_urls_may_be_kept_or_made_relative_to_the_registry_but_not_moved() {
-        let e = PackageLockEntry {
-            key: "node_modules/@s/b".into(),
-            name: "@s/b".into(),
-            version: "1.0.0".into(),
-            resolved: Some("https://npm.example.invalid/base/@s/b/-/b-1.0.0.tgz".into()),
-            integrity: sha256_of(b"x"),
-        };
-        assert!(npm_url_matches(
-            &e,
-            "https://npm.example.invalid/base/@s/b/-/b-1.0.0.tgz"
-        ));
-        assert!(npm_url_matches(&e, "mirror://npm/@s/b/-/b-1.0.0.tgz"));
-        assert!(!npm_url_matches(&e, "mirror://npm/-/b-1.0.0.tgz"));
-        assert!(!npm_url_matches(&e, "mirror://npm/@s/b/../../x/-/b-1.0.0.tgz"));
+        // A registry tarball: only the URL `farm lock` writes.
+        let reg = "mirror://npm/@s/b/-/b-1.0.0.tgz";
+        assert!(npm_url_matches("@s/b", reg, "mirror://npm/@s/b/-/b-1.0.0.tgz"));
         assert!(!npm_url_matches(
-            &e,
-            "https://other.example.invalid/base/@s/b/-/b-1.0.0.tgz"
+            "@s/b",
+            reg,
+            "https://npm.example.invalid/@s/b/-/b-1.0.0.tgz"
+        ));
+        // Another URL: kept, or made relative to the registry it lay under.
+        let e = "https://npm.example.invalid/base/@s/b/-/b-1.0.0-fork.tgz";
+        assert!(npm_url_matches("@s/b", e, e));
+        assert!(npm_url_matches("@s/b", e, "mirror://npm/@s/b/-/b-1.0.0-fork.tgz"));
+        assert!(!npm_url_matches("@s/b", e, "mirror://npm/-/b-1.0.0-fork.tgz"));
+        assert!(!npm_url_matches(
+            "@s/b",
+            e,
+            "mirror://npm/@s/b/../../x/-/b-1.0.0-fork.tgz"
+        ));
+        assert!(!npm_url_matches(
+            "@s/b",
+            e,
+            "https://other.example.invalid/base/@s/b/-/b-1.0.0-fork.tgz"
         ));
         assert!(url_has_form(
             "mirror://debian/pool/main/x.deb",

@@ -68,13 +68,23 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
             .pip
             .clone()
             .context("farm.lock has no [python] toolchain\nhint: run `farm lock`")?;
-        let script = scripts::backend(&env.paths(), &src, &wheels, &pip, &b.requirements, &b.app);
+        // With a Python lockfile the lock's wheels are the whole install.
+        let requirements = match project.python_deps() {
+            Some(farm_project::config::PythonDeps::Lockfile(_)) => None,
+            _ => Some(b.requirements.clone().unwrap_or_else(|| "requirements.txt".into())),
+        };
+        let script = scripts::backend(&env.paths(), &src, &wheels, &pip, requirements.as_deref(), &b.app);
+        let mut extra = env_vars.to_vec();
+        if !env.backend_secrets.is_empty() {
+            // Names only: the OpenAPI export reads the values from the secret files.
+            extra.push(("FARM_BACKEND_SECRETS".into(), env.backend_secrets.join(" ")));
+        }
         steps.push(Step::script(
             StepId::Backend,
             vec![],
             script,
             vec![src, wheels, pip],
-            env_vars.to_vec(),
+            extra,
         ));
     }
     if targets.contains(&Target::Models) {
@@ -91,7 +101,8 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
         let src = source::snapshot(store, root, &f.path, "frontend", &[f.output_dir.as_path()])?;
         sources.insert("frontend".to_string(), src.digest.to_string());
         let nm = deps::node_modules(store, lock, crate::ops::fetch::unpack_limits(project))?;
-        let links = deps::workspace_links(root, &f.path)?;
+        let layout = deps::js_layout(project)?.context("the frontend has no JS lockfile")?;
+        let workspace = deps::workspace_sources(store, project, &layout)?;
         for pkg in &f.allow_scripts {
             if !lock.npm.iter().any(|p| p.path == format!("node_modules/{pkg}")) {
                 bail!("frontend.allow-scripts names {pkg:?}, which is not a top-level package of the frontend's package-lock.json");
@@ -107,7 +118,9 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
                 dev: opts.dev,
                 api_types: f.api_types.as_deref().filter(|_| types_on),
                 allow_scripts: &f.allow_scripts,
-                links: &links,
+                member: &layout.member,
+                workspace: &workspace,
+                links: &layout.links,
             },
         );
         // After the backend, as in the FARM design (the API types come from it).
@@ -128,7 +141,9 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
             "npm_config_cache".to_string(),
             format!("{}/.npm-cache", env.paths().build),
         ));
-        let mut step = Step::script(StepId::Frontend, after, script, vec![src, nm], extra);
+        let mut inputs = vec![src, nm];
+        inputs.extend(workspace.into_iter().map(|(_, e)| e));
+        let mut step = Step::script(StepId::Frontend, after, script, inputs, extra);
         if types_on {
             step.after.push(StepId::Types);
             step.inputs_from.push(StepId::Types);
@@ -303,8 +318,9 @@ fn types_step(store: &Store, lock: &Lock, env: &BuildEnv, project: &Project) -> 
     // The app's own generator when its lock has one, run offline in the sandbox.
     if lock.npm.iter().any(|p| p.path == "node_modules/openapi-typescript") {
         let nm = deps::node_modules(store, lock, crate::ops::fetch::unpack_limits(project))?;
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&Beneath::open_dir(&nm.path)?.read(Path::new("openapi-typescript/package.json"))?)?;
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &Beneath::open_dir(&nm.path)?.read(Path::new("node_modules/openapi-typescript/package.json"))?,
+        )?;
         let bin = match &manifest["bin"] {
             serde_json::Value::String(b) => b.clone(),
             serde_json::Value::Object(m) => m
@@ -319,7 +335,7 @@ fn types_step(store: &Store, lock: &Lock, env: &BuildEnv, project: &Project) -> 
         }
         let (b, o) = (scripts::BUILD_PLACEHOLDER, scripts::OUT_PLACEHOLDER);
         let script = format!(
-            "set -eu\nmkdir -p \"{b}/gen/node_modules\"\ncp -R {nm}/. \"{b}/gen/node_modules/\"\ncd \"{b}/gen\"\nnode {bin} {api}/openapi.json --output \"{o}/api-types.ts\"\n",
+            "set -eu\nmkdir -p \"{b}/gen/node_modules\"\ncp -R {nm}/node_modules/. \"{b}/gen/node_modules/\"\ncd \"{b}/gen\"\nnode {bin} {api}/openapi.json --output \"{o}/api-types.ts\"\n",
             nm = scripts::q(&env.paths().store(&nm)),
             bin = scripts::q(&format!("node_modules/openapi-typescript/{}", bin.trim_start_matches("./"))),
             api = scripts::dep("backend"),
@@ -399,6 +415,7 @@ fn images_plan(
         created: sde,
         revision: git_revision(&project.root),
         layer_cache: farm_home.join("cache").join("layers"),
+        front: images::FrontConfig::from_config(&config.images),
     })
 }
 

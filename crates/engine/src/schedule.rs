@@ -13,11 +13,11 @@ use farm_store::{Store, StoreEntry};
 use serde::{Deserialize, Serialize};
 
 use crate::build::BuildEnv;
-use crate::executor::sandbox_spec;
+use crate::executor::{sandbox_spec, SecretFiles, SECRETS_DIR};
 use crate::manifest::TraceEvent;
 use crate::reporter::Reporter;
 use crate::scripts;
-use crate::step::{ActionRecord, Step, StepAction, StepId, StepKey, StepOutputs};
+use crate::step::{sees_secrets, ActionRecord, Step, StepAction, StepId, StepKey, StepOutputs};
 
 pub struct Runner<'a> {
     pub store: &'a Store,
@@ -288,11 +288,39 @@ impl Runner<'_> {
                 let mut inputs = inputs.clone();
                 inputs.extend(deps.values().cloned());
                 let script = scripts::render_deps(script, deps, env.hermetic);
-                let r = if env.hermetic {
-                    self.run_sandboxed(&script, &inputs, extra_env, env, &out, &log)
-                } else {
-                    self.run_on_host(&script, extra_env, env, &staging.path().join("build"), &out, &log)
+                // With secrets, the log is captured outside the store and scrubbed into place.
+                let capture = match &env.secrets {
+                    Some(s) => s.capture_log(log.file_name().expect("a log file name")),
+                    None => log.clone(),
                 };
+                let secrets = env.secrets.as_ref().filter(|_| sees_secrets(&step.id));
+                let r = if env.hermetic {
+                    self.run_sandboxed(&script, &inputs, extra_env, env, secrets, &out, &capture)
+                } else {
+                    self.run_on_host(
+                        &script,
+                        extra_env,
+                        env,
+                        secrets,
+                        &staging.path().join("build"),
+                        &out,
+                        &capture,
+                    )
+                };
+                if let Some(s) = &env.secrets {
+                    s.scrub_log(&capture, &log)?;
+                }
+                let r = r.and_then(|x| {
+                    if let Some((name, path)) = secrets.map(|s| s.find_in_tree(&out)).transpose()?.flatten() {
+                        bail!(
+                            "step {} wrote the value of secret {name} into its output ({})\n\
+                             hint: a secret is for the build to use, never to ship; read it from /run/secrets/{name} without copying it into $out",
+                            step.id,
+                            path.display()
+                        );
+                    }
+                    Ok(x)
+                });
                 r.map(|(status, timed_out, rss)| {
                     peak = rss;
                     (status, timed_out)
@@ -337,12 +365,14 @@ impl Runner<'_> {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_sandboxed(
         &self,
         script: &str,
         inputs: &[StoreEntry],
         extra_env: &[(String, String)],
         env: &BuildEnv,
+        secrets: Option<&SecretFiles>,
         out: &Path,
         log: &Path,
     ) -> Result<(i32, bool, Option<u64>)> {
@@ -365,17 +395,25 @@ impl Runner<'_> {
         );
         spec.binds.push(Bind::writable(out, farm_sandbox::OUT_DIR));
         spec.env.extend(extra_env.iter().cloned());
+        if let Some(s) = secrets {
+            // A tmpfs /run of the step's own (the root's is read-only) holds the bind.
+            spec.writable.push("/run".into());
+            spec.binds.push(s.bind());
+            spec.env.push(("FARM_SECRETS_DIR".into(), SECRETS_DIR.into()));
+        }
         spec.timeout = Some(self.timeout);
         let executor = env.executor.as_ref().expect("hermetic builds have a sandbox");
         let o = executor.run(&spec)?;
         Ok((o.status, o.timed_out, o.peak_rss_kib))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_on_host(
         &self,
         script: &str,
         extra_env: &[(String, String)],
         env: &BuildEnv,
+        secrets: Option<&SecretFiles>,
         build: &Path,
         out: &Path,
         log: &Path,
@@ -407,6 +445,9 @@ impl Runner<'_> {
             .stdin(std::process::Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf);
+        if let Some(s) = secrets {
+            cmd.env("FARM_SECRETS_DIR", s.host_dir());
+        }
         let mut child = cmd.spawn().context("starting /bin/sh")?;
         let deadline = Instant::now() + self.timeout;
         loop {

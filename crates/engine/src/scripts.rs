@@ -66,7 +66,15 @@ pub struct FrontendStep<'a> {
     pub api_types: Option<&'a Path>,
     /// Packages whose install scripts run.
     pub allow_scripts: &'a [String],
-    /// Workspace packages npm links into node_modules (checked to be inside the sources).
+    /// Where the frontend is relative to the directory holding its JS
+    /// lockfile (empty when that is the frontend): the build tree
+    /// `app/` is that directory, the frontend `app/<member>`.
+    pub member: &'a Path,
+    /// More sources at their place below `app/`: the workspace root's files
+    /// and the linked directories (crate::deps::workspace_sources).
+    pub workspace: &'a [(std::path::PathBuf, StoreEntry)],
+    /// Symlinks the package manager makes in node_modules (workspace
+    /// members, `link:` dependencies), relative to `app/`.
     pub links: &'a [crate::deps::WorkspaceLink],
 }
 
@@ -79,17 +87,22 @@ pub fn frontend(p: &Paths, f: &FrontendStep) -> String {
         dev,
         api_types,
         allow_scripts,
+        member,
+        workspace,
         links,
     } = *f;
     let (b, o) = (BUILD_PLACEHOLDER, OUT_PLACEHOLDER);
     let out_dir = output_dir.display().to_string();
+    // A path below the frontend, quoted, relative to `app/`.
+    let in_member = |p: &Path| q(&member.join(p).display().to_string());
     format!(
         r#"set -eu
-{copy_fn}mkdir -p "{b}/app/node_modules"
-farm_copy {src} "{b}/app"
-cp -R {nm}/. "{b}/app/node_modules/"
+{copy_fn}mkdir -p "{b}/app"
+{workspace}mkdir -p "{b}/app/"{member}
+farm_copy {src} "{b}/app/"{member}
+cp -R {nm}/. "{b}/app/"
 chmod -R u+w "{b}/app"
-{links}{install_scripts}{types}cd "{b}/app"
+{links}{install_scripts}{types}cd "{b}/app/"{member}
 npm run --no-update-notifier {script}{dev_args}
 if [ ! -d {out_dir} ]; then
   echo "farm: the build script wrote no {out_dir}/ directory (frontend.output-dir in farm.toml)" >&2
@@ -98,6 +111,15 @@ fi
 cp -R {out_dir}/. "{o}/"
 "#,
         copy_fn = COPY_FN,
+        // The workspace root's files first, so the frontend's own win.
+        workspace = workspace
+            .iter()
+            .map(|(at, e)| {
+                let at = q(&at.display().to_string());
+                format!("mkdir -p \"{b}/app/\"{at}\nfarm_copy {} \"{b}/app/\"{at}\n", q(&p.store(e)))
+            })
+            .collect::<String>(),
+        member = q(&member.display().to_string()),
         // Workspace packages are linked as npm links them.
         links = links
             .iter()
@@ -122,7 +144,7 @@ cp -R {out_dir}/. "{o}/"
         // The generated API types go into the build copy, never the user's tree.
         types = match api_types {
             Some(t) => {
-                let t = q(&t.display().to_string());
+                let t = in_member(t);
                 format!("mkdir -p \"$(dirname \"{b}/app/\"{t})\"\ncp -f {}/api-types.ts \"{b}/app/\"{t}\nchmod u+w \"{b}/app/\"{t}\n", dep("types"))
             }
             None => String::new(),
@@ -143,22 +165,43 @@ cp -R {out_dir}/. "{o}/"
 /// backend: install the locked wheels into a fixed prefix without bytecode,
 /// compile bytecode once (sorted, checked-hash, paths rewritten to /app),
 /// then import the ASGI app and write its OpenAPI schema with sorted keys.
+/// `requirements` (relative to the backend's sources) is what pip installs
+/// from the wheelhouse; without it (a Python lockfile pinned the complete
+/// set for this target) every wheel of the wheelhouse is installed as is.
 pub fn backend(
     p: &Paths,
     src: &StoreEntry,
     wheelhouse: &StoreEntry,
     pip: &StoreEntry,
-    requirements: &Path,
+    requirements: Option<&Path>,
     app: &str,
 ) -> String {
     let o = OUT_PLACEHOLDER;
     let (module, attr) = app.split_once(':').unwrap_or((app, "app"));
+    let what = match requirements {
+        Some(r) => format!("-r {}/{}", q(&p.store(src)), q(&r.display().to_string())),
+        // The lock's selection is the whole closure: no resolution, no
+        // dependency lookups; the glob is sorted (LC_ALL=C.UTF-8).
+        None => "--no-deps \"$@\"".to_string(),
+    };
+    let wheel_args = match requirements {
+        Some(_) => String::new(),
+        None => format!("set -- {}/*.whl\n", q(&p.store(wheelhouse))),
+    };
+    let guard = match requirements {
+        Some(_) => "",
+        None => "if [ -e \"$1\" ]; then\n",
+    };
+    let guard_end = match requirements {
+        Some(_) => "",
+        None => "\nfi",
+    };
     format!(
         r#"set -eu
 {copy_fn}export PYTHONPATH={pip}
-python3 -m pip install --quiet --no-index --find-links {wheels} --only-binary :all: --no-compile \
+{wheel_args}{guard}python3 -m pip install --quiet --no-index --find-links {wheels} --only-binary :all: --no-compile \
   --no-cache-dir --disable-pip-version-check --no-warn-script-location \
-  --target "{o}/backend/site-packages" -r {src}/{req}
+  --target "{o}/backend/site-packages" {what}{guard_end}
 unset PYTHONPATH
 mkdir -p "{o}/backend/app"
 farm_copy {src} "{o}/backend/app"
@@ -167,8 +210,12 @@ chmod -R u+w "{o}/backend"
 python3 -m compileall -q -j 1 --invalidation-mode checked-hash -s "{o}/backend" -p /app "{o}/backend"
 cd "{o}/backend/app"
 PYTHONPATH="{o}/backend/app:{o}/backend/site-packages" python3 - {module} {attr} > "{o}/openapi.json" <<'FARM_PY'
-import importlib, json, sys
+import importlib, json, os, sys
 module, attr = sys.argv[1], sys.argv[2]
+# backend.secrets: variables of this import only, read from the secret files.
+for name in os.environ.get("FARM_BACKEND_SECRETS", "").split():
+    with open(os.path.join(os.environ["FARM_SECRETS_DIR"], name), "rb") as f:
+        os.environb[name.encode()] = f.read()
 app = getattr(importlib.import_module(module), attr)
 sys.stdout.write(json.dumps(app.openapi(), sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 FARM_PY
@@ -177,7 +224,6 @@ FARM_PY
         pip = q(&p.store(pip)),
         wheels = q(&p.store(wheelhouse)),
         src = q(&p.store(src)),
-        req = q(&requirements.display().to_string()),
         module = q(module),
         attr = q(attr),
     )

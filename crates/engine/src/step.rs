@@ -81,12 +81,18 @@ impl Step {
                     ins.push(format!("root={}", tc.root.file_name()));
                 }
                 ins.sort();
-                serde_json::json!({
+                let mut desc = serde_json::json!({
                     "v": KEY_VERSION, "name": self.id, "hermetic": env.hermetic, "script": script,
                     "inputs": ins, "env": extra_env, "host": env.host_tools,
                     "source_date_epoch": env.source_date_epoch, "variation": env.variation,
                     "deps": deps,
-                })
+                });
+                // Which secret files the step sees, never their values: a
+                // new secret value reuses the cached output.
+                if let Some(s) = env.secrets.as_ref().filter(|_| sees_secrets(&self.id)) {
+                    desc["secrets"] = s.names().into();
+                }
+                desc
             }
             StepAction::InProcess { key_parts, .. } => {
                 serde_json::json!({"v": KEY_VERSION, "name": self.id, "parts": key_parts, "deps": deps})
@@ -96,6 +102,12 @@ impl Step {
             serde_json::to_vec(&desc).expect("json"),
         )))
     }
+}
+
+/// Whether the step gets the `--secret` files: the steps that build the
+/// app (frontend, backend, custom steps), not farm's own.
+pub fn sees_secrets(id: &StepId) -> bool {
+    matches!(id, StepId::Frontend | StepId::Backend | StepId::Custom(_))
 }
 
 /// `a, b, c` for messages.

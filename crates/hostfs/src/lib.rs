@@ -99,6 +99,12 @@ pub struct Meta {
     /// Permission bits (`0o7777`).
     pub mode: u32,
     pub size: u64,
+    /// Device, inode and the modification and change times (nanoseconds
+    /// since the epoch): what a stat cache compares (engine's statcache).
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
 }
 
 impl Meta {
@@ -113,6 +119,16 @@ impl Meta {
             kind,
             mode: st.st_mode & 0o7777,
             size: st.st_size as u64,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mtime_ns: st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec),
+            ctime_ns: st
+                .st_ctime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_ctime_nsec),
         }
     }
 

@@ -13,8 +13,6 @@ use toml_edit::{Array, DocumentMut, Item, Table, Value};
 
 /// Node used when the project pins none.
 pub const DEFAULT_NODE: &str = "22.19.0";
-/// Exact releases farm picks for a bare major in `.nvmrc` (init has no network to ask).
-pub const NODE_BY_MAJOR: [(&str, &str); 2] = [("22", "22.19.0"), ("20", "20.19.5")];
 /// Python used when neither pyproject.toml, .python-version nor runtime.txt says.
 pub const DEFAULT_PYTHON: &str = "3.11";
 /// Where the models are pulled from: always the user's, never a public default.
@@ -69,11 +67,11 @@ pub enum InitError {
     )]
     NoBuildScript { path: String, found: String },
     #[error(
-        "{path}: expected an exact Node version such as \"{DEFAULT_NODE}\", found {found:?}\n\
-         hint: farm pins Node exactly and init does not use the network; write the exact version \
-         into {path} (init knows {known})"
+        "{path}: expected a Node version such as \"{DEFAULT_NODE}\" or a major such as \"24\", found {found:?}\n\
+         hint: init does not use the network to resolve aliases such as lts/*; write the version or \
+         major into {path} (farm lock pins the newest release of a major)"
     )]
-    NodeVersion { path: String, found: String, known: String },
+    NodeVersion { path: String, found: String },
     #[error("{path}: {field} {found:?} allows no Python 3.8 to 3.14 release\nhint: fix {field}, or set [toolchains.python] version in farm.toml by hand")]
     PythonVersion { path: String, field: String, found: String },
     #[error("{path}: {source}")]
@@ -119,6 +117,11 @@ pub struct BackendFound {
     pub path: PathBuf,
     pub why: String,
     pub requirements: String,
+    /// The Python lockfile pinning the backend (uv.lock, poetry.lock,
+    /// pylock.toml), project-relative; `requirements` is then not written.
+    pub lockfile: Option<String>,
+    /// Dependency groups the lockfile defines, for the note beside `lockfile`.
+    pub lock_groups: Vec<String>,
     /// The ASGI path, `module:attribute`.
     pub app: Found<String>,
 }
@@ -308,11 +311,28 @@ pub fn render(d: &Detection) -> String {
     if let Some(b) = &d.backend {
         let mut t = Section::new(&mut doc, &["backend"]);
         t.kv("path", rel_str(&b.path), &b.why);
-        t.kv(
-            "requirements",
-            &b.requirements,
-            "exact `==` pins, resolved by `farm lock`",
-        );
+        match &b.lockfile {
+            Some(l) => {
+                let groups = if b.lock_groups.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; its groups ({}) are not installed unless `groups` names them",
+                        b.lock_groups.join(", ")
+                    )
+                };
+                t.kv(
+                    "lockfile",
+                    l,
+                    &format!("the wheels it pins for the locked Python are installed{groups}"),
+                );
+            }
+            None => t.kv(
+                "requirements",
+                &b.requirements,
+                "exact `==` pins, resolved by `farm lock`",
+            ),
+        }
         t.kv("app", &b.app.value, &b.app.source);
     }
     if let Some(m) = &d.models {
@@ -518,13 +538,19 @@ fn find_frontend(
             });
         }
         let build_cmd = pj["scripts"]["build"].as_str().unwrap_or("").to_string();
-        let output_dir = vite_output_dir(root, &rel, warnings)?;
-        if !root.join(&rel).join("package-lock.json").is_file() {
-            warnings.push(format!(
-                "{}: missing; farm lock pins the frontend's packages from it\nhint: run `npm install --package-lock-only` in {}",
-                rel_str(&rel.join("package-lock.json")),
+        let output_dir = match react_router_output_dir(root, &rel, &pj, warnings)? {
+            Some(dir) => dir,
+            None => vite_output_dir(root, &rel, warnings)?,
+        };
+        // The lockfile farm lock will read: the frontend's own, or its workspace root's.
+        match farm_lockread::js::detect_js_lock(&root.join(&rel), root) {
+            Ok(Some(_)) => {}
+            Ok(None) => warnings.push(format!(
+                "{}: no JS lockfile (package-lock.json, pnpm-lock.yaml, yarn.lock or bun.lock) here or in a workspace root above; farm lock pins the frontend's packages from it\nhint: run your package manager's install (e.g. `npm install --package-lock-only`) in {}",
+                rel_str(&rel),
                 rel_str(&rel)
-            ));
+            )),
+            Err(e) => warnings.push(format!("{e}\nhint: farm lock reads the same lockfile and fails the same way")),
         }
         return Ok(Some(FrontendFound {
             why: format!("{} has vite in {dep_kind}", rel_str(&pj_rel)),
@@ -538,6 +564,77 @@ fn find_frontend(
         }));
     }
     Ok(None)
+}
+
+const REACT_ROUTER_CONFIG_FILES: [&str; 4] = [
+    "react-router.config.ts",
+    "react-router.config.js",
+    "react-router.config.mts",
+    "react-router.config.mjs",
+];
+
+/// A React Router (framework mode) app writes its browser build to
+/// `<buildDirectory>/client` (`build/client` by default), not Vite's
+/// `dist`. `None` when the frontend is not one: no `@react-router/dev`
+/// dependency and no react-router.config.
+fn react_router_output_dir(
+    root: &Path,
+    rel: &Path,
+    pj: &serde_json::Value,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Found<String>>, InitError> {
+    let dep = ["devDependencies", "dependencies"]
+        .into_iter()
+        .find(|k| pj.get(k).and_then(|d| d.get("@react-router/dev")).is_some());
+    for name in REACT_ROUTER_CONFIG_FILES {
+        let file = rel.join(name);
+        let Some(text) = read_opt(root, &file)? else {
+            continue;
+        };
+        let shown = rel_str(&file);
+        let toks = js::tokenize(&text);
+        let build_dir = js::exported_config(&toks).and_then(|c| c.get("buildDirectory").cloned());
+        return Ok(Some(match build_dir {
+            None => found(
+                "build/client".to_string(),
+                format!("React Router's default; {shown} sets no buildDirectory"),
+            ),
+            Some(JsValue::Str(d)) => match clean_rel(&d) {
+                Some(p) if !p.as_os_str().is_empty() => found(
+                    rel_str(&p.join("client")),
+                    format!("{shown} buildDirectory {d:?}, client build"),
+                ),
+                _ => {
+                    warnings.push(format!(
+                        "{shown}: buildDirectory {d:?} is outside {}; farm takes the build output from inside the frontend directory\nhint: point buildDirectory inside it",
+                        rel_str(rel)
+                    ));
+                    found(
+                        "build/client".to_string(),
+                        format!("React Router's default; {shown} buildDirectory is outside the frontend"),
+                    )
+                }
+            },
+            Some(_) => {
+                warnings.push(format!(
+                    "{shown}: buildDirectory is not a string literal, so farm init cannot read it; using \"build/client\"\nhint: set [frontend] output-dir in farm.toml to the directory the client build writes"
+                ));
+                found(
+                    "build/client".to_string(),
+                    format!("React Router's default; {shown} computes buildDirectory"),
+                )
+            }
+        }));
+    }
+    Ok(dep.map(|k| {
+        found(
+            "build/client".to_string(),
+            format!(
+                "React Router's default ({} has @react-router/dev in {k})",
+                rel_str(&rel.join("package.json"))
+            ),
+        )
+    }))
 }
 
 /// `build.outDir` of the frontend's vite config when it is a string literal; Vite's default otherwise.
@@ -647,21 +744,39 @@ fn find_backend(
                 others.join(", ")
             ));
         }
-        let marker = if has_requirements {
-            "requirements.txt"
-        } else {
-            "pyproject.toml"
+        // A Python lockfile pins the backend as the app's own tool made it.
+        let lockfile = farm_project::config::python_lockfile_in(root, &rel);
+        let marker = match &lockfile {
+            Some(l) => l.file_name().and_then(|n| n.to_str()).unwrap_or("uv.lock").to_string(),
+            None if has_requirements => "requirements.txt".into(),
+            None => "pyproject.toml".into(),
         };
-        if !has_requirements {
+        let lock_groups = match &lockfile {
+            Some(l) => python_lock_groups(root, l, &rel),
+            None => Vec::new(),
+        };
+        if lockfile.is_some() {
+            notes.push(format!(
+                "{}: the backend's wheels come from {} (its dev groups are left out)",
+                rel_str(&rel),
+                rel_str(lockfile.as_deref().unwrap_or(Path::new("")))
+            ));
+        } else if !has_requirements {
             warnings.push(format!(
                 "{}: missing; farm installs the backend from exact `==` pins in requirements.txt, and {} alone does not pin them\nhint: export the pins, e.g. `uv export --no-hashes -o requirements.txt` or `pip-compile -o requirements.txt pyproject.toml`",
                 rel_str(&rel.join("requirements.txt")),
                 rel_str(&rel.join("pyproject.toml"))
             ));
         }
+        let why_file = match &lockfile {
+            Some(l) if l.parent() != Some(rel.as_path()) => rel_str(l),
+            _ => rel_str(&rel.join(&marker)),
+        };
         return Ok(Some(BackendFound {
-            why: format!("{} and a FastAPI app", rel_str(&rel.join(marker))),
+            why: format!("{why_file} and a FastAPI app"),
             requirements: "requirements.txt".into(),
+            lockfile: lockfile.as_deref().map(rel_str),
+            lock_groups,
             app: found(
                 best.asgi(),
                 format!(
@@ -680,6 +795,41 @@ fn find_backend(
         ));
     }
     Ok(None)
+}
+
+/// The dependency groups a Python lockfile's projects define (uv.lock's
+/// `[package.dev-dependencies]` of the backend's member, poetry's
+/// `[tool.poetry.group.*]` / `dev-dependencies` and PEP 735
+/// `[dependency-groups]` in the pyproject.toml beside it), for the note
+/// farm init writes; an unreadable file gives none.
+fn python_lock_groups(root: &Path, lockfile: &Path, backend: &Path) -> Vec<String> {
+    let mut groups = std::collections::BTreeSet::new();
+    let pyproject = |dir: &Path| -> Option<toml::Table> {
+        toml::from_str(&std::fs::read_to_string(root.join(dir).join("pyproject.toml")).ok()?).ok()
+    };
+    for dir in [backend, lockfile.parent().unwrap_or(Path::new(""))] {
+        let Some(doc) = pyproject(dir) else { continue };
+        if let Some(t) = doc.get("dependency-groups").and_then(|g| g.as_table()) {
+            groups.extend(t.keys().cloned());
+        }
+        let poetry = doc.get("tool").and_then(|t| t.get("poetry"));
+        if let Some(t) = poetry.and_then(|p| p.get("group")).and_then(|g| g.as_table()) {
+            groups.extend(t.keys().cloned());
+        }
+        if poetry.is_some_and(|p| p.get("dev-dependencies").is_some()) {
+            groups.insert("dev".into());
+        }
+        if let Some(t) = doc
+            .get("tool")
+            .and_then(|t| t.get("uv"))
+            .and_then(|u| u.get("dev-dependencies"))
+        {
+            if t.as_array().is_some_and(|a| !a.is_empty()) {
+                groups.insert("dev".into());
+            }
+        }
+    }
+    groups.into_iter().collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -868,24 +1018,25 @@ fn node_from_version_file(path: &str, text: &str) -> Result<Found<String>, InitE
         return Ok(found(v, path.to_string()));
     }
     let bare = raw.trim_start_matches(['v', 'V']);
-    let major = bare
+    let prefix = bare
         .strip_suffix(".x")
         .or_else(|| bare.strip_suffix(".*"))
         .unwrap_or(bare);
-    if let Some((_, exact)) = NODE_BY_MAJOR.iter().find(|(m, _)| *m == major) {
+    // A major or major.minor: written as is, `farm lock` pins its newest release.
+    let numeric = !prefix.is_empty()
+        && prefix.split('.').count() < 3
+        && prefix
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if numeric {
         return Ok(found(
-            exact.to_string(),
-            format!("{path} says {raw:?}: farm's pinned release of Node {major}"),
+            prefix.to_string(),
+            format!("{path} says {raw:?}: the newest Node {prefix} release, pinned by `farm lock`"),
         ));
     }
     Err(InitError::NodeVersion {
         path: path.to_string(),
         found: raw.to_string(),
-        known: NODE_BY_MAJOR
-            .iter()
-            .map(|(m, e)| format!("{m} → {e}"))
-            .collect::<Vec<_>>()
-            .join(", "),
     })
 }
 
@@ -1998,16 +2149,54 @@ mod tests {
         assert_eq!(major_minor("pypy3.10"), None);
     }
 
+    /// React Router apps build into `<buildDirectory>/client`: the default
+    /// `build/client`, the config's literal `buildDirectory`, or the default
+    /// for a dependency on @react-router/dev alone; other apps are not theirs.
     #[test]
-    fn node_versions_exact_known_major_and_refused() {
+    fn react_router_builds_into_build_client() {
+        let p = tempfile::tempdir().unwrap();
+        let root = p.path();
+        std::fs::create_dir_all(root.join("web")).unwrap();
+        let pj: serde_json::Value = serde_json::json!({"devDependencies": {"@react-router/dev": "7.0.0"}});
+        let mut w = Vec::new();
+        let dir = |pj: &serde_json::Value, w: &mut Vec<String>| {
+            react_router_output_dir(root, Path::new("web"), pj, w)
+                .unwrap()
+                .map(|f| f.value)
+        };
+        assert_eq!(dir(&pj, &mut w).as_deref(), Some("build/client"));
+        assert_eq!(dir(&serde_json::json!({}), &mut w), None);
+        std::fs::write(
+            root.join("web/react-router.config.ts"),
+            "import type { Config } from \"@react-router/dev/config\";\nexport default { ssr: false, buildDirectory: \"out\" } satisfies Config;\n",
+        )
+        .unwrap();
+        assert_eq!(dir(&serde_json::json!({}), &mut w).as_deref(), Some("out/client"));
+        std::fs::write(
+            root.join("web/react-router.config.ts"),
+            "export default { ssr: false };\n",
+        )
+        .unwrap();
+        assert_eq!(dir(&serde_json::json!({}), &mut w).as_deref(), Some("build/client"));
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    /// An exact version is kept; a major (any, `24` too) or major.minor is
+    /// written as is for `farm lock` to pin its newest release; an alias
+    /// init cannot resolve offline is refused with the file and a hint.
+    #[test]
+    fn node_versions_exact_major_and_refused() {
         assert_eq!(node_from_version_file(".nvmrc", "v22.19.0\n").unwrap().value, "22.19.0");
-        assert_eq!(node_from_version_file(".nvmrc", "20\n").unwrap().value, "20.19.5");
+        assert_eq!(node_from_version_file(".nvmrc", "20\n").unwrap().value, "20");
+        assert_eq!(node_from_version_file(".nvmrc", "24\n").unwrap().value, "24");
+        assert_eq!(node_from_version_file(".nvmrc", "v24.x\n").unwrap().value, "24");
+        assert_eq!(node_from_version_file(".node-version", "22.19").unwrap().value, "22.19");
         let err = node_from_version_file(".nvmrc", "lts/iron\n").unwrap_err().to_string();
         assert!(
             err.contains(".nvmrc") && err.contains("\"lts/iron\"") && err.contains("hint"),
             "{err}"
         );
-        assert!(node_from_version_file(".node-version", "18").is_err());
+        assert!(node_from_version_file(".node-version", "lts/*").is_err());
     }
 
     #[test]
@@ -2027,6 +2216,8 @@ mod tests {
                 path: "api".into(),
                 why: "w".into(),
                 requirements: "requirements.txt".into(),
+                lockfile: None,
+                lock_groups: vec![],
                 app: found("main:app".to_string(), "s"),
             }),
             node: None,
@@ -2067,6 +2258,8 @@ mod tests {
                 path: "apps/api".into(),
                 why: "apps/api/requirements.txt and a FastAPI app".into(),
                 requirements: "requirements.txt".into(),
+                lockfile: None,
+                lock_groups: vec![],
                 app: found(
                     "app.main:app".to_string(),
                     "apps/api/app/main.py:21: `app = FastAPI(...)`",

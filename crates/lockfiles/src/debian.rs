@@ -124,6 +124,17 @@ pub enum DebianError {
         relation: String,
         reason: String,
     },
+    #[error(
+        "Python {version} is not in the Debian suite {suite} (no python{version}-minimal at {mirror}); \
+         the mirror's suites offer:\n  {survey}\nhint: {hint}"
+    )]
+    PythonUnavailable {
+        version: String,
+        suite: String,
+        mirror: RedactedUrl,
+        survey: String,
+        hint: String,
+    },
     #[error("Debian request: {0}")]
     Request(String),
 }
@@ -187,30 +198,22 @@ pub async fn resolve(client: &Client, req: &DebianRequest) -> Result<DebianResol
         req.components.clone()
     };
     let mirror = req.mirror.trim_end_matches('/');
-    let dists = format!("{mirror}/dists/{}", req.suite);
     let scratch = tempfile::tempdir().map_err(|source| DebianError::Io {
         path: std::env::temp_dir(),
         source,
     })?;
-
-    let signed = fetch_release(client, &dists, req.keyring.as_deref(), scratch.path()).await?;
-    let release = Release::parse(&signed.url, &signed.text)?;
-    release.check_suite(&signed.url, &req.suite)?;
-
-    let mut texts = Vec::new();
-    for component in &components {
-        let file = release.index_file(&signed.url, component, &req.architecture)?;
-        let text = load_index(
-            client,
-            &dists,
-            &file,
-            release.acquire_by_hash,
-            req.cache_dir.as_deref(),
-            scratch.path(),
-        )
-        .await?;
-        texts.push((format!("{dists}/{}", file.path), text));
-    }
+    let suite = load_suite(
+        client,
+        mirror,
+        &req.suite,
+        &components,
+        &req.architecture,
+        req.keyring.as_deref(),
+        req.cache_dir.as_deref(),
+        scratch.path(),
+    )
+    .await?;
+    let (signed, texts) = (suite.signed, suite.texts);
     let label = format!("{} {}", req.suite, components.join(" "));
     let index = tokio::task::spawn_blocking(move || {
         let mut index = PackageIndex::new(&label);
@@ -222,7 +225,17 @@ pub async fn resolve(client: &Client, req: &DebianRequest) -> Result<DebianResol
     .await
     .expect("index parsing does not panic")?;
 
-    let chosen = index.closure(&req.roots, &req.exclude, &req.architecture)?;
+    let chosen = match index.closure(&req.roots, &req.exclude, &req.architecture) {
+        Ok(c) => c,
+        // A Python the suite lacks: say which suites of this mirror have which.
+        Err(DebianError::RootMissing { package, role, index }) if role == ROLE_PYTHON => {
+            let Some(version) = python_version_of(&package) else {
+                return Err(DebianError::RootMissing { package, role, index });
+            };
+            return Err(python_unavailable(client, req, &components, version).await);
+        }
+        Err(e) => return Err(e),
+    };
     let packages = chosen
         .iter()
         .map(|c| c.to_locked(mirror, index.label()))
@@ -232,6 +245,288 @@ pub async fn resolve(client: &Client, req: &DebianRequest) -> Result<DebianResol
         trust: signed.trust,
         release_url: redact_url(&signed.url),
     })
+}
+
+/// A suite's verified Release and its decompressed Packages texts, one per
+/// component, each with the URL it came from.
+struct LoadedSuite {
+    signed: SignedRelease,
+    texts: Vec<(String, String)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_suite(
+    client: &Client,
+    mirror: &str,
+    suite: &str,
+    components: &[String],
+    arch: &str,
+    keyring: Option<&Path>,
+    cache_dir: Option<&Path>,
+    scratch: &Path,
+) -> Result<LoadedSuite, DebianError> {
+    let dists = format!("{mirror}/dists/{suite}");
+    // Each suite gets its own scratch: Release files share names.
+    let scratch = tempfile::tempdir_in(scratch).map_err(|source| DebianError::Io {
+        path: scratch.to_path_buf(),
+        source,
+    })?;
+    let signed = fetch_release(client, &dists, keyring, scratch.path()).await?;
+    let release = Release::parse(&signed.url, &signed.text)?;
+    release.check_suite(&signed.url, suite)?;
+    let mut texts = Vec::new();
+    for component in components {
+        let file = release.index_file(&signed.url, component, arch)?;
+        let text = load_index(
+            client,
+            &dists,
+            &file,
+            release.acquire_by_hash,
+            cache_dir,
+            scratch.path(),
+        )
+        .await?;
+        texts.push((format!("{dists}/{}", file.path), text));
+    }
+    Ok(LoadedSuite { signed, texts })
+}
+
+// ---------------------------------------------------------------- suites and Python
+
+/// Suite names asked for when surveying a mirror: the moving aliases first
+/// (they name today's codenames in their Release), then codenames an
+/// archive may still carry after the aliases moved on. A name the mirror
+/// does not serve is skipped.
+pub const SURVEY_SUITES: &[&str] = &[
+    "oldoldstable",
+    "oldstable",
+    "stable",
+    "testing",
+    "unstable",
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "sid",
+];
+
+/// What one suite of a mirror offers as `python3.X-minimal`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuitePythons {
+    /// The codename from the suite's Release (else the name asked for).
+    pub codename: String,
+    /// Release's `Suite:` (`stable`, `testing`, …), when given.
+    pub alias: Option<String>,
+    /// Release's `Version:` (absent for testing and unstable).
+    pub release_version: Option<String>,
+    /// (`MAJOR.MINOR`, Debian package version), sorted by `MAJOR.MINOR`;
+    /// or why the suite could not be read.
+    pub pythons: Result<Vec<(String, String)>, String>,
+}
+
+/// `3.13` from `python3.13-minimal` or `libpython3.13-stdlib`.
+fn python_version_of(package: &str) -> Option<&str> {
+    let v = package
+        .strip_prefix("python")
+        .and_then(|p| p.strip_suffix("-minimal"))
+        .or_else(|| {
+            package
+                .strip_prefix("libpython")
+                .and_then(|p| p.strip_suffix("-stdlib"))
+        })?;
+    let (major, minor) = v.split_once('.')?;
+    (major.parse::<u32>().is_ok() && minor.parse::<u32>().is_ok()).then_some(v)
+}
+
+/// The `python3.X-minimal` packages of a Packages text: (`3.X`, version), one
+/// per minor version (the highest).
+pub fn pythons_in_index(text: &str) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        if line.is_empty() {
+            current = None;
+        } else if let Some(name) = line.strip_prefix("Package:") {
+            current = python_version_of(name.trim()).filter(|_| name.trim().ends_with("-minimal"));
+        } else if let (Some(minor), Some(version)) = (current, line.strip_prefix("Version:")) {
+            let version = version.trim().to_string();
+            match found.iter_mut().find(|(m, _)| m == minor) {
+                Some(entry) if compare_versions(&version, &entry.1) == Ordering::Greater => entry.1 = version,
+                Some(_) => {}
+                None => found.push((minor.to_string(), version)),
+            }
+            current = None;
+        }
+    }
+    found.sort_by_key(|(m, _)| m.split('.').map(|x| x.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>());
+    found
+}
+
+/// Which Python each suite of `mirror` offers, for the suites in `suites`
+/// the mirror serves (a 404 skips the name), one entry per codename, oldest
+/// release first (by Release `Version:`; testing, then unstable, last).
+/// Release signatures are checked as for a lock; indexes are cached alike.
+#[allow(clippy::too_many_arguments)]
+pub async fn survey_pythons(
+    client: &Client,
+    mirror: &str,
+    suites: &[String],
+    components: &[String],
+    arch: &str,
+    keyring: Option<&Path>,
+    cache_dir: Option<&Path>,
+) -> Result<Vec<SuitePythons>, DebianError> {
+    let mirror = mirror.trim_end_matches('/');
+    let scratch = tempfile::tempdir().map_err(|source| DebianError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let mut out: Vec<SuitePythons> = Vec::new();
+    for suite in suites {
+        let dists = format!("{mirror}/dists/{suite}");
+        let dir = tempfile::tempdir_in(scratch.path()).map_err(|source| DebianError::Io {
+            path: scratch.path().to_path_buf(),
+            source,
+        })?;
+        // Read Release first: an alias whose codename is already listed costs no index.
+        let signed = match fetch_release(client, &dists, keyring, dir.path()).await {
+            Ok(s) => s,
+            Err(DebianError::Http(e)) if is_not_found(&e) => continue,
+            Err(e) => {
+                out.push(SuitePythons {
+                    codename: suite.clone(),
+                    alias: None,
+                    release_version: None,
+                    pythons: Err(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let release = match Release::parse(&signed.url, &signed.text) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(SuitePythons {
+                    codename: suite.clone(),
+                    alias: None,
+                    release_version: None,
+                    pythons: Err(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let codename = release.codename.clone().unwrap_or_else(|| suite.clone());
+        if out.iter().any(|s| s.codename == codename) {
+            continue;
+        }
+        let mut pythons = Ok(Vec::new());
+        for component in components {
+            let text = match release.index_file(&signed.url, component, arch) {
+                Ok(file) => load_index(client, &dists, &file, release.acquire_by_hash, cache_dir, dir.path()).await,
+                Err(e) => Err(e),
+            };
+            match (text, &mut pythons) {
+                (Ok(text), Ok(all)) => {
+                    for (minor, version) in pythons_in_index(&text) {
+                        if !all.iter().any(|(m, _)| *m == minor) {
+                            all.push((minor, version));
+                        }
+                    }
+                }
+                (Err(e), _) => pythons = Err(e.to_string()),
+                _ => {}
+            }
+        }
+        if let Ok(all) = &mut pythons {
+            all.sort_by_key(|(m, _)| m.split('.').map(|x| x.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>());
+        }
+        out.push(SuitePythons {
+            codename,
+            alias: release.suite.clone(),
+            release_version: release.version.clone(),
+            pythons,
+        });
+    }
+    let rank = |s: &SuitePythons| -> (u8, Vec<u32>) {
+        match (&s.release_version, s.alias.as_deref()) {
+            (Some(v), _) => (0, v.split('.').map(|x| x.parse().unwrap_or(0)).collect()),
+            (None, Some("testing")) => (1, vec![]),
+            (None, Some("unstable")) => (2, vec![]),
+            (None, _) => (3, vec![]),
+        }
+    };
+    // Stable sort: equal ranks keep the order they were asked in.
+    out.sort_by_key(rank);
+    Ok(out)
+}
+
+/// The error for a `[toolchains.python] version` the requested suite lacks:
+/// each suite of the mirror with its Pythons, and the suite to set.
+async fn python_unavailable(client: &Client, req: &DebianRequest, components: &[String], version: &str) -> DebianError {
+    let mut suites = vec![req.suite.clone()];
+    suites.extend(SURVEY_SUITES.iter().map(|s| s.to_string()).filter(|s| *s != req.suite));
+    let survey = survey_pythons(
+        client,
+        &req.mirror,
+        &suites,
+        components,
+        &req.architecture,
+        req.keyring.as_deref(),
+        req.cache_dir.as_deref(),
+    )
+    .await;
+    let (survey, lines) = match survey {
+        Ok(s) => {
+            let lines = s.iter().map(describe_suite).collect::<Vec<_>>();
+            (s, lines)
+        }
+        Err(e) => (Vec::new(), vec![format!("(could not survey the mirror's suites: {e})")]),
+    };
+    let has = |s: &&SuitePythons| s.pythons.as_ref().is_ok_and(|p| p.iter().any(|(m, _)| m == version));
+    // The oldest release that has it: the longest-supported choice.
+    let suggestion = survey.iter().find(has).map(|s| s.codename.clone());
+    let in_requested = survey
+        .iter()
+        .find(|s| s.codename == req.suite || s.alias.as_deref() == Some(req.suite.as_str()))
+        .and_then(|s| s.pythons.as_ref().ok())
+        .map(|p| p.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut hint = match &suggestion {
+        Some(s) => format!("set [toolchains.debian] suite = \"{s}\" in farm.toml"),
+        None => format!("no suite of this mirror has Python {version}; pick a version one of them has"),
+    };
+    if let Some(v) = in_requested.last() {
+        hint.push_str(&format!(
+            ", or keep suite {:?} with [toolchains.python] version = \"{v}\"",
+            req.suite
+        ));
+    }
+    DebianError::PythonUnavailable {
+        version: version.to_string(),
+        suite: req.suite.clone(),
+        mirror: req.mirror.trim_end_matches('/').into(),
+        survey: lines.join("\n  "),
+        hint,
+    }
+}
+
+fn describe_suite(s: &SuitePythons) -> String {
+    let name = match (&s.alias, &s.release_version) {
+        (Some(a), Some(v)) if *a != s.codename => format!("{} ({a} {v})", s.codename),
+        (Some(a), None) if *a != s.codename => format!("{} ({a})", s.codename),
+        (_, Some(v)) => format!("{} ({v})", s.codename),
+        _ => s.codename.clone(),
+    };
+    match &s.pythons {
+        Ok(p) if p.is_empty() => format!("{name}: no python3.X-minimal"),
+        Ok(p) => format!(
+            "{name}: {}",
+            p.iter()
+                .map(|(m, v)| format!("Python {m} (python{m}-minimal {v})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => format!("{name}: could not be read: {e}"),
+    }
 }
 
 // ---------------------------------------------------------------- Release
@@ -498,6 +793,7 @@ struct IndexFile {
 struct Release {
     suite: Option<String>,
     codename: Option<String>,
+    version: Option<String>,
     components: Vec<String>,
     acquire_by_hash: bool,
     /// (path, sha256, size) from the `SHA256:` field.
@@ -544,6 +840,7 @@ impl Release {
         Ok(Release {
             suite: get("Suite"),
             codename: get("Codename"),
+            version: get("Version"),
             components: get("Components")
                 .map(|c| c.split_whitespace().map(String::from).collect())
                 .unwrap_or_default(),
@@ -1774,6 +2071,28 @@ MD5Sum:\n 00000000000000000000000000000000 10 main/binary-amd64/Packages\nSHA256
         );
         let err = idx.add_text("file:///P", "Package: a\n").unwrap_err();
         assert!(err.to_string().contains("without `Package:` or `Version:`"), "{err}");
+    }
+
+    /// The survey reads each `python3.X-minimal` (highest version per minor,
+    /// sorted numerically so 3.9 comes before 3.11) and ignores look-alikes.
+    #[test]
+    fn pythons_in_index_picks_minimal_packages_per_minor() {
+        let text = "Package: python3.11-minimal\nVersion: 3.11.2-6\n\n\
+                    Package: python3.11-minimal\nVersion: 3.11.2-6+deb12u1\n\n\
+                    Package: libpython3.12-stdlib\nVersion: 3.12.0-1\n\n\
+                    Package: python3-minimal\nVersion: 3.11.2-1\n\n\
+                    Package: python3.9-minimal\nArchitecture: amd64\nVersion: 3.9.2-1\n\n\
+                    Package: python3.11-minimal-dbg\nVersion: 9\n";
+        assert_eq!(
+            pythons_in_index(text),
+            [
+                ("3.9".to_string(), "3.9.2-1".to_string()),
+                ("3.11".to_string(), "3.11.2-6+deb12u1".to_string())
+            ]
+        );
+        assert_eq!(python_version_of("python3.13-minimal"), Some("3.13"));
+        assert_eq!(python_version_of("libpython3.13-stdlib"), Some("3.13"));
+        assert_eq!(python_version_of("python3-minimal"), None);
     }
 
     #[test]

@@ -130,12 +130,110 @@ pub fn apt_sources(etc_apt: &Path) -> Result<Vec<AptSource>, EndpointError> {
 }
 
 /// The first URI of the first source that lists `suite`, without a trailing slash.
+/// Locking uses [`debian_archive_for`], which also finds suites apt does not list.
 pub fn debian_mirror_for(sources: &[AptSource], suite: &str) -> Option<String> {
     sources
         .iter()
         .find(|s| s.suites.iter().any(|x| x == suite))
         .and_then(|s| s.uris.first())
         .map(|u| u.trim_end_matches('/').to_string())
+}
+
+/// Where a Debian suite is fetched from: the archive of an apt source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianArchive {
+    /// The archive root (holding `dists/` and `pool/`), without a trailing slash.
+    pub mirror: String,
+    /// The source's `Signed-By` keyring file.
+    pub signed_by: Option<PathBuf>,
+    /// The apt source file it came from.
+    pub origin: PathBuf,
+    /// Whether that source lists the suite; if not, the source serves the
+    /// same Debian archive (main or security) for other suites.
+    pub lists_suite: bool,
+}
+
+/// Names a Debian archive serves as suites (aliases and codenames), before
+/// any `-updates`/`-security`/`-backports` pocket. Only used to recognise an
+/// apt source as Debian's; the suite a lock asks for may be any name.
+const DEBIAN_SUITE_NAMES: &[&str] = &[
+    "oldoldstable",
+    "oldstable",
+    "stable",
+    "testing",
+    "unstable",
+    "experimental",
+    "buster",
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "duke",
+    "sid",
+];
+
+/// Security updates live in an archive of their own; every other pocket
+/// (`-updates`, `-backports`, `-proposed-updates`) is in the main archive.
+fn is_security_suite(suite: &str) -> bool {
+    suite.ends_with("-security") || suite.ends_with("/updates")
+}
+
+/// The components a Debian archive is split into; third-party repositories
+/// that reuse Debian's suite names (`bookworm`) use their own (`stable`).
+const DEBIAN_COMPONENTS: &[&str] = &["main", "contrib", "non-free", "non-free-firmware"];
+
+fn has_debian_component(source: &AptSource) -> bool {
+    source
+        .components
+        .iter()
+        .any(|c| DEBIAN_COMPONENTS.contains(&c.as_str()))
+}
+
+/// Whether an apt source is Debian's archive: Debian components, and a
+/// Debian suite name or Debian's archive keyring.
+fn serves_debian(source: &AptSource) -> bool {
+    if !has_debian_component(source) {
+        return false;
+    }
+    let debian_suite = source.suites.iter().any(|s| {
+        let base = s.split(['-', '/']).next().unwrap_or(s);
+        DEBIAN_SUITE_NAMES.contains(&base)
+    });
+    let debian_keyring = source
+        .signed_by
+        .as_deref()
+        .and_then(|k| k.file_name())
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("debian-archive-keyring"));
+    debian_suite || debian_keyring
+}
+
+/// The archive to lock `suite` from. A source listing the suite wins (with
+/// Debian's components first, then in apt's reading order); otherwise the first source of Debian's archive of the
+/// same kind (security or not): one Debian mirror serves every suite, so a
+/// machine configured for bookworm can lock trixie. `None` when no source
+/// is Debian's.
+pub fn debian_archive_for(sources: &[AptSource], suite: &str) -> Option<DebianArchive> {
+    let archive = |s: &AptSource, lists_suite: bool| {
+        s.uris.first().map(|u| DebianArchive {
+            mirror: u.trim_end_matches('/').to_string(),
+            signed_by: s.signed_by.clone(),
+            origin: s.origin.clone(),
+            lists_suite,
+        })
+    };
+    let listing: Vec<&AptSource> = sources.iter().filter(|s| s.suites.iter().any(|x| x == suite)).collect();
+    // Among sources listing the suite, Debian's own beats a third-party one
+    // that reuses the name (`deb … bookworm stable`).
+    if let Some(s) = listing.iter().find(|s| has_debian_component(s)).or(listing.first()) {
+        return archive(s, true);
+    }
+    let security = is_security_suite(suite);
+    sources
+        .iter()
+        .filter(|s| serves_debian(s))
+        .find(|s| s.suites.iter().any(|x| is_security_suite(x) == security))
+        .and_then(|s| archive(s, false))
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, EndpointError> {
@@ -642,6 +740,86 @@ mod tests {
         assert_eq!(
             debian_mirror_for(&sources, "bookworm").as_deref(),
             Some("http://one.example.invalid/debian")
+        );
+    }
+
+    /// A machine set up like this one (bookworm, bookworm-updates and the
+    /// security archive) plus third-party sources that reuse Debian's names:
+    /// any suite resolves to Debian's own archive of the right kind.
+    #[test]
+    fn any_debian_suite_resolves_to_the_configured_debian_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("sources.list"),
+            // Read first, lists `bookworm`, but is not Debian's archive.
+            "deb [signed-by=/k/docker.asc] http://docker.example.invalid/linux/debian bookworm stable\n",
+        );
+        write(
+            &dir.path().join("sources.list.d/debian.sources"),
+            "Types: deb\nURIs: http://deb.example.invalid/debian/\nSuites: bookworm bookworm-updates\n\
+             Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+             Types: deb\nURIs: http://sec.example.invalid/debian-security\nSuites: bookworm-security\n\
+             Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        );
+        write(
+            &dir.path().join("sources.list.d/node.sources"),
+            "Types: deb\nURIs: http://node.example.invalid/node_20.x\nSuites: nodistro\nComponents: main\n",
+        );
+        let sources = apt_sources(dir.path()).unwrap();
+        let keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
+
+        let listed = debian_archive_for(&sources, "bookworm").unwrap();
+        assert_eq!(
+            listed.mirror, "http://deb.example.invalid/debian",
+            "Debian's source beats docker's"
+        );
+        assert!(listed.lists_suite);
+        assert_eq!(listed.signed_by.as_deref(), Some(keyring));
+
+        for suite in ["trixie", "trixie-updates", "sid", "stable"] {
+            let a = debian_archive_for(&sources, suite).unwrap();
+            assert_eq!(a.mirror, "http://deb.example.invalid/debian", "{suite}");
+            assert!(!a.lists_suite, "{suite}");
+            assert_eq!(a.signed_by.as_deref(), Some(keyring), "{suite}");
+            assert!(a.origin.ends_with("debian.sources"), "{suite}");
+        }
+        // Security suites stay with the security archive, listed or not.
+        assert_eq!(
+            debian_archive_for(&sources, "bookworm-security").unwrap().mirror,
+            "http://sec.example.invalid/debian-security"
+        );
+        assert_eq!(
+            debian_archive_for(&sources, "trixie-security").unwrap().mirror,
+            "http://sec.example.invalid/debian-security"
+        );
+        // A suite only a third party lists is still taken from it, as apt would.
+        assert_eq!(
+            debian_archive_for(&sources, "nodistro").unwrap().mirror,
+            "http://node.example.invalid/node_20.x"
+        );
+    }
+
+    /// Without any source of Debian's archive there is nothing to lock from,
+    /// even when third-party sources exist.
+    #[test]
+    fn no_debian_source_means_no_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("sources.list"),
+            "deb http://docker.example.invalid/linux/debian bookworm stable\n\
+             deb http://cloud.example.invalid/apt cloud-sdk-bookworm main\n",
+        );
+        let sources = apt_sources(dir.path()).unwrap();
+        assert_eq!(debian_archive_for(&sources, "trixie"), None);
+        // An unknown codename is recognised by Debian's keyring instead.
+        write(
+            &dir.path().join("sources.list"),
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.example.invalid/debian futurename main\n",
+        );
+        let sources = apt_sources(dir.path()).unwrap();
+        assert_eq!(
+            debian_archive_for(&sources, "trixie").unwrap().mirror,
+            "http://deb.example.invalid/debian"
         );
     }
 

@@ -47,7 +47,7 @@ pub enum NpmError {
         wanted: String,
         newest: String,
     },
-    #[error("node version `{found}`: expected an exact MAJOR.MINOR.PATCH version such as 20.18.0")]
+    #[error("node version `{found}`: expected an exact MAJOR.MINOR.PATCH version such as 20.18.0, or a MAJOR or MAJOR.MINOR such as 24")]
     InexactNodeVersion { found: String },
     #[error("{path}: {source}")]
     ReadLock { path: String, source: std::io::Error },
@@ -89,15 +89,17 @@ pub async fn resolve_node(
     npm_version: &str,
 ) -> Result<NodeToolchain, NpmError> {
     let node_version = node_version.trim().trim_start_matches('v');
-    match parse_semver(node_version) {
-        Some(v) if v.pre.is_none() => {}
+    let node_doc = match parse_semver(node_version) {
+        Some(v) if v.pre.is_none() => version_document(client, registry, NODE_PACKAGE, node_version).await?,
+        // A major or major.minor (`.nvmrc`'s `24`): the newest release of it.
+        _ if is_version_prefix(node_version) => newest_matching(client, registry, NODE_PACKAGE, node_version).await?,
         _ => {
             return Err(NpmError::InexactNodeVersion {
                 found: node_version.into(),
             })
         }
-    }
-    let node_doc = version_document(client, registry, NODE_PACKAGE, node_version).await?;
+    };
+    let node_version = node_doc.version.as_str();
     let node = toolchain_artifact("node", NODE_PACKAGE, &node_doc)?;
 
     let npm_doc = match exact_version(npm_version) {
@@ -257,6 +259,12 @@ fn exact_version(wanted: &str) -> Option<String> {
 
 /// The newest non-prerelease version whose leading components equal
 /// `prefix`'s (`10`, `10.8`, `10.x`); an empty prefix matches every version.
+/// `24`, `22.19`, `24.x`: a release prefix, not a dist-tag or range.
+fn is_version_prefix(v: &str) -> bool {
+    let v = v.strip_suffix(".x").unwrap_or(v);
+    !v.is_empty() && v.split('.').count() < 3 && v.split('.').all(|p| p.parse::<u64>().is_ok())
+}
+
 fn pick_version<'a>(versions: impl Iterator<Item = &'a str>, prefix: &str) -> Option<String> {
     let wanted: Vec<&str> = prefix
         .trim()

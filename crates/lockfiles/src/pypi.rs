@@ -26,7 +26,7 @@ use crate::redact::{redact_text, redact_url, RedactedUrl};
 pub const PYPI_SCHEME: &str = "pypi://";
 
 /// JSON first (PEP 691), then PEP 503 HTML for indexes that serve only that.
-const SIMPLE_ACCEPT: &str =
+pub const SIMPLE_ACCEPT: &str =
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
 
 #[derive(Debug, thiserror::Error)]
@@ -58,10 +58,14 @@ pub enum PypiError {
     Requirements(#[from] crate::requirements::RequirementsError),
     #[error("running pip ({runner}) failed: {source}; hint: the interpreter must have pip (python3 -m ensurepip)")]
     PipSpawn { runner: String, source: std::io::Error },
-    #[error("pip could not resolve {requirements} (exit status {status}):\n{stderr}")]
+    #[error("pip ({runner}) could not resolve {requirements} ({status}):\n{stderr}")]
     PipFailed {
         requirements: PathBuf,
+        runner: String,
+        /// `exit status 1`, or the signal that ended pip.
         status: String,
+        /// pip's errors, with its explanation of a conflict (which it prints
+        /// on stdout) and the requirement lines it names.
         stderr: String,
     },
     #[error("pip's installation report {path}: {message}")]
@@ -158,10 +162,8 @@ pub async fn project_files(
         .headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let looks_json = content_type.contains("json")
-        || (content_type.is_empty() && fetched.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'));
+        .unwrap_or_default();
+    let looks_json = page_is_json(content_type, &fetched.body);
     parse_project_page(&url, &fetched.body, looks_json)
 }
 
@@ -257,6 +259,132 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
                 .unwrap_or_default()
                 .to_string(),
         });
+    }
+    None
+}
+
+/// Whether a simple-API response is PEP 691 JSON (by its content type, or
+/// by its first character when it has none).
+pub fn page_is_json(content_type: &str, body: &[u8]) -> bool {
+    let ct = content_type.to_ascii_lowercase();
+    ct.contains("json") || (ct.is_empty() && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+}
+
+/// A project page of the index (`page_url`, PEP 691 JSON or PEP 503 HTML)
+/// with every file URL replaced by `relay(absolute URL without its
+/// fragment, file name)`; a file `relay` answers `None` for is left out.
+/// Everything else (hashes, `requires-python`, yanked, core-metadata
+/// attributes) is kept as the index wrote it. For farm's index relay.
+pub fn relay_project_page(
+    page_url: &str,
+    body: &[u8],
+    json: bool,
+    mut relay: impl FnMut(&str, &str) -> Option<String>,
+) -> Result<Vec<u8>, PypiError> {
+    let bad = |message: String| PypiError::BadPage {
+        url: page_url.into(),
+        message,
+    };
+    let base = url::Url::parse(page_url).map_err(|e| bad(e.to_string()))?;
+    let absolute = |href: &str| -> Option<(String, Option<String>)> {
+        let mut u = base.join(href).ok()?;
+        let fragment = u.fragment().map(str::to_string);
+        u.set_fragment(None);
+        Some((u.to_string(), fragment))
+    };
+    if json {
+        let mut page: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+        if let Some(files) = page.get_mut("files").and_then(|f| f.as_array_mut()) {
+            files.retain_mut(|f| {
+                let Some(href) = f.get("url").and_then(|u| u.as_str()) else {
+                    return false;
+                };
+                let Some((abs, _)) = absolute(href) else { return false };
+                let name = match f.get("filename").and_then(|n| n.as_str()) {
+                    Some(n) => n.to_string(),
+                    None => percent_decode(last_segment(&abs)),
+                };
+                match relay(&abs, &name) {
+                    Some(new) => {
+                        f["url"] = serde_json::Value::String(new);
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
+        return serde_json::to_vec(&page).map_err(|e| bad(e.to_string()));
+    }
+    let html = String::from_utf8_lossy(body);
+    let lower = html.to_ascii_lowercase();
+    let mut out = String::with_capacity(html.len());
+    let mut copied = 0;
+    let mut pos = 0;
+    while let Some(start) = lower[pos..].find("<a").map(|i| pos + i) {
+        let Some(tag_end) = lower[start..].find('>').map(|i| start + i) else {
+            break;
+        };
+        pos = tag_end + 1;
+        let after = lower.as_bytes().get(start + 2).copied().unwrap_or(b'>');
+        if !(after.is_ascii_whitespace() || after == b'>') {
+            continue;
+        }
+        let Some((vs, ve)) = attribute_span(&html[start..tag_end], "href") else {
+            continue;
+        };
+        let (vs, ve) = (start + vs, start + ve);
+        let close = lower[pos..].find("</a>").map(|i| pos + i).unwrap_or(pos);
+        let label = html_unescape(html[pos..close].trim());
+        let new_href = absolute(&html_unescape(&html[vs..ve])).and_then(|(abs, fragment)| {
+            let name = if label.is_empty() {
+                percent_decode(last_segment(&abs))
+            } else {
+                label.clone()
+            };
+            let new = relay(&abs, &name)?;
+            Some(match fragment {
+                Some(f) => format!("{new}#{f}"),
+                None => new,
+            })
+        });
+        out.push_str(&html[copied..vs]);
+        match new_href {
+            Some(h) => out.push_str(&h.replace('&', "&amp;").replace('"', "&quot;").replace('\'', "&#39;")),
+            // A link that cannot be relayed leads nowhere.
+            None => out.push_str("#refused"),
+        }
+        copied = ve;
+    }
+    out.push_str(&html[copied..]);
+    Ok(out.into_bytes())
+}
+
+/// Byte range of the value of attribute `name` in `tag` (quotes excluded).
+fn attribute_span(tag: &str, name: &str) -> Option<(usize, usize)> {
+    let lower = tag.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(name).map(|i| from + i) {
+        from = i + name.len();
+        let preceded = i > 0 && lower.as_bytes()[i - 1].is_ascii_whitespace();
+        let rest = lower[from..].trim_start();
+        if !preceded || !rest.starts_with('=') {
+            continue;
+        }
+        let eq = tag.len() - rest.len();
+        let value = tag[eq + 1..].trim_start();
+        let vstart = tag.len() - value.len();
+        return match value.chars().next()? {
+            q @ ('"' | '\'') => {
+                let end = value[1..].find(q)? + 1;
+                Some((vstart + 1, vstart + end))
+            }
+            _ => {
+                let len = value
+                    .find(|c: char| c.is_whitespace() || c == '>')
+                    .unwrap_or(value.len());
+                Some((vstart, vstart + len))
+            }
+        };
     }
     None
 }
@@ -558,7 +686,14 @@ pub trait PipRunner: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct PipInvocation {
     /// Everything after the interpreter: `-c <shim> <marker env> install …`.
+    /// The transport settings below are not in it: each runner passes them
+    /// as they apply where pip runs.
     pub args: Vec<OsString>,
+    /// The caller's CA bundle for the index (`PIP_CERT`, else
+    /// `REQUESTS_CA_BUNDLE`, else `SSL_CERT_FILE`): pip's `--cert`.
+    pub cert: Option<PathBuf>,
+    /// The caller's `PIP_PROXY`: pip's `--proxy` where pip reaches the network itself.
+    pub proxy: Option<OsString>,
     /// Set on top of the runner's environment.
     pub env: Vec<(OsString, OsString)>,
     /// An empty directory in `scratch`: pip treats names that are
@@ -586,8 +721,16 @@ impl PipRunner for HostPython {
         invocation: &'a PipInvocation,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<Output>> + Send + 'a>> {
         Box::pin(async move {
+            let mut transport: Vec<OsString> = Vec::new();
+            if let Some(cert) = &invocation.cert {
+                transport.extend(["--cert".into(), cert.into()]);
+            }
+            if let Some(proxy) = &invocation.proxy {
+                transport.extend(["--proxy".into(), proxy.clone()]);
+            }
             tokio::process::Command::new(&self.python)
                 .args(&invocation.args)
+                .args(&transport)
                 .current_dir(&invocation.cwd)
                 .envs(invocation.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
@@ -649,7 +792,7 @@ pub async fn resolve_requirements_with(
     target: &PythonTarget,
     runner: &dyn PipRunner,
 ) -> Result<Vec<PythonWheel>, PypiError> {
-    crate::requirements::read(requirements, project)?;
+    let reqs = crate::requirements::read(requirements, project)?;
     let scratch = tempfile::tempdir().map_err(|source| PypiError::Io {
         path: std::env::temp_dir(),
         source,
@@ -661,15 +804,20 @@ pub async fn resolve_requirements_with(
         source,
     })?;
     if !output.status.success() {
+        let stdout = String::from_utf8_lossy(&output.stdout);
         let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if stderr.is_empty() {
-            stderr = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if let Some(conflict) = conflict_explanation(&stdout, &reqs) {
+            stderr = format!("{stderr}\n\n{conflict}");
+        }
+        if stderr.trim().is_empty() {
+            stderr = stdout.trim().to_string();
         }
         return Err(PypiError::PipFailed {
             requirements: requirements.into(),
-            status: output.status.to_string(),
+            runner: runner.describe(),
+            status: describe_status(&output.status),
             // pip names the index it looked in, and the index URL may carry a token.
-            stderr: redact_text(&stderr).into_owned(),
+            stderr: redact_text(stderr.trim()).into_owned(),
         });
     }
     let text = std::fs::read(&report_path).map_err(|source| PypiError::Io {
@@ -681,6 +829,48 @@ pub async fn resolve_requirements_with(
         message: e.to_string(),
     })?;
     wheels_from_report(requirements, report)
+}
+
+/// `exit status 1`, or `killed by signal 9`.
+fn describe_status(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => "no exit status".into(),
+    }
+}
+
+/// pip's explanation of a resolution conflict: the paragraph from `The
+/// conflict is caused by:` (which pip logs at info level, on stdout), each
+/// line naming a requirement of the file followed by that requirement's
+/// place (`(requirements.txt:3)`).
+fn conflict_explanation(stdout: &str, reqs: &crate::requirements::Requirements) -> Option<String> {
+    let start = stdout.find("The conflict is caused by")?;
+    let mut out = Vec::new();
+    for (i, line) in stdout[start..].lines().enumerate() {
+        if i > 0 && line.trim().is_empty() {
+            break;
+        }
+        let mut line = line.trim_end().to_string();
+        if i > 0 {
+            let words: Vec<String> = line
+                .split(|c: char| c.is_whitespace() || matches!(c, '=' | '<' | '>' | '!' | '~' | '[' | ',' | ';'))
+                .map(normalize_project)
+                .collect();
+            let places: Vec<String> = reqs
+                .items
+                .iter()
+                .filter(|r| words.contains(&r.name))
+                .map(|r| r.place())
+                .collect();
+            if !places.is_empty() {
+                line = format!("{line} ({})", places.join(", "));
+            }
+        }
+        out.push(line);
+    }
+    Some(out.join("\n"))
 }
 
 /// The one place pip's resolver command line is made.
@@ -702,7 +892,8 @@ fn pip_invocation(
     let mut args: Vec<OsString> = vec!["-c".into(), PIP_SHIM.into(), markers.into()];
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&["install", "--isolated", "--disable-pip-version-check", "--no-input"]);
-    push(&["--dry-run", "--ignore-installed", "--quiet", "--only-binary=:all:"]);
+    // Not `--quiet`: pip explains a conflict at info level (see conflict_explanation).
+    push(&["--dry-run", "--ignore-installed", "--only-binary=:all:"]);
     push(&["--index-url", index_simple_url]);
     let target_args = target.pip_args();
     push(&target_args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -714,18 +905,19 @@ fn pip_invocation(
     args.push(requirements.into());
     // `--isolated` also drops transport settings; these change how pip
     // connects, never what it resolves, so they are passed on explicitly.
-    for (var, flag) in [
-        ("PIP_CERT", "--cert"),
-        ("PIP_DEFAULT_TIMEOUT", "--timeout"),
-        ("PIP_PROXY", "--proxy"),
-    ] {
-        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            args.push(flag.into());
-            args.push(v);
-        }
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(v) = var("PIP_DEFAULT_TIMEOUT") {
+        args.push("--timeout".into());
+        args.push(v);
     }
+    let cert = ["PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"]
+        .into_iter()
+        .find_map(var)
+        .map(PathBuf::from);
     Ok(PipInvocation {
         args,
+        cert,
+        proxy: var("PIP_PROXY"),
         env: vec![("PYTHONDONTWRITEBYTECODE".into(), "1".into())],
         cwd,
         project: std::path::absolute(project).map_err(io(project))?,
@@ -920,6 +1112,72 @@ mod tests {
         }
         let w = WheelName::parse("Typing_Extensions-4.12.2-1-py3-none-any.whl").unwrap();
         assert_eq!((w.name.as_str(), w.version.as_str()), ("typing-extensions", "4.12.2"));
+    }
+
+    /// pip's conflict paragraph (from its stdout) is kept up to the blank
+    /// line after it, each line naming a requirement of the file gets that
+    /// requirement's place, and a status reads `exit status N` once.
+    #[test]
+    fn conflicts_keep_pips_explanation_with_requirement_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = dir.path().join("requirements.txt");
+        std::fs::write(&req, "# pins\nFastAPI==0.1\npydantic_core==2.0\n").unwrap();
+        let reqs = crate::requirements::read(&req, dir.path()).unwrap();
+        let stdout = "Collecting fastapi==0.1\n\nThe conflict is caused by:\n    The user requested pydantic-core==2.0\n    fastapi 0.1 depends on pydantic-core==1.0\n    starlette 1 depends on anyio\n\nTo fix this you could try to:\n1. loosen the range\n";
+        let got = conflict_explanation(stdout, &reqs).unwrap();
+        assert_eq!(
+            got,
+            "The conflict is caused by:\n    The user requested pydantic-core==2.0 (requirements.txt:3)\n    fastapi 0.1 depends on pydantic-core==1.0 (requirements.txt:2, requirements.txt:3)\n    starlette 1 depends on anyio"
+        );
+        assert!(conflict_explanation("ERROR: no matching distribution\n", &reqs).is_none());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            describe_status(&std::process::ExitStatus::from_raw(1 << 8)),
+            "exit status 1"
+        );
+        assert_eq!(
+            describe_status(&std::process::ExitStatus::from_raw(9)),
+            "killed by signal 9"
+        );
+    }
+
+    /// Proves the relay rewrite replaces every file URL (made absolute
+    /// first) of both page formats, keeps hashes, `data-*` attributes and
+    /// JSON fields, and leaves out (or points nowhere) what it refuses.
+    #[test]
+    fn relayed_pages_point_every_file_at_the_relay() {
+        let relay = |abs: &str, name: &str| -> Option<String> {
+            abs.starts_with("http")
+                .then(|| format!("http://relay/f/{}/{name}", abs.len()))
+        };
+        let html = br#"<html><body><a data-requires-python="&gt;=3.8" href="../../f/a-1.0-py3-none-any.whl#sha256=ab" data-core-metadata="sha256=cd">a-1.0-py3-none-any.whl</a>
+<a href='file:///etc/x.whl'>x.whl</a><abbr href="nope">n</abbr></body></html>"#;
+        let out = relay_project_page("https://pi.example.invalid/simple/a/", html, false, relay).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let first = "https://pi.example.invalid/f/a-1.0-py3-none-any.whl".len();
+        assert!(
+            out.contains(&format!(
+                r#"<a data-requires-python="&gt;=3.8" href="http://relay/f/{first}/a-1.0-py3-none-any.whl#sha256=ab" data-core-metadata="sha256=cd">"#
+            )),
+            "{out}"
+        );
+        assert!(out.contains("<a href='#refused'>x.whl</a>"), "{out}");
+        assert!(out.contains(r#"<abbr href="nope">"#), "{out}");
+        let files = parse_project_page("http://relay/simple/a/", out.as_bytes(), false).unwrap();
+        assert_eq!(files[0].sha256.as_deref(), Some("ab"));
+
+        let json = br#"{"meta":{"api-version":"1.1"},"name":"a","files":[
+            {"filename":"a-1.0-py3-none-any.whl","url":"/f/a-1.0-py3-none-any.whl","hashes":{"sha256":"ab"},"core-metadata":true},
+            {"filename":"b.whl","url":"file:///etc/b.whl","hashes":{}}]}"#;
+        let out = relay_project_page("https://pi.example.invalid/simple/a/", json, true, relay).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let files = v["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1, "{v}");
+        assert_eq!(files[0]["hashes"]["sha256"], "ab");
+        assert_eq!(files[0]["core-metadata"], true);
+        let abs = "https://pi.example.invalid/f/a-1.0-py3-none-any.whl".len();
+        assert_eq!(files[0]["url"], format!("http://relay/f/{abs}/a-1.0-py3-none-any.whl"));
+        assert_eq!(v["meta"]["api-version"], "1.1");
     }
 
     /// A requirement that names a local directory is refused before the

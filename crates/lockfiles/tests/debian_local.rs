@@ -447,3 +447,206 @@ fn xz_decode(bytes: &[u8]) -> Vec<u8> {
     std::io::Read::read_to_end(&mut liblzma::read::XzDecoder::new(bytes), &mut out).unwrap();
     out
 }
+
+// ------------------------------------------------ several suites, one mirror
+
+/// Writes `dists/<dir>/` (signed InRelease, Release, Packages.xz) and the
+/// pool files for `packages` (name, version, extra fields).
+fn write_suite(
+    root: &Path,
+    gpg: &Gpg,
+    dir: &str,
+    suite: &str,
+    codename: &str,
+    version: Option<&str>,
+    packages: &[(&str, &str, &str)],
+) {
+    let mut index = String::new();
+    for (name, ver, extra) in packages {
+        let filename = format!("pool/main/{}/{name}/{name}_{ver}_amd64.deb", &name[..1]);
+        let body = format!("!<arch>\ndebian-binary   {name} {ver}\n").into_bytes();
+        let path = root.join(&filename);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &body).unwrap();
+        index.push_str(&format!(
+            "Package: {name}\nVersion: {ver}\nArchitecture: amd64\n{extra}Filename: {filename}\nSize: {}\nSHA256: {}\nDescription: test\n\n",
+            body.len(),
+            sha256_of(&body).hex()
+        ));
+    }
+    let dists = root.join("dists").join(dir);
+    let bin = dists.join("main/binary-amd64");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    xz.write_all(index.as_bytes()).unwrap();
+    let xz = xz.finish().unwrap();
+    std::fs::write(bin.join("Packages.xz"), &xz).unwrap();
+    let release = format!(
+        "Origin: farm test\nSuite: {suite}\n{}Codename: {codename}\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
+        version.map(|v| format!("Version: {v}\n")).unwrap_or_default(),
+        sha256_of(&xz).hex(),
+        xz.len(),
+    );
+    let (r, i) = (dists.join("Release"), dists.join("InRelease"));
+    std::fs::write(&r, release).unwrap();
+    gpg.run(&["--clearsign", "--output", i.to_str().unwrap(), r.to_str().unwrap()]);
+}
+
+/// One mirror carrying bookworm (Python 3.11, also served as `oldstable`)
+/// and trixie (Python 3.13, also served as `stable`), like Debian's archive.
+struct TwoSuites {
+    root: tempfile::TempDir,
+    gpg: Gpg,
+}
+
+impl TwoSuites {
+    fn new() -> TwoSuites {
+        let root = tempfile::tempdir().unwrap();
+        let gpg = Gpg::new("archive");
+        let python = |minor: &str, pkg: &str, libc: &str| {
+            vec![
+                ("libc6".to_string(), libc.to_string(), String::new()),
+                (
+                    format!("python{minor}-minimal"),
+                    pkg.to_string(),
+                    format!("Depends: libc6 (>= {libc})\n"),
+                ),
+                (
+                    format!("libpython{minor}-stdlib"),
+                    pkg.to_string(),
+                    format!("Depends: python{minor}-minimal (= {pkg}), libc6\n"),
+                ),
+            ]
+        };
+        let bookworm = python("3.11", "3.11.2-6", "2.36-9");
+        let trixie = python("3.13", "3.13.5-2", "2.41-12");
+        let refs = |v: &[(String, String, String)]| -> Vec<(String, String, String)> { v.to_vec() };
+        for (dir, suite, codename, version, pkgs) in [
+            ("bookworm", "oldstable", "bookworm", Some("12.9"), refs(&bookworm)),
+            ("oldstable", "oldstable", "bookworm", Some("12.9"), refs(&bookworm)),
+            ("trixie", "stable", "trixie", Some("13.1"), refs(&trixie)),
+            ("stable", "stable", "trixie", Some("13.1"), refs(&trixie)),
+        ] {
+            let pkgs: Vec<(&str, &str, &str)> = pkgs
+                .iter()
+                .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+                .collect();
+            write_suite(root.path(), &gpg, dir, suite, codename, version, &pkgs);
+        }
+        TwoSuites { root, gpg }
+    }
+
+    /// apt's configuration listing only bookworm on `mirror`, signed by this archive's key.
+    fn apt_etc(&self, mirror: &str) -> tempfile::TempDir {
+        let etc = tempfile::tempdir().unwrap();
+        let keyring = self.gpg.export(&etc.path().join("archive.gpg"), false);
+        std::fs::create_dir_all(etc.path().join("sources.list.d")).unwrap();
+        std::fs::write(
+            etc.path().join("sources.list.d/debian.sources"),
+            format!(
+                "Types: deb\nURIs: {mirror}/\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: {}\n",
+                keyring.display()
+            ),
+        )
+        .unwrap();
+        etc
+    }
+}
+
+fn python_request(archive: &farm_lockfiles::endpoints::DebianArchive, suite: &str, python: &str) -> DebianRequest {
+    let mut req = DebianRequest::new(archive.mirror.clone(), suite, "amd64");
+    req.roots = debian::python_roots(python)
+        .into_iter()
+        .map(|p| (p, debian::ROLE_PYTHON.to_string()))
+        .collect();
+    req.keyring = archive.signed_by.clone();
+    req
+}
+
+/// The apt sources list only bookworm, yet trixie (and its Python 3.13) is
+/// locked from the same mirror, with the source's keyring checking trixie's
+/// Release.
+#[tokio::test]
+async fn a_suite_the_apt_sources_do_not_list_is_locked_from_the_same_mirror() {
+    let mirror = TwoSuites::new();
+    let server = Server::serve(mirror.root.path().to_path_buf()).await;
+    let etc = mirror.apt_etc(&server.url);
+    let sources = farm_lockfiles::endpoints::apt_sources(etc.path()).unwrap();
+    let archive =
+        farm_lockfiles::endpoints::debian_archive_for(&sources, "trixie").expect("Debian's archive is configured");
+    assert_eq!(archive.mirror, server.url);
+    assert!(!archive.lists_suite);
+
+    let req = python_request(&archive, "trixie", "3.13");
+    let res = debian::resolve(&client(), &req).await.unwrap();
+    assert!(matches!(res.trust, ReleaseTrust::Verified { .. }), "{:?}", res.trust);
+    assert_eq!(res.release_url, format!("{}/dists/trixie/InRelease", server.url));
+    assert_eq!(names(&res), ["libc6", "libpython3.13-stdlib", "python3.13-minimal"]);
+    let py = res
+        .packages
+        .iter()
+        .find(|p| p.artifact.name == "python3.13-minimal")
+        .unwrap();
+    assert_eq!(py.artifact.version, "3.13.5-2");
+    assert!(
+        py.artifact.url.starts_with(&format!("{}/pool/", server.url)),
+        "{}",
+        py.artifact.url
+    );
+    assert_eq!(
+        res.packages[0].artifact.version, "2.41-12",
+        "trixie's libc6, not bookworm's"
+    );
+}
+
+/// Asking bookworm for a Python it lacks lists each suite of the mirror once
+/// (aliases folded into their codename) with its Python, and names the suite
+/// to set; a Python no suite has says so and offers the suite's own.
+#[tokio::test]
+async fn a_python_the_suite_lacks_lists_which_suites_have_which() {
+    let mirror = TwoSuites::new();
+    let server = Server::serve(mirror.root.path().to_path_buf()).await;
+    let etc = mirror.apt_etc(&server.url);
+    let sources = farm_lockfiles::endpoints::apt_sources(etc.path()).unwrap();
+    let archive = farm_lockfiles::endpoints::debian_archive_for(&sources, "bookworm").unwrap();
+
+    let err = debian::resolve(&client(), &python_request(&archive, "bookworm", "3.13"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DebianError::PythonUnavailable { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("Python 3.13 is not in the Debian suite bookworm"), "{msg}");
+    assert!(
+        msg.contains("bookworm (oldstable 12.9): Python 3.11 (python3.11-minimal 3.11.2-6)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("trixie (stable 13.1): Python 3.13 (python3.13-minimal 3.13.5-2)"),
+        "{msg}"
+    );
+    assert_eq!(
+        msg.matches("trixie (").count(),
+        1,
+        "stable is folded into trixie: {msg}"
+    );
+    assert!(
+        msg.find("bookworm (").unwrap() < msg.find("trixie (").unwrap(),
+        "older release first: {msg}"
+    );
+    assert!(
+        msg.contains("hint: set [toolchains.debian] suite = \"trixie\" in farm.toml"),
+        "{msg}"
+    );
+
+    let err = debian::resolve(&client(), &python_request(&archive, "bookworm", "3.12"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Python 3.12 is not in the Debian suite bookworm"), "{err}");
+    assert!(err.contains("Python 3.11 (") && err.contains("Python 3.13 ("), "{err}");
+    assert!(
+        err.contains("no suite of this mirror has Python 3.12")
+            && err.contains("keep suite \"bookworm\" with [toolchains.python] version = \"3.11\""),
+        "{err}"
+    );
+}

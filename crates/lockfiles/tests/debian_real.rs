@@ -154,3 +154,56 @@ async fn resolves_bookworm_python_and_base_closure_from_this_machines_mirror() {
     assert_eq!(cache_state(), cached, "the cache entry was reused, not rewritten");
     assert_eq!(second.packages, first.packages, "resolution is deterministic");
 }
+
+/// The machine's apt lists only bookworm, yet trixie's Python 3.13 locks
+/// from that same mirror: the archive is found by what the source is
+/// (Debian's components and suites), the suite is the request's, and
+/// trixie's Release checks out against the bookworm source's keyring.
+#[tokio::test]
+async fn trixie_python_3_13_locks_from_the_mirror_configured_for_bookworm() {
+    let etc = endpoints::default_apt_etc();
+    let sources = endpoints::apt_sources(&etc).expect("this machine's apt sources parse");
+    if sources.iter().any(|s| s.suites.iter().any(|x| x == "trixie")) {
+        eprintln!("NOTE: an apt source lists trixie itself; this still checks trixie resolves");
+    }
+    let archive = endpoints::debian_archive_for(&sources, "trixie")
+        .unwrap_or_else(|| panic!("no apt source under {} serves Debian's archive", etc.display()));
+    assert_eq!(
+        Some(archive.mirror.clone()),
+        endpoints::debian_mirror_for(&sources, SUITE),
+        "the mirror is the one configured for {SUITE}"
+    );
+    let mut req = DebianRequest::new(archive.mirror.clone(), "trixie", "amd64");
+    req.roots = debian::python_roots("3.13")
+        .into_iter()
+        .map(|p| (p, ROLE_PYTHON.to_string()))
+        .collect();
+    req.exclude = debian::default_excludes();
+    req.keyring = archive.signed_by.clone();
+    req.cache_dir = Some(cache_dir());
+    let res = debian::resolve(&Client::new(ClientOptions::default()), &req)
+        .await
+        .expect("trixie resolves from the bookworm mirror");
+    assert!(
+        matches!(res.trust, ReleaseTrust::Verified { .. }),
+        "trixie's Release must verify: {:?}",
+        res.trust
+    );
+    assert!(res.release_url.contains("/dists/trixie/"), "{}", res.release_url);
+    let py = res
+        .packages
+        .iter()
+        .find(|p| p.artifact.name == "python3.13-minimal")
+        .expect("python3.13-minimal in the closure");
+    assert!(
+        debian::upstream_version(&py.artifact.version).starts_with("3.13."),
+        "{}",
+        py.artifact.version
+    );
+    assert!(
+        py.artifact.url.starts_with(&format!("{}/pool/", archive.mirror)),
+        "{}",
+        py.artifact.url
+    );
+    assert!(res.packages.iter().any(|p| p.artifact.name == "libpython3.13-stdlib"));
+}

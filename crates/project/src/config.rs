@@ -122,7 +122,8 @@ pub struct Toolchains {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeToolchainConfig {
-    /// Exact Node version, e.g. `22.19.0`.
+    /// Node version: exact (`22.19.0`), or a major or major.minor (`24`,
+    /// `22.19`) that `farm lock` resolves to the newest release and pins.
     pub version: String,
     /// npm version: exact, or a prefix (`10`, `10.9`) resolved to the newest match at lock time.
     #[serde(default = "default_npm")]
@@ -226,14 +227,63 @@ fn default_output_dir() -> PathBuf {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BackendSection {
     pub path: PathBuf,
-    #[serde(default = "default_requirements")]
-    pub requirements: PathBuf,
+    /// The requirements file, relative to `path` (default `requirements.txt`
+    /// when the backend has no Python lockfile). Exclusive with `lockfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<PathBuf>,
+    /// The Python lockfile (`uv.lock`, `poetry.lock`, `pylock.toml`),
+    /// project-relative since a uv workspace's lock sits above its members.
+    /// Default: the one [`python_lockfile_in`] finds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockfile: Option<PathBuf>,
+    /// Dependency groups of the backend's project installed from the lockfile
+    /// (none by default, so dev groups stay out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Extras of the backend's project installed from the lockfile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extras: Vec<String>,
     /// The ASGI application, `module:attribute`.
     pub app: String,
+    /// Build-time variables the app needs to be imported (for its OpenAPI
+    /// schema): each must be set by `--var` or the environment's `vars`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vars: Vec<String>,
+    /// Secrets the app needs to be imported: each must be passed with
+    /// `farm build --secret NAME`; the OpenAPI export sees it as a variable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
-fn default_requirements() -> PathBuf {
-    "requirements.txt".into()
+/// Where the backend's Python dependencies are pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PythonDeps {
+    /// A requirements file (project-relative), resolved by pip's resolver.
+    Requirements(PathBuf),
+    /// A uv.lock, poetry.lock or pylock.toml (project-relative), read as is.
+    Lockfile(PathBuf),
+}
+
+/// The Python lockfile of the backend directory `backend` (project-relative):
+/// `pylock.toml`, `uv.lock` or `poetry.lock` in it, else a `uv.lock` in a
+/// directory above it up to the project root (a uv workspace). The same
+/// rule as `farm_lockread::py::detect_py_lock`.
+pub fn python_lockfile_in(root: &Path, backend: &Path) -> Option<PathBuf> {
+    for name in ["pylock.toml", "uv.lock", "poetry.lock"] {
+        let rel = backend.join(name);
+        if root.join(&rel).is_file() {
+            return Some(rel);
+        }
+    }
+    let mut dir = backend.parent();
+    while let Some(d) = dir {
+        let rel = d.join("uv.lock");
+        if root.join(&rel).is_file() {
+            return Some(rel);
+        }
+        dir = d.parent();
+    }
+    None
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -270,6 +320,15 @@ pub struct ImagesSection {
     /// (`<registry>/<name>@sha256:…`); without it they name the bare repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
+    /// Whether the app image puts farm's front server (the frontend's files
+    /// at `/`) in front of the backend (spec/images.md "Serving the frontend").
+    /// Skipped when `auto` so existing configs serialize as before.
+    #[serde(default, skip_serializing_if = "ServeFrontend::is_auto")]
+    pub serve_frontend: ServeFrontend,
+    /// Path prefixes that always belong to the backend (`/api`); default:
+    /// the first segments of the backend's OpenAPI paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_prefixes: Option<Vec<String>>,
 }
 
 impl Default for ImagesSection {
@@ -280,7 +339,82 @@ impl Default for ImagesSection {
             name: None,
             compression: Compression::default(),
             registry: None,
+            serve_frontend: ServeFrontend::Auto,
+            api_prefixes: None,
         }
+    }
+}
+
+impl ImagesSection {
+    /// Checks `api-prefixes`: `(field, message)` on the first bad entry.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (i, p) in self.api_prefixes.iter().flatten().enumerate() {
+            let ok = p.len() > 1
+                && p.starts_with('/')
+                && !p.ends_with('/')
+                && !p.contains("//")
+                && p.split('/').all(|s| s != "." && s != "..")
+                && p.chars().all(|c| c.is_ascii_graphic() && !"?#%\\".contains(c));
+            if !ok {
+                return Err((
+                    format!("images.api-prefixes[{i}]"),
+                    format!(
+                        "expected a path prefix like \"/api\" (starts with /, no trailing /, no . or .. segments, no ? # % \\ or spaces), found {p:?}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `images.serve-frontend`: `"auto"` (default), `true` or `false`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServeFrontend {
+    /// On when the backend neither routes `/` in its OpenAPI document nor
+    /// reads `FARM_STATIC_DIR`; the front server also steps aside at run time
+    /// when the app has a route or mount at `/`.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl ServeFrontend {
+    pub fn is_auto(&self) -> bool {
+        *self == ServeFrontend::Auto
+    }
+}
+
+impl Serialize for ServeFrontend {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ServeFrontend::Auto => s.serialize_str("auto"),
+            ServeFrontend::On => s.serialize_bool(true),
+            ServeFrontend::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ServeFrontend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ServeFrontend;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\", true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<ServeFrontend, E> {
+                Ok(if b { ServeFrontend::On } else { ServeFrontend::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ServeFrontend, E> {
+                match v {
+                    "auto" => Ok(ServeFrontend::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -453,14 +587,66 @@ impl Project {
         self.root.join(farm_lockfiles::lock::LOCK_FILE)
     }
 
-    /// The frontend's package-lock.json, project-relative.
-    pub fn package_lock(&self) -> Option<PathBuf> {
-        self.config.frontend.as_ref().map(|f| f.path.join("package-lock.json"))
+    /// Where the frontend's JS lockfile is: its own directory's, or that of
+    /// the workspace root above it whose workspaces include it (npm, pnpm,
+    /// yarn and bun decide the same way; spec/lockfiles.md). `None` without
+    /// a `[frontend]`; an error when the frontend has no lockfile at all.
+    pub fn js_lock(&self) -> anyhow::Result<Option<farm_lockread::js::JsLockLocation>> {
+        let Some(f) = &self.config.frontend else {
+            return Ok(None);
+        };
+        match farm_lockread::js::detect_js_lock(&self.root.join(&f.path), &self.root)? {
+            Some(loc) => Ok(Some(loc)),
+            None => anyhow::bail!(
+                "{}: frontend.path has no JS lockfile (package-lock.json, npm-shrinkwrap.json, pnpm-lock.yaml, yarn.lock or bun.lock), nor does a workspace root above it that lists it\nhint: run your package manager's install there (npm install, pnpm install, yarn install or bun install) and commit the lockfile",
+                self.root.join(&f.path).display()
+            ),
+        }
     }
 
-    /// The backend's requirements file, project-relative.
+    /// The frontend's JS lockfile ([`Project::js_lock`]), project-relative:
+    /// the key it has in the lock's `[inputs]`.
+    pub fn package_lock(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(self.js_lock()?.map(|loc| self.relative(&loc.lockfile)))
+    }
+
+    /// `path` (below the project root) relative to the project root.
+    pub fn relative(&self, path: &Path) -> PathBuf {
+        path.strip_prefix(&self.root).unwrap_or(path).to_path_buf()
+    }
+
+    /// Where the backend's Python dependencies are pinned: `lockfile`, else
+    /// `requirements`, else a detected Python lockfile, else
+    /// `requirements.txt` (spec/farm-toml.md, `[backend]`).
+    pub fn python_deps(&self) -> Option<PythonDeps> {
+        let b = self.config.backend.as_ref()?;
+        if let Some(l) = &b.lockfile {
+            return Some(PythonDeps::Lockfile(l.clone()));
+        }
+        if let Some(r) = &b.requirements {
+            return Some(PythonDeps::Requirements(b.path.join(r)));
+        }
+        Some(match python_lockfile_in(&self.root, &b.path) {
+            Some(l) => PythonDeps::Lockfile(l),
+            None => PythonDeps::Requirements(b.path.join("requirements.txt")),
+        })
+    }
+
+    /// The backend's requirements file, project-relative, when its
+    /// dependencies are pinned by one (not by a Python lockfile).
     pub fn requirements(&self) -> Option<PathBuf> {
-        self.config.backend.as_ref().map(|b| b.path.join(&b.requirements))
+        match self.python_deps()? {
+            PythonDeps::Requirements(r) => Some(r),
+            PythonDeps::Lockfile(_) => None,
+        }
+    }
+
+    /// The backend's Python lockfile, project-relative, when it has one.
+    pub fn python_lockfile(&self) -> Option<PathBuf> {
+        match self.python_deps()? {
+            PythonDeps::Lockfile(l) => Some(l),
+            PythonDeps::Requirements(_) => None,
+        }
     }
 
     /// SOURCE_DATE_EPOCH: farm.toml, else the last commit's time, else 1980-01-01.
@@ -586,6 +772,9 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
         message,
     };
     validate_steps(c).map_err(|(field, message)| invalid(&field, message))?;
+    c.images
+        .validate()
+        .map_err(|(field, message)| invalid(&field, message))?;
     c.limits
         .resolve()
         .map_err(|(field, message)| invalid(&field, message))?;
@@ -601,14 +790,8 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
             ));
         }
         for k in e.vars.keys() {
-            let ok = !k.is_empty()
-                && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-                && !k.starts_with(|ch: char| ch.is_ascii_digit());
-            if !ok || k.starts_with("FARM_") {
-                return Err(invalid(
-                    &format!("env.{name}.vars.{k}"),
-                    "expected an environment variable name (letters, digits, _; not starting with FARM_)".into(),
-                ));
+            if !is_build_var_name(k) {
+                return Err(invalid(&format!("env.{name}.vars.{k}"), BUILD_VAR_NAME.into()));
             }
         }
         if e.frontend.is_some() && c.frontend.is_none() {
@@ -637,10 +820,15 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
         }
     }
     if let Some(n) = &c.toolchains.node {
-        if n.version.split('.').count() != 3 || !n.version.split('.').all(|x| x.parse::<u32>().is_ok()) {
+        let v = n.version.trim().trim_start_matches('v');
+        let v = v.strip_suffix(".x").unwrap_or(v);
+        if v.split('.').count() > 3 || !v.split('.').all(|x| x.parse::<u32>().is_ok()) {
             return Err(invalid(
                 "toolchains.node.version",
-                format!("expected an exact version such as \"22.19.0\", found {:?}", n.version),
+                format!(
+                    "expected an exact version such as \"22.19.0\", or a major such as \"24\" (the newest release, pinned by `farm lock`), found {:?}",
+                    n.version
+                ),
             ));
         }
     }
@@ -656,6 +844,43 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
                     "expected `module:attribute` such as \"app.main:app\", found {:?}",
                     b.app
                 ),
+            ));
+        }
+        for (field, names) in [("backend.vars", &b.vars), ("backend.secrets", &b.secrets)] {
+            if let Some(bad) = names.iter().find(|n| !is_build_var_name(n)) {
+                return Err(invalid(field, format!("{BUILD_VAR_NAME}, found {bad:?}")));
+            }
+        }
+        if b.lockfile.is_some() && b.requirements.is_some() {
+            return Err(invalid(
+                "backend.lockfile",
+                "set together with backend.requirements; the backend's dependencies come from one of them\nhint: keep `lockfile` for a uv.lock, poetry.lock or pylock.toml, `requirements` for a requirements file".into(),
+            ));
+        }
+        if let Some(l) = &b.lockfile {
+            let name = l.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let known = matches!(name, "uv.lock" | "poetry.lock" | "pylock.toml")
+                || (name.starts_with("pylock.") && name.ends_with(".toml"));
+            if !known {
+                return Err(invalid(
+                    "backend.lockfile",
+                    format!(
+                        "expected a uv.lock, poetry.lock or pylock.toml (pylock.<name>.toml), found {:?}",
+                        l.display()
+                    ),
+                ));
+            }
+        }
+        // A requirements file has no groups or extras to choose from.
+        if b.requirements.is_some() && !(b.groups.is_empty() && b.extras.is_empty()) {
+            let field = if b.groups.is_empty() {
+                "backend.extras"
+            } else {
+                "backend.groups"
+            };
+            return Err(invalid(
+                field,
+                "chooses from a Python lockfile, but the backend's dependencies come from backend.requirements".into(),
             ));
         }
         if c.toolchains.python.is_none() {
@@ -674,6 +899,7 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
     for (field, p) in [
         ("frontend.path", c.frontend.as_ref().map(|f| &f.path)),
         ("backend.path", c.backend.as_ref().map(|b| &b.path)),
+        ("backend.lockfile", c.backend.as_ref().and_then(|b| b.lockfile.as_ref())),
         ("models.config", c.models.as_ref().and_then(|m| m.config.as_ref())),
     ] {
         if let Some(p) = p {
@@ -746,7 +972,13 @@ impl Config {
                 b.app = a.clone();
             }
         }
-        Ok((c, e.vars.clone()))
+        // `${VAR}` in a value comes from the caller's environment, now.
+        let mut vars = BTreeMap::new();
+        for (k, v) in &e.vars {
+            let value = expand_env(&format!("env.{name}.vars.{k}"), v).map_err(|m| format!("{CONFIG_FILE}: {m}"))?;
+            vars.insert(k.clone(), value);
+        }
+        Ok((c, vars))
     }
 }
 
@@ -876,8 +1108,28 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// Replaces `${VAR}` from the environment; an unset variable is an error naming it.
+/// What [`is_build_var_name`] accepts, for messages.
+pub const BUILD_VAR_NAME: &str =
+    "expected an environment variable name (letters, digits, _; not starting with a digit or FARM_)";
+
+/// A name a build-time variable or secret may have: an environment
+/// variable's, outside farm's own `FARM_` namespace.
+pub fn is_build_var_name(k: &str) -> bool {
+    !k.is_empty()
+        && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        && !k.starts_with(|ch: char| ch.is_ascii_digit())
+        && !k.starts_with("FARM_")
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` from the caller's environment;
+/// an unset variable without a default is an error naming `field` and it.
 pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
+    expand_with(field, value, |name| std::env::var(name).ok())
+}
+
+/// [`expand_env`] with the variables from `lookup`. As in the shell, `:-`
+/// also replaces a variable set to the empty string.
+pub fn expand_with(field: &str, value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -886,9 +1138,27 @@ pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
         let end = after
             .find('}')
             .ok_or_else(|| format!("{field}: unclosed `${{` in {value:?}"))?;
-        let name = &after[..end];
-        let v = std::env::var(name)
-            .map_err(|_| format!("{field}: environment variable {name} is not set (farm.toml uses ${{{name}}})"))?;
+        let (name, default) = match after[..end].split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (&after[..end], None),
+        };
+        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            return Err(format!(
+                "{field}: expected `${{NAME}}` or `${{NAME:-default}}` with NAME of letters, digits and _, found `${{{}}}`",
+                &after[..end]
+            ));
+        }
+        let v = match (lookup(name), default) {
+            (Some(v), Some(d)) if v.is_empty() => d.to_string(),
+            (Some(v), _) => v,
+            (None, Some(d)) => d.to_string(),
+            (None, None) => {
+                return Err(format!(
+                    "{field}: environment variable {name} is not set (farm.toml uses ${{{name}}})\n\
+                     hint: set {name} in the environment farm runs in, or give a default: ${{{name}:-VALUE}}"
+                ))
+            }
+        };
         out.push_str(&v);
         rest = &after[end + 1..];
     }
@@ -918,6 +1188,118 @@ mod tests {
         assert!(err.contains("u64") || err.contains("integer"), "{err}");
     }
 
+    /// Proves where the backend's wheels come from: `lockfile`, else
+    /// `requirements`, else a detected Python lockfile (in the backend, or
+    /// a uv.lock above it), else requirements.txt; and that `lockfile` with
+    /// `requirements`, an unknown lockfile name and groups with a
+    /// requirements file are refused naming the field.
+    #[test]
+    fn backend_dependencies_come_from_one_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("apps/api")).unwrap();
+        let py = "[toolchains.python]\nversion = \"3.11\"\n";
+        let load = |backend: &str| {
+            std::fs::write(
+                root.join(CONFIG_FILE),
+                format!("{MINIMAL}{py}[backend]\npath = \"apps/api\"\napp = \"m:app\"\n{backend}"),
+            )
+            .unwrap();
+            Project::load(root)
+        };
+        let deps = |backend: &str| load(backend).unwrap().python_deps().unwrap();
+        assert_eq!(deps(""), PythonDeps::Requirements("apps/api/requirements.txt".into()));
+        std::fs::write(root.join("uv.lock"), "version = 1\n").unwrap();
+        assert_eq!(
+            deps(""),
+            PythonDeps::Lockfile("uv.lock".into()),
+            "a uv workspace root above"
+        );
+        std::fs::write(root.join("apps/api/poetry.lock"), "").unwrap();
+        assert_eq!(
+            deps(""),
+            PythonDeps::Lockfile("apps/api/poetry.lock".into()),
+            "the backend's own first"
+        );
+        assert_eq!(
+            deps("requirements = \"req.txt\"\n"),
+            PythonDeps::Requirements("apps/api/req.txt".into())
+        );
+        assert_eq!(
+            deps("lockfile = \"uv.lock\"\ngroups = [\"dev\"]\n"),
+            PythonDeps::Lockfile("uv.lock".into())
+        );
+        for (backend, field, says) in [
+            (
+                "lockfile = \"uv.lock\"\nrequirements = \"r.txt\"\n",
+                "backend.lockfile",
+                "set together with backend.requirements",
+            ),
+            (
+                "lockfile = \"Pipfile.lock\"\n",
+                "backend.lockfile",
+                "expected a uv.lock, poetry.lock or pylock.toml",
+            ),
+            ("lockfile = \"../uv.lock\"\n", "backend.lockfile", "inside the project"),
+            (
+                "requirements = \"r.txt\"\ngroups = [\"dev\"]\n",
+                "backend.groups",
+                "chooses from a Python lockfile",
+            ),
+            (
+                "requirements = \"r.txt\"\nextras = [\"pg\"]\n",
+                "backend.extras",
+                "chooses from a Python lockfile",
+            ),
+        ] {
+            let err = load(backend).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(says), "{backend}: {err}");
+        }
+    }
+
+    /// `images.serve-frontend` takes "auto", true or false and nothing else;
+    /// `images.api-prefixes` entries must be plain path prefixes.
+    #[test]
+    fn images_serve_frontend_and_api_prefixes() {
+        let c = parse("farm.toml", MINIMAL).unwrap();
+        assert_eq!(c.images.serve_frontend, ServeFrontend::Auto);
+        assert!(
+            !serde_json::to_string(&c.images).unwrap().contains("serve"),
+            "the default serializes as before"
+        );
+        for (v, want) in [
+            ("\"auto\"", ServeFrontend::Auto),
+            ("true", ServeFrontend::On),
+            ("false", ServeFrontend::Off),
+        ] {
+            let c = parse("farm.toml", &format!("{MINIMAL}[images]\nserve-frontend = {v}\n")).unwrap();
+            assert_eq!(c.images.serve_frontend, want, "{v}");
+        }
+        let err = parse("farm.toml", &format!("{MINIMAL}[images]\nserve-frontend = \"yes\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"auto\", true or false"), "{err}");
+        let ok = parse(
+            "farm.toml",
+            &format!("{MINIMAL}[images]\napi-prefixes = [\"/api\", \"/openapi.json\"]\n"),
+        )
+        .unwrap();
+        validate("farm.toml", &ok).unwrap();
+        assert_eq!(ok.images.api_prefixes.unwrap(), ["/api", "/openapi.json"]);
+        for bad in ["api", "/", "/api/", "/a/../b", "/a b", "/a?x"] {
+            let c = parse(
+                "farm.toml",
+                &format!("{MINIMAL}[images]\napi-prefixes = [\"/x\", {bad:?}]\n"),
+            )
+            .unwrap();
+            let err = validate("farm.toml", &c).unwrap_err().to_string();
+            assert!(
+                err.contains("images.api-prefixes[1]") && err.contains("expected a path prefix"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn defaults_fill_the_debian_base_and_npm() {
         let text = format!("{MINIMAL}[toolchains.node]\nversion = \"22.19.0\"\n");
@@ -944,6 +1326,61 @@ mod tests {
         );
         let err = expand_env("models.registry", "${FARM_TEST_EXPAND_MISSING}").unwrap_err();
         assert!(err.contains("FARM_TEST_EXPAND_MISSING"), "{err}");
+    }
+
+    /// `${VAR:-default}` takes the default when VAR is unset or empty, a
+    /// malformed reference is refused, and `[env.*.vars]` values expand at
+    /// `for_env`, an unset one naming the field and the variable.
+    #[test]
+    fn env_vars_expand_with_defaults_and_name_the_field() {
+        let env = |n: &str| match n {
+            "SET" => Some("v".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(
+            expand_with("f", "a${SET}b${UNSET:-d}c${EMPTY:-e}", env).unwrap(),
+            "avbdce"
+        );
+        assert_eq!(expand_with("f", "${SET:-d}", env).unwrap(), "v");
+        assert!(expand_with("f", "${A B}", env).unwrap_err().contains("NAME"));
+
+        std::env::set_var("FARM_TEST_EXPAND_TITLE", "Demo");
+        let text = format!(
+            "{MINIMAL}[env.staging.vars]\nTITLE = \"${{FARM_TEST_EXPAND_TITLE}} app\"\n\
+             [env.broken.vars]\nKEY = \"${{FARM_TEST_EXPAND_UNSET_9}}\"\n"
+        );
+        let c = parse("farm.toml", &text).unwrap();
+        validate("farm.toml", &c).unwrap();
+        assert_eq!(c.for_env("staging").unwrap().1["TITLE"], "Demo app");
+        let err = c.for_env("broken").unwrap_err();
+        assert!(
+            err.contains("farm.toml: env.broken.vars.KEY") && err.contains("FARM_TEST_EXPAND_UNSET_9"),
+            "{err}"
+        );
+    }
+
+    /// backend.vars and backend.secrets hold variable names outside FARM_.
+    #[test]
+    fn backend_vars_and_secrets_must_be_variable_names() {
+        let base =
+            format!("{MINIMAL}[toolchains.python]\nversion = \"3.11\"\n[backend]\npath = \"api\"\napp = \"m:app\"\n");
+        let ok = format!("{base}vars = [\"PROJECT_NAME\"]\nsecrets = [\"SECRET_KEY\"]\n");
+        let c = parse("farm.toml", &ok).unwrap();
+        validate("farm.toml", &c).unwrap();
+        assert_eq!(c.backend.unwrap().secrets, ["SECRET_KEY"]);
+        for (field, bad) in [
+            ("backend.secrets", "FARM_X"),
+            ("backend.vars", "1X"),
+            ("backend.secrets", "a/b"),
+        ] {
+            let key = field.rsplit('.').next().unwrap();
+            let text = format!("{base}{key} = [{bad:?}]\n");
+            let err = validate("farm.toml", &parse("farm.toml", &text).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub fn pypi_index(project: &Project) -> Result<String> {
 }
 
 /// The Debian mirror and the keyring its Release file is checked against
-/// (apt's `Signed-By`, else Debian's archive keyring when installed).
+/// (apt's `Signed-By`, else Debian's archive keyring when installed). The
+/// suite is the toolchain's; the mirror is whichever apt source serves
+/// Debian's archive, whether or not it lists that suite.
 pub fn debian_source(project: &Project) -> Result<(String, Option<PathBuf>)> {
     let default_keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
     let default_keyring = default_keyring.exists().then(|| default_keyring.to_path_buf());
@@ -41,18 +43,16 @@ pub fn debian_source(project: &Project) -> Result<(String, Option<PathBuf>)> {
     let etc = farm_lockfiles::endpoints::default_apt_etc();
     let sources = farm_lockfiles::endpoints::apt_sources(&etc).context("reading the apt sources")?;
     let suite = &project.config.toolchains.debian.suite;
-    let mirror = farm_lockfiles::endpoints::debian_mirror_for(&sources, suite).map(trim).with_context(|| {
+    let archive = farm_lockfiles::endpoints::debian_archive_for(&sources, suite).with_context(|| {
         format!(
-            "no apt source in {} lists the suite {suite:?}\nhint: set [registries] debian = \"<mirror URL>\" in farm.toml",
+            "no apt source in {} serves Debian's archive for the suite {suite:?} \
+             (looked for a `deb` source with Debian components such as `main` and a Debian suite such as `bookworm`, \
+             or one listing {suite:?} itself)\n\
+             hint: set [registries] debian = \"<mirror URL>\" in farm.toml",
             etc.display()
         )
     })?;
-    let keyring = sources
-        .iter()
-        .find(|s| s.suites.iter().any(|x| x == suite) && s.uris.iter().any(|u| trim(u.clone()) == mirror))
-        .and_then(|s| s.signed_by.clone())
-        .or(default_keyring);
-    Ok((mirror, keyring))
+    Ok((archive.mirror, archive.signed_by.or(default_keyring)))
 }
 
 pub fn models_registry(project: &Project) -> Result<Option<String>> {

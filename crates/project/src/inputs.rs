@@ -39,7 +39,14 @@ impl Section {
 /// Every input the lock records, with its digest, and which sections it feeds.
 pub fn current_inputs(project: &Project) -> Result<BTreeMap<String, Integrity>> {
     let mut inputs = project.lock_section_digests();
-    for rel in [project.package_lock(), project.requirements()].into_iter().flatten() {
+    let python_lock = python_lock_inputs(project);
+    // The JS lockfile under its project-relative path (a workspace root's
+    // `package-lock.json`, `frontend/pnpm-lock.yaml`, ...).
+    for rel in [project.package_lock()?, project.requirements()]
+        .into_iter()
+        .flatten()
+        .chain(python_lock.files)
+    {
         let path = project.root.join(&rel);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         inputs.insert(
@@ -47,12 +54,64 @@ pub fn current_inputs(project: &Project) -> Result<BTreeMap<String, Integrity>> 
             farm_lockfiles::integrity::sha256_of(&bytes),
         );
     }
+    inputs.extend(python_lock.selection);
     Ok(inputs)
 }
 
+/// The key of what farm.toml chooses from a Python lockfile (groups, extras).
+pub const PYTHON_SELECTION_INPUT: &str = "farm.toml#backend.lockfile";
+
+struct PythonLockInputs {
+    /// The lockfile, and for poetry.lock the pyproject.toml beside it (which
+    /// holds the project's own dependencies and groups).
+    files: Vec<std::path::PathBuf>,
+    selection: Option<(String, Integrity)>,
+}
+
+/// The inputs of wheels read from a Python lockfile: none with a requirements file.
+fn python_lock_inputs(project: &Project) -> PythonLockInputs {
+    let (Some(lock), Some(b)) = (project.python_lockfile(), project.config.backend.as_ref()) else {
+        return PythonLockInputs {
+            files: Vec::new(),
+            selection: None,
+        };
+    };
+    let mut files = vec![lock.clone()];
+    if lock.file_name().is_some_and(|n| n == "poetry.lock") {
+        files.push(lock.with_file_name("pyproject.toml"));
+    }
+    let mut groups = b.groups.clone();
+    groups.sort();
+    let mut extras = b.extras.clone();
+    extras.sort();
+    let value = serde_json::json!({
+        "lockfile": lock.to_string_lossy(),
+        "path": b.path.to_string_lossy(),
+        "groups": groups,
+        "extras": extras,
+    });
+    let bytes = farm_formats::canonical_json::to_vec(&value).expect("JSON values serialise");
+    PythonLockInputs {
+        files,
+        selection: Some((
+            PYTHON_SELECTION_INPUT.to_string(),
+            farm_lockfiles::integrity::sha256_of(&bytes),
+        )),
+    }
+}
+
 pub fn sections_of(project: &Project, input: &str) -> Vec<Section> {
-    let pkg_lock = project.package_lock().map(|p| p.to_string_lossy().into_owned());
+    // A frontend without a lockfile has no key here; current_inputs reports it.
+    let pkg_lock = project
+        .package_lock()
+        .ok()
+        .flatten()
+        .map(|p| p.to_string_lossy().into_owned());
     let reqs = project.requirements().map(|p| p.to_string_lossy().into_owned());
+    let python_lock = python_lock_inputs(project);
+    if python_lock.files.iter().any(|f| f.to_string_lossy() == input) || input == PYTHON_SELECTION_INPUT {
+        return vec![Section::Wheels];
+    }
     match input {
         "farm.toml#toolchains.node" => vec![Section::Node],
         "farm.toml#toolchains.debian" => vec![Section::Debian],

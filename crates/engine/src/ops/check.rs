@@ -145,6 +145,7 @@ pub fn check(ctx: &Context, opts: &CheckOptions) -> Result<CheckReport> {
             dev: false,
             compression: None,
             skip_types_check: false,
+            settings: Default::default(),
         };
         let built = with_process_conditions(cpus, aslr, || build_project(ctx, &project, &build))
             .with_context(|| format!("round {i} of farm check"))?;
@@ -380,6 +381,7 @@ pub fn verify(ctx: &Context, opts: &VerifyOptions) -> Result<Verification> {
         dev: published.dev,
         compression: None,
         skip_types_check: false,
+        settings: Default::default(),
     };
     let built = build_project(ctx, &project, &build)?;
     let differences = manifest_differences(&published, &built.manifest);

@@ -169,7 +169,7 @@ fn short(i: &Integrity) -> String {
 
 /// Fetches `jobs` in parallel. Every job runs to its end even when one fails,
 /// so a retry only has the failures left; the first error is returned.
-async fn fetch_all(
+pub(crate) async fn fetch_all(
     ctx: &Context,
     project: &Project,
     jobs: Vec<FetchJob>,

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use farm_lockfiles::http::{Client, ClientOptions};
 use farm_lockfiles::lock::{DebianBase, LockedArtifact, PythonToolchain, Unpack};
-use farm_lockfiles::pypi::{HostPython, PythonTarget};
+use farm_lockfiles::pypi::PythonTarget;
 use farm_lockfiles::redact::redact_url;
 use farm_lockfiles::{Integrity, Lock};
+use farm_project::config::PythonDeps;
 use farm_project::endpoints;
 use farm_project::inputs::{current_inputs, sections_of, Section};
 use farm_project::Project;
@@ -272,40 +273,40 @@ async fn resolve(ctx: &Context, project: &Project, todo: &BTreeSet<Section>, loc
     };
 
     let npm = async {
-        match (todo.contains(&Section::Npm), project.package_lock()) {
-            (true, Some(rel)) => {
-                let registry = endpoints::npm_registry(project)?;
-                let mut pkgs = farm_lockfiles::npm::read_package_lock(&project.root.join(&rel), &registry)?;
-                for p in &mut pkgs {
-                    p.artifact.url = mirrors.relativize(&p.artifact.url);
-                }
-                anyhow::Ok(Some(pkgs))
-            }
-            _ => Ok(None),
+        if !todo.contains(&Section::Npm) || c.frontend.is_none() {
+            return anyhow::Ok(None);
         }
+        anyhow::Ok(Some(lock_npm(ctx, &client, project, &mirrors).await?))
     };
 
     // Wheels wait for the Debian base: markers are evaluated for the exact
-    // interpreter it pins (`python_full_version`).
+    // interpreter it pins (`python_full_version`), pip's resolver runs with
+    // it, and a Python lockfile's wheels are chosen for its glibc.
     let existing_python = lock.python.clone();
+    let existing_debian = lock.debian.clone();
     let debian_and_wheels = async {
         let debian = debian.await?;
         let wheels = match (
             todo.contains(&Section::Wheels),
-            project.requirements(),
+            project.python_deps(),
             &c.toolchains.python,
         ) {
-            (true, Some(rel), Some(py)) => {
-                let pinned = debian
-                    .as_ref()
-                    .and_then(|(_, p)| p.clone())
-                    .or(existing_python)
-                    .filter(|p| p.version == py.version);
-                let full = pinned
-                    .as_ref()
-                    .map(|p| farm_lockfiles::debian::upstream_version(&p.package_version));
-                let target = PythonTarget::new(&py.version, full)?;
-                let wheels = resolve_wheels(project, &rel, &target).await?;
+            (true, Some(deps), Some(py)) => {
+                let (base, pinned) = match &debian {
+                    Some((d, p)) => (Some(d.clone()), p.clone()),
+                    None => (existing_debian, existing_python),
+                };
+                let (Some(base), Some(pinned)) = (base, pinned.filter(|p| p.version == py.version)) else {
+                    bail!("the backend's wheels need the locked Python {}, and farm.lock has none\nhint: run `farm lock --update python`", py.version);
+                };
+                let wheels = match deps {
+                    PythonDeps::Requirements(rel) => {
+                        let full = farm_lockfiles::debian::upstream_version(&pinned.package_version);
+                        let target = PythonTarget::new(&py.version, Some(full))?;
+                        resolve_wheels(ctx, project, &rel, &target, &base, &pinned).await?
+                    }
+                    PythonDeps::Lockfile(rel) => lockfile_wheels(project, &rel, &base, &pinned)?,
+                };
                 Some(wheels)
             }
             _ => None,
@@ -368,6 +369,40 @@ async fn resolve(ctx: &Context, project: &Project, todo: &BTreeSet<Section>, loc
         lock.images = i;
     }
     Ok(())
+}
+
+/// `[[npm]]`: what the frontend's JS lockfile installs (package-lock.json,
+/// pnpm-lock.yaml, yarn.lock or bun.lock; its own or its workspace root's),
+/// at install paths relative to the lockfile's directory. What the lockfile
+/// leaves open (yarn's tarball integrity, optional packages' platforms) is
+/// settled from the registry. Workspace links are checked here, so a bad
+/// one fails the lock; they are re-read from the lockfile when building.
+async fn lock_npm(
+    ctx: &Context,
+    client: &Client,
+    project: &Project,
+    mirrors: &farm_lockfiles::mirror::Mirrors,
+) -> Result<Vec<farm_lockfiles::lock::NpmPackage>> {
+    let loc = project.js_lock()?.context("farm.toml has no [frontend]")?;
+    let shown = project.relative(&loc.lockfile).display().to_string();
+    crate::deps::js_layout(project)?;
+    let registry = endpoints::npm_registry(project)?;
+    let mut install = farm_lockread::js::read_js_lock(&loc, &registry)?;
+    if !install.is_settled() {
+        ctx.reporter.info(&format!(
+            "{shown} does not record the npm tarball integrity or platform of every package; asking {}",
+            redact_url(&registry)
+        ));
+        install
+            .pin_from_registry(client, &registry)
+            .await
+            .with_context(|| format!("pinning the packages of {shown}"))?;
+    }
+    let mut pkgs = install.packages;
+    for p in &mut pkgs {
+        p.artifact.url = mirrors.relativize(&p.artifact.url);
+    }
+    Ok(pkgs)
 }
 
 async fn lock_ollama(
@@ -457,32 +492,92 @@ fn split_image_reference(project: &Project, reference: &str) -> Result<(String, 
     }
 }
 
-/// The backend's wheels for `target`. The requirements are checked before
-/// anything runs; pip's resolver then runs here with a host `python3`
-/// (the one place that decides where it runs: the sandbox with the pinned
-/// interpreter is a different [`farm_lockfiles::pypi::PipRunner`]).
+/// The backend's wheels for `target` from a requirements file. The
+/// requirements are checked before anything runs; pip's resolver then runs
+/// where [`crate::pip_runner::choose`] says: in the sandbox with the locked
+/// Python, or (asked for explicitly) with a host `python3`.
 async fn resolve_wheels(
+    ctx: &Context,
     project: &Project,
     rel: &std::path::Path,
     target: &PythonTarget,
+    debian: &DebianBase,
+    python: &PythonToolchain,
 ) -> Result<Vec<farm_lockfiles::lock::PythonWheel>> {
     let root = &project.root;
     let requirements = root.join(rel);
+    if let Some(b) = &project.config.backend {
+        if !(b.groups.is_empty() && b.extras.is_empty()) {
+            bail!(
+                "farm.toml: backend.groups/backend.extras choose from a Python lockfile, but the backend's dependencies come from {}\nhint: remove them, or point backend.lockfile at the uv.lock, poetry.lock or pylock.toml",
+                rel.display()
+            );
+        }
+    }
     // Refused lines are reported before anything else is looked up or run.
     farm_lockfiles::requirements::read(&requirements, root)?;
     let index = endpoints::pypi_index(project)?;
-    let python = which("python3").context(
-        "locking the backend's wheels runs pip's resolver with a host python3 (any version; it targets the pinned one)\nhint: apt-get install python3 python3-pip",
-    )?;
-    let runner = HostPython { python };
-    farm_lockfiles::pypi::resolve_requirements_with(&requirements, root, &index, target, &runner)
+    let runner = crate::pip_runner::choose(ctx, project, debian, python, &index).await?;
+    farm_lockfiles::pypi::resolve_requirements_with(&requirements, root, &index, target, runner.as_ref())
         .await
         .with_context(|| format!("resolving {}", rel.display()))
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+/// The interpreter a Python lockfile's wheels are chosen for: the locked
+/// Debian Python's full version and the locked libc6's glibc, with the
+/// groups and extras farm.toml names, for the workspace member that is the
+/// backend (all projects of the lock when none is).
+pub(crate) fn py_target(
+    project: &Project,
+    lock: &farm_lockread::py::PyLock,
+    lock_rel: &std::path::Path,
+    debian: &DebianBase,
+    python: &PythonToolchain,
+) -> Result<farm_lockread::py::PyTarget> {
+    let full = farm_lockfiles::debian::upstream_version(&python.package_version);
+    let libc = debian.packages.iter().find(|p| p.artifact.name == "libc6").context(
+        "farm.lock's Debian base has no libc6, so the target's glibc is unknown\nhint: run `farm lock --update debian`",
+    )?;
+    let glibc_text = farm_lockfiles::debian::upstream_version(&libc.artifact.version);
+    let mut parts = glibc_text.split('.').map(|x| x.parse::<u32>());
+    let glibc = match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => (a, b),
+        _ => bail!(
+            "farm.lock: libc6 {}: expected a glibc version such as 2.36",
+            libc.artifact.version
+        ),
+    };
+    let mut target = farm_lockread::py::PyTarget::cpython(full, glibc);
+    if let Some(b) = &project.config.backend {
+        target.groups = b.groups.iter().cloned().collect();
+        target.extras = b.extras.iter().cloned().collect();
+        // The member whose directory is the backend's, relative to the lock.
+        let lock_dir = lock_rel.parent().unwrap_or(std::path::Path::new(""));
+        if let Ok(member) = b.path.strip_prefix(lock_dir) {
+            let member = member.to_string_lossy().replace('\\', "/");
+            let found = lock.roots.iter().map(|r| &lock.packages[*r]).find(|p| {
+                matches!(&p.source, farm_lockread::py::PySource::Project { path } if path.trim_end_matches('/') == member)
+            });
+            if let Some(p) = found {
+                target.members = Some([p.name.clone()].into());
+            }
+        }
+    }
+    Ok(target)
+}
+
+/// The backend's wheels read from its Python lockfile (uv.lock,
+/// poetry.lock, pylock.toml) for the locked interpreter: no resolver, no
+/// network. `farm lock --check` derives them the same way.
+pub(crate) fn lockfile_wheels(
+    project: &Project,
+    rel: &std::path::Path,
+    debian: &DebianBase,
+    python: &PythonToolchain,
+) -> Result<Vec<farm_lockfiles::lock::PythonWheel>> {
+    let path = project.root.join(rel);
+    let lock = farm_lockread::py::read_py_lock(&path)?;
+    let target = py_target(project, &lock, rel, debian, python)?;
+    farm_lockread::py::select_wheels(&lock, &target)
+        .with_context(|| format!("choosing the backend's wheels from {}", rel.display()))
 }

@@ -68,6 +68,7 @@ pub fn types(ctx: &Context, opts: &TypesOptions) -> Result<TypesOutcome> {
         dev: false,
         compression: None,
         skip_types_check: true,
+        settings: Default::default(),
     };
     let built = build_project(ctx, &project, &build)?;
     let generated = std::fs::read_to_string(built.out_dir.join("api-types.ts"))?;
