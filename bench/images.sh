@@ -10,6 +10,13 @@
 #       written and compressed) and with a warm one (the layers are written
 #       and hashed to find their diffIDs, the compressed blobs come from the
 #       cache).
+#     - the same cold run three ways: gzip on one thread (RAYON_NUM_THREADS=1
+#       sizes farm's compression pool), parallel gzip (the default: 1 MiB
+#       blocks compressed on every core, the same bytes) and zstd
+#       (`--compression zstd`, level 3, one thread), beside `tar | gzip -6`
+#       and `tar | zstd -3` of the same trees, in a table of their own with
+#       the ratios to `tar | gzip -6`, with farm's images step time of each
+#       (farm-metrics.json) and the compressed sizes.
 #     - buildah: `bud --layers --timestamp 0` of a Containerfile `FROM
 #       scratch` + one `COPY <layer>/ /` per layer, then `push` into an OCI
 #       layout (bud keeps layers uncompressed; push compresses them). The
@@ -38,13 +45,17 @@
 # every file's mtime changed), and whether farm's and buildah's images hold
 # the same files (both unpacked with umoci).
 #
-# Usage: bench/images.sh   (BENCH_IMAGES_RUNS, default 5)
+# Usage: bench/images.sh [compression]   (BENCH_IMAGES_RUNS, default 5)
+#   compression: only the farm and tar rows of (1) and the compression
+#   table (no buildah, no reproducibility checks, no rebuild; ~1 min).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 runs=${BENCH_IMAGES_RUNS:-5}
+mode=${1:-all}
+[[ $mode == all || $mode == compression ]] || die "unknown mode $mode" "run bench/images.sh or bench/images.sh compression"
 
-need_packages hyperfine docker-registry curl buildah umoci
+need_packages hyperfine docker-registry curl buildah umoci zstd
 build_farm
 work="$BENCH_HOME/work/images"
 prepare_app "$work/app"
@@ -112,7 +123,9 @@ buildah_build() {
 }
 buildah_skip=""
 rm -rf "$work/buildah" && mkdir -p "$work/buildah"
-if ! out=$(bash -c "$(buildah_build vfs probe "$tree" "$work/buildah/probe.oci")" 2>&1); then
+if [[ $mode == compression ]]; then
+  buildah_skip="not run by bench/images.sh compression"
+elif ! out=$(bash -c "$(buildah_build vfs probe "$tree" "$work/buildah/probe.oci")" 2>&1); then
   buildah_skip="buildah bud/push failed: $(tail -3 <<<"$out" | tr '\n' ' ')"
 fi
 rm -rf "$work/buildah/probe" "$work/buildah/probe.oci"
@@ -128,6 +141,10 @@ names=("farm --rerun images (cold layer cache)" "farm --rerun images (warm layer
 commands=("$farm --project $app -q build --hermetic --rerun images" "$farm --project $app -q build --hermetic --rerun images"
   "$farm --project $app -q build --hermetic images")
 prepares=("rm -rf $layer_cache" "true" "true")
+# The compression variants, each with a cold layer cache.
+names+=("farm --rerun images, gzip on 1 thread (cold)" "farm --rerun images, zstd (cold)")
+commands+=("RAYON_NUM_THREADS=1 ${commands[0]}" "${commands[0]} --compression zstd")
+prepares+=("rm -rf $layer_cache" "rm -rf $layer_cache")
 if [[ -z $buildah_skip ]]; then
   for driver in vfs overlay; do
     names+=("buildah bud + push ($driver, empty storage)")
@@ -143,6 +160,10 @@ if [[ -z $buildah_skip ]]; then
   done
 fi
 names+=("tar | gzip -6 (${#layer_names[@]} layers)") commands+=("$tar_cmd") prepares+=("rm -rf $targz")
+tarzst="$work/tarzst"
+zst_cmd="mkdir -p $tarzst && for d in ${layer_names[*]}; do tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner"
+zst_cmd+=" -C $tree/\$d -c . | zstd -3 -q -c > $tarzst/\$d.tar.zst || exit 1; done"
+names+=("tar | zstd -3 (${#layer_names[@]} layers)") commands+=("$zst_cmd") prepares+=("rm -rf $tarzst")
 
 rm -rf "$layer_cache"
 farm_probe "${commands[0]}" 60
@@ -156,6 +177,56 @@ say "hyperfine: assembling the image, warmup 1, $runs runs each"
 run_hyperfine --warmup 1 --runs "$runs" --export-json "$assemble_json" "${args[@]}" ||
   die "hyperfine failed on the image assembly"
 assemble_load=$bench_load
+
+# The images step's own time for each compression variant (one more cold
+# run each), and the zstd build's manifest for its layer sizes.
+variant_ms=()
+for i in 3 4 0; do
+  rm -rf "$layer_cache"
+  bash -c "${commands[i]}" >/dev/null || die "${names[i]} failed: ${commands[i]}"
+  variant_ms+=("$(images_step_ms)")
+  [[ $i != 4 ]] || cp "$app/.farm/out/farm-manifest.json" "$work/farm-manifest-zstd.json"
+done
+compression_json="$results/images-compression.json"
+python3 - "$assemble_json" "$compression_json" "${names[0]}" "${names[3]}" "${names[4]}" "${names[-2]}" "${names[-1]}" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+keep = sys.argv[3:]
+data["results"] = sorted((r for r in data["results"] if r["command"] in keep), key=lambda r: keep.index(r["command"]))
+json.dump(data, open(sys.argv[2], "w"))
+PY
+
+print_compression() {
+  echo "compression: farm's cold image beside the plain pipes over the same trees"
+  print_table "$compression_json" "${names[-2]}"
+  echo "farm's images step alone (farm-metrics.json, one more cold run each): gzip on 1 thread ${variant_ms[0]} ms," \
+    "parallel gzip ${variant_ms[2]} ms, zstd ${variant_ms[1]} ms"
+  echo "compressed layer sizes (bytes):"
+  # The last build of either mode is a gzip one.
+  python3 - "$app/.farm/out/farm-manifest.json" "$work/farm-manifest-zstd.json" "$targz" "$tarzst" "${layer_names[@]}" <<'PY'
+import json, os, sys
+def sizes(path):
+    return {l["name"]: l["size"] for l in json.load(open(path))["outputs"]["image.app"]["metadata"]["layers"]}
+gz, zst = sizes(sys.argv[1]), sizes(sys.argv[2])
+for name in sys.argv[5:]:
+    pgz = os.path.getsize(os.path.join(sys.argv[3], name + ".tar.gz"))
+    pzst = os.path.getsize(os.path.join(sys.argv[4], name + ".tar.zst"))
+    print(f"  {name:<12} farm gzip {gz[name]:>10}  tar | gzip -6 {pgz:>10} ({gz[name] / pgz - 1:+.2%})"
+          f"   farm zstd {zst[name]:>10}  tar | zstd -3 {pzst:>10}")
+PY
+}
+
+if [[ $mode == compression ]]; then
+  section "images: compression of the example app's image"
+  bench_load=$assemble_load machine_line
+  echo "$farm_version"
+  echo "$(hyperfine --version), $(gzip --version | head -1), $(zstd --version), $(tar --version | head -1)"
+  echo
+  print_table "$assemble_json" "${names[0]}"
+  echo
+  print_compression
+  exit 0
+fi
 
 # --- reproducibility and content --------------------------------------------------
 
@@ -260,14 +331,8 @@ print_table "$assemble_json" "${names[0]}"
 echo "farm's images step alone (farm-metrics.json, one more run each): cold layer cache $images_ms_cold ms," \
   "warm $images_ms_warm ms"
 echo
-echo "compressed layer sizes (bytes):"
-python3 - "$app/.farm/out/farm-manifest.json" "$targz" "${layer_names[@]}" <<'PY'
-import json, os, sys
-farm = {l["name"]: l["size"] for l in json.load(open(sys.argv[1]))["outputs"]["image.app"]["metadata"]["layers"]}
-for name in sys.argv[3:]:
-    gz = os.path.getsize(os.path.join(sys.argv[2], name + ".tar.gz"))
-    print(f"  {name:<12} farm {farm[name]:>10}   tar | gzip -6 {gz:>10}")
-PY
+echo
+print_compression
 echo
 echo "(2) rebuild after a one-line change to apps/api/app/main.py, load average before timing: $bench_load"
 print_table "$rebuild_json" "${rb_names[0]}"

@@ -23,7 +23,11 @@
 # nixbld users) and a chroot store (--store DIR, the store's real location is
 # DIR/nix/store); the build still sees /nix/store inside its sandbox.
 #
-# Usage: bench/sandbox.sh   (BENCH_WARMUP, BENCH_MIN_RUNS to change hyperfine's counts)
+# The table's ratios are relative to farm exec; the line under it gives
+# farm exec / bwrap, the figure issue 13's goal (≤ 2) is about.
+#
+# Usage: bench/sandbox.sh   (BENCH_WARMUP, BENCH_MIN_RUNS to change hyperfine's counts;
+#        FARM_BIN_BEFORE=/path/to/an/older/farm to time its `exec -- true` in the same run)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -40,6 +44,10 @@ names=() commands=() skipped=()
 # hyperfine would otherwise sit on a hanging sandbox for ever.
 farm_probe "$farm --project $app exec -- true"
 names+=("farm exec") commands+=("$farm --project $app exec -- true")
+if [[ -n ${FARM_BIN_BEFORE:-} ]]; then
+  farm_probe "$FARM_BIN_BEFORE --project $app exec -- true"
+  names+=("farm exec (before)") commands+=("$FARM_BIN_BEFORE --project $app exec -- true")
+fi
 
 bwrap_cmd="bwrap --unshare-all --die-with-parent --clearenv --hostname farm-bench --ro-bind /usr /usr \
 --symlink usr/lib64 /lib64 --symlink usr/lib /lib --symlink usr/bin /bin --symlink usr/sbin /sbin \
@@ -96,6 +104,14 @@ section "sandbox: one trivial sandboxed step"
 machine_line
 echo "$farm_version"
 print_table "$json" "farm exec"
+python3 - "$json" <<'PY'
+import json, sys
+rows = {r["command"]: r["mean"] for r in json.load(open(sys.argv[1]))["results"]}
+bwrap = rows.get("bwrap")
+for name in ("farm exec", "farm exec (before)"):
+    if bwrap and name in rows:
+        print(f"{name} / bwrap: {rows[name] / bwrap:.2f} (goal ≤ 2)")
+PY
 for s in "${skipped[@]}"; do echo "not measured: $s"; done
 echo
 echo "commands:"

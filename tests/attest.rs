@@ -389,3 +389,56 @@ fn the_example_lock_is_in_both_sboms_with_the_right_purls() {
         assert!(cdx_purls.contains(purl), "{purl} missing from the CycloneDX document");
     }
 }
+
+/// `farm sbom --diff OLD` against the current lock: a version bump, an
+/// added and a removed package are each listed once, from an SPDX and from
+/// a CycloneDX old document alike; a file that is not an SBOM is refused
+/// by name.
+#[test]
+fn sbom_diff_lists_added_removed_and_changed_packages() {
+    let dir = project();
+    let d = dir.path();
+    let old_spdx = d.join("old.spdx.json");
+    let old_cdx = d.join("old.cdx.json");
+    for (format, file) in [("spdx", &old_spdx), ("cyclonedx", &old_cdx)] {
+        let o = run(&mut farm_in(
+            d,
+            &[
+                "sbom",
+                "--lock-only",
+                "--format",
+                format,
+                "--output",
+                file.to_str().unwrap(),
+            ],
+        ));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let lock_path = d.join("app/farm.lock");
+    let mut lock = Lock::read(&lock_path).unwrap();
+    lock.npm[0].artifact = art("@scope/ui", "1.3.0", "mirror://npm/@scope/ui/-/ui-1.3.0.tgz");
+    lock.wheels.clear();
+    lock.npm.push(NpmPackage {
+        path: "node_modules/left-pad".into(),
+        artifact: art("left-pad", "1.3.0", "mirror://npm/left-pad/-/left-pad-1.3.0.tgz"),
+    });
+    write(&lock_path, &lock.to_toml());
+    for file in [&old_spdx, &old_cdx] {
+        let o = run(&mut farm_in(d, &["sbom", "--diff", file.to_str().unwrap()]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            stdout(&o),
+            "~ pkg:npm/%40scope/ui 1.2.3 -> 1.3.0\n+ pkg:npm/left-pad 1.3.0\n- pkg:pypi/flask-cors 5.0.0\n\
+             1 added, 1 removed, 1 changed\n",
+            "{}",
+            file.display()
+        );
+    }
+    let o = run(&mut farm_in(d, &["sbom", "--diff", "app/farm.lock"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("app/farm.lock: not JSON"), "{}", stderr(&o));
+    let manifest = d.join("app/.farm/out/farm-manifest.json");
+    let o = run(&mut farm_in(d, &["sbom", "--diff", manifest.to_str().unwrap()]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("farm-manifest.json: not an SBOM"), "{}", stderr(&o));
+}

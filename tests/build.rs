@@ -306,6 +306,15 @@ fn cache_clean_keeps_the_lock_and_last_build_and_analyze_reads_the_last_build() 
         kept.iter().any(|e| e.ends_with("-out-frontend")),
         "the last build's outputs are recorded: {kept:?}"
     );
+    // The record lives in the project: no host path of FARM_HOME in it, and
+    // `farm log` still finds the logs through FARM_HOME.
+    let text = std::fs::read_to_string(p.path().join(".farm/last-build.json")).unwrap();
+    assert!(
+        !text.contains(&*home.to_string_lossy()),
+        "host paths in last-build.json: {text}"
+    );
+    let log = run(&mut farm(p.path(), &home, &["log", "backend"]));
+    assert!(log.status.success(), "{}", stderr(&log));
     for e in &kept {
         assert!(!err.contains(&format!("would delete {e} ")), "{e} is kept: {err}");
     }

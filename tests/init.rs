@@ -74,10 +74,22 @@ fn init_on_the_example_app_reproduces_its_checked_in_farm_toml() {
     assert_eq!(str_at(&generated, "toolchains.python.version"), "3.11");
     assert_eq!(str_at(&generated, "models.default"), "farm-tiny:latest");
     assert_eq!(str_at(&generated, "models.registry"), "${FARM_OLLAMA_REGISTRY}");
-    // `[env.*]` holds per-deployment choices no file in the app records; every
-    // other value must be the checked-in one.
+    // farm.config.ts's `database: { type: 'mongodb' }` becomes MongoDB beside
+    // the app in the compose file, from the registry the environment names.
+    assert_eq!(str_at(&generated, "deploy.mongodb"), "library/mongo:7.0");
+    assert_eq!(get(&generated, "deploy.compose").and_then(|v| v.as_bool()), Some(true));
+    assert_eq!(
+        str_at(&generated, "registries.containers"),
+        "${FARM_CONTAINER_REGISTRY}"
+    );
+    // `[env.*]` holds per-deployment choices no file in the app records, and
+    // the example's checked-in farm.toml does not deploy MongoDB; every other
+    // value must be the checked-in one.
     let mut example = example;
     example.remove("env");
+    let mut generated = generated;
+    generated.remove("deploy");
+    generated.remove("registries");
     assert_eq!(generated, example, "every value equals the checked-in farm.toml's");
 
     // The output says where each value came from and what to run next.
@@ -94,7 +106,10 @@ fn init_on_the_example_app_reproduces_its_checked_in_farm_toml() {
 
     assert_farm_accepts(p.path(), home.path());
     // Same values, same lock inputs: the example's own lock is exactly as fresh
-    // for the generated farm.toml as for the checked-in one.
+    // for the generated farm.toml (without the MongoDB the example leaves out)
+    // as for the checked-in one.
+    let without_database = p.path().join("without-database.toml");
+    std::fs::write(&without_database, toml::to_string(&generated).unwrap()).unwrap();
     let with_example_lock = |toml_from: &Path| {
         let d = example_without_farm_files();
         std::fs::copy(toml_from, d.path().join("farm.toml")).unwrap();
@@ -108,7 +123,7 @@ fn init_on_the_example_app_reproduces_its_checked_in_farm_toml() {
         (out.status.code(), text)
     };
     assert_eq!(
-        with_example_lock(&p.path().join("farm.toml")),
+        with_example_lock(&without_database),
         with_example_lock(&common::workspace().join("examples/farm-app/farm.toml"))
     );
 }
@@ -314,10 +329,123 @@ fn init_then_lock_pins_everything() {
     let out = run(&mut farm(p.path(), &home, &["init"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    let out = run(farm(p.path(), &home, &["lock"]).env("FARM_OLLAMA_REGISTRY", &registry.url));
+    // A stand-in for MongoDB's image at library/mongo:7.0 of the same
+    // loopback registry (any manifest has a digest to pin).
+    let seeded = std::process::Command::new("python3")
+        .arg(common::workspace().join("examples/farm-app/models/seed-model.py"))
+        .args(["--registry", &registry.url, "--name", "mongo:7.0"])
+        .output()
+        .unwrap();
+    assert!(seeded.status.success(), "{}", String::from_utf8_lossy(&seeded.stderr));
+    let with_registries = |args: &[&str]| {
+        let mut c = farm(p.path(), &home, args);
+        c.env("FARM_OLLAMA_REGISTRY", &registry.url)
+            .env("FARM_CONTAINER_REGISTRY", &registry.url);
+        run(&mut c)
+    };
+    let out = with_registries(&["lock"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lock = std::fs::read_to_string(p.path().join("farm.lock")).unwrap();
     assert!(lock.contains("farm-tiny"), "the model is pinned:\n{lock}");
-    let out = run(farm(p.path(), &home, &["lock", "--check"]).env("FARM_OLLAMA_REGISTRY", &registry.url));
+    assert!(
+        lock.contains("name = \"mongodb\""),
+        "farm.config.ts's MongoDB is pinned:\n{lock}"
+    );
+    let out = with_registries(&["lock", "--check"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Proves init reads what the FARM CLI and corepack record: farm.config.ts's
+/// `database: "mongodb"` (the string form) becomes `[deploy]` MongoDB in the
+/// compose file, `packageManager: "npm@10.9.2"` pins npm, and an
+/// `engines.node` range becomes the major `farm lock` pins the newest
+/// release of; farm accepts the file.
+#[test]
+fn init_reads_database_package_manager_and_engines() {
+    let p = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let root = p.path();
+    write(
+        root,
+        "farm.config.ts",
+        "export default defineConfig({ name: 'shop', version: '1.0.0', database: 'mongodb' });\n",
+    );
+    write(
+        root,
+        "package.json",
+        r#"{ "name": "shop", "scripts": { "build": "vite build" }, "devDependencies": { "vite": "7.3.8" },
+            "packageManager": "npm@10.9.2+sha512.abc", "engines": { "node": "^20.11.0" } }"#,
+    );
+    write(
+        root,
+        "package-lock.json",
+        "{\"lockfileVersion\": 3, \"packages\": {}}\n",
+    );
+    let out = run(&mut farm(root, home.path(), &["init"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t = toml_of(&root.join("farm.toml"));
+    assert_eq!(str_at(&t, "deploy.mongodb"), "library/mongo:7.0");
+    assert_eq!(get(&t, "deploy.compose").and_then(|v| v.as_bool()), Some(true));
+    assert_eq!(str_at(&t, "registries.containers"), "${FARM_CONTAINER_REGISTRY}");
+    assert_eq!(str_at(&t, "toolchains.node.npm"), "10.9.2");
+    assert_eq!(str_at(&t, "toolchains.node.version"), "20");
+    let text = std::fs::read_to_string(root.join("farm.toml")).unwrap();
+    assert!(
+        text.contains("package.json packageManager") && text.contains("package.json engines.node"),
+        "the sources are in the comments:\n{text}"
+    );
+    assert_farm_accepts(root, home.path());
+}
+
+/// Proves the other shapes: `database: { type: 'postgresql' }` is noted and
+/// writes no `[deploy]` (farm deploys MongoDB only); a `packageManager` that
+/// is not the manager of the lockfile found is a warning naming both; and
+/// the pnpm lockfile's manager is recorded beside `[frontend]`.
+#[test]
+fn init_notes_other_databases_and_a_package_manager_that_disagrees() {
+    let p = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let root = p.path();
+    write(
+        root,
+        "farm.config.ts",
+        "export default defineConfig({ name: 'shop', database: { type: 'postgresql' } });\n",
+    );
+    write(
+        root,
+        "package.json",
+        r#"{ "name": "shop", "scripts": { "build": "vite build" }, "devDependencies": { "vite": "7.3.8" },
+            "packageManager": "pnpm@9.12.0" }"#,
+    );
+    write(
+        root,
+        "package-lock.json",
+        "{\"lockfileVersion\": 3, \"packages\": {}}\n",
+    );
+    let out = run(&mut farm(root, home.path(), &["init"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("farm.config.ts database.type is \"postgresql\"") && err.contains("MongoDB only"),
+        "{err}"
+    );
+    assert!(
+        err.contains("packageManager is pnpm@9.12.0, but the lockfile here is package-lock.json"),
+        "{err}"
+    );
+    let t = toml_of(&root.join("farm.toml"));
+    assert!(t.get("deploy").is_none() && t.get("registries").is_none(), "{t:#?}");
+    assert_eq!(str_at(&t, "toolchains.node.npm"), "10");
+
+    // With pnpm's lockfile instead, the comment says pnpm lays the packages out.
+    std::fs::remove_file(root.join("package-lock.json")).unwrap();
+    write(root, "pnpm-lock.yaml", "lockfileVersion: '9.0'\nimporters:\n  .: {}\n");
+    let out = run(&mut farm(root, home.path(), &["init", "--force"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("packageManager is"), "{}", stderr(&out));
+    let text = std::fs::read_to_string(root.join("farm.toml")).unwrap();
+    assert!(
+        text.contains("# Packages: pnpm-lock.yaml, laid out as pnpm 9.12.0 does (package.json packageManager)."),
+        "{text}"
+    );
 }

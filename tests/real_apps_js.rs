@@ -31,9 +31,17 @@ fn build_digest(out: &std::process::Output) -> String {
         .to_string()
 }
 
+/// Where npm, yarn and bun put vite and @babel/parser.
+const HOISTED: [&str; 2] = ["node_modules/vite", "node_modules/@babel/parser"];
+
 /// init → lock → lock --check → fetch → build --hermetic twice (the second
-/// without the cache) with equal digests; returns the project.
+/// without the cache) with equal digests; farm.lock installs vite and
+/// @babel/parser at `paths`; returns the project.
 fn builds_as_it_is(name: &str, lockfile: &str) -> tempfile::TempDir {
+    builds_with_paths(name, lockfile, HOISTED)
+}
+
+fn builds_with_paths(name: &str, lockfile: &str, paths: [&str; 2]) -> tempfile::TempDir {
     let dir = fixture(name);
     let p = dir.path();
     let home = shared_farm_home();
@@ -51,11 +59,12 @@ fn builds_as_it_is(name: &str, lockfile: &str) -> tempfile::TempDir {
             || farm_lock.contains(&format!("{lockfile} = \"sha256:")),
         "{name}: the lock records {lockfile} among its inputs:\n{farm_lock}"
     );
-    assert!(
-        farm_lock.contains("path = \"node_modules/vite\"")
-            && farm_lock.contains("path = \"node_modules/@babel/parser\""),
-        "{name}: the packages are locked at their install paths"
-    );
+    for path in paths {
+        assert!(
+            farm_lock.contains(&format!("path = \"{path}\"")),
+            "{name}: the packages are locked at their install paths ({path})"
+        );
+    }
     let check = run(&mut farm(p, &home, &["lock", "--check"]));
     assert!(check.status.success(), "{name}: lock --check: {}", stderr(&check));
     assert!(run(&mut farm(p, &home, &["fetch"])).status.success(), "{name}: fetch");
@@ -97,15 +106,45 @@ fn npm_workspaces_monorepo_builds_as_it_is() {
     );
 }
 
-/// A pnpm workspace (pnpm-lock.yaml v9, `workspace:*` dependency): the
-/// member's link is made inside the frontend's node_modules, as pnpm does.
+/// A pnpm workspace (pnpm-lock.yaml v9, `workspace:*` dependency) builds
+/// with pnpm's own layout, reproducibly: each package once in
+/// `node_modules/.pnpm/<name>@<version>/node_modules/<name>` (a real
+/// directory), its dependencies as relative links beside it, the
+/// frontend's direct dependencies and their bins linked in
+/// `frontend/node_modules`, the member's link made there as pnpm does; and,
+/// pnpm's strictness, a package that is only a transitive dependency
+/// (rollup, vite's) resolves from vite but not from the frontend. The
+/// fixture's build reports what Node sees in the sandbox (scripts/layout.mjs).
 #[test]
 fn pnpm_workspace_builds_as_it_is() {
-    let dir = builds_as_it_is("js-pnpm-workspace", "pnpm-lock.yaml");
+    let dir = builds_with_paths(
+        "js-pnpm-workspace",
+        "pnpm-lock.yaml",
+        [
+            "node_modules/.pnpm/vite@7.3.8/node_modules/vite",
+            "node_modules/.pnpm/@babel+parser@7.24.0/node_modules/@babel/parser",
+        ],
+    );
     assert!(
         built_js(dir.path()).contains("Hello, ${"),
         "the workspace package @fixture/greeting was bundled"
     );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(".farm/out/frontend/layout.json")).unwrap())
+            .unwrap();
+    let expected = serde_json::json!({
+        "bin/parser": "../../../node_modules/.pnpm/@babel+parser@7.24.0/node_modules/@babel/parser/bin/babel-parser.js",
+        "bin/vite": "../../../node_modules/.pnpm/vite@7.3.8/node_modules/vite/bin/vite.js",
+        "frontend/@fixture/greeting": "../../../packages/greeting",
+        "frontend/rollup exists": false,
+        "frontend/vite": "../../node_modules/.pnpm/vite@7.3.8/node_modules/vite",
+        "resolve rollup from frontend": null,
+        "resolve rollup from vite": "node_modules/.pnpm/rollup@4.68.8/node_modules/rollup/package.json",
+        "root/rollup exists": false,
+        "vite is a real directory": true,
+        "vite/rollup": "../../rollup@4.68.8/node_modules/rollup",
+    });
+    assert_eq!(report, expected, "node_modules as pnpm lays it out");
 }
 
 /// A yarn Berry app (yarn.lock with `__metadata` and zip-cache checksums):

@@ -27,6 +27,10 @@ pub struct SbomArgs {
     /// The build's output directory [default: .farm/out in the project].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// List the packages added, removed and changed since the SBOM OLD
+    /// (SPDX or CycloneDX JSON) in the current lock, instead of writing one.
+    #[arg(long, value_name = "OLD.json", conflicts_with_all = ["image", "format"])]
+    diff: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -94,6 +98,11 @@ fn emit(bytes: &[u8], output: Option<&PathBuf>) -> Result<()> {
 
 /// Entry point of `farm sbom`.
 pub fn run_sbom(ctx: &Context, args: SbomArgs) -> Result<Exit> {
+    if let Some(old) = &args.diff {
+        let diff = attest::sbom_diff(ctx, old)?;
+        emit(diff.to_text().as_bytes(), args.output.as_ref())?;
+        return Ok(Exit::Success);
+    }
     let bytes = attest::sbom(
         ctx,
         &SbomOptions {

@@ -71,6 +71,17 @@ pub struct BuildArgs {
     /// an output, a log or the manifest.
     #[arg(long = "secret", value_name = "NAME[=env:VAR|file:PATH]")]
     secrets: Vec<String>,
+    /// A Remote Execution API server's action cache beside the local one
+    /// (grpc://HOST:PORT or grpcs://HOST:PORT) [default: farm.toml's [remote] cache].
+    /// The bearer token is read from $FARM_REMOTE_TOKEN.
+    #[arg(long, value_name = "URL", env = "FARM_REMOTE_CACHE")]
+    remote_cache: Option<String>,
+    /// Look results up in the remote cache but never write any.
+    #[arg(long)]
+    remote_cache_read_only: bool,
+    /// The remote cache's REAPI instance name [default: farm.toml's [remote] instance, else ""].
+    #[arg(long, value_name = "NAME")]
+    remote_instance: Option<String>,
 }
 
 /// `--var NAME[=VALUE]`: the value, or the caller's `$NAME`.
@@ -157,6 +168,12 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<Exit> {
         settings: farm_engine::build::BuildSettings {
             vars: args.vars.iter().map(|v| parse_var(v)).collect::<Result<_>>()?,
             secrets: args.secrets.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?,
+            remote: farm_engine::remote_cache::RemoteSettings::resolve(
+                args.remote_cache.as_deref(),
+                args.remote_instance.as_deref(),
+                args.remote_cache_read_only,
+                &project,
+            )?,
         },
     };
     if args.clear_cache {

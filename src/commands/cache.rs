@@ -1,6 +1,6 @@
 //! `farm cache status|gc|clean` and `farm store verify`: arguments into the
-//! engine's options; the status table and the gc and verify reports are
-//! printed here.
+//! engine's options; the status table (with the `[cache]` policy) and the gc
+//! and verify reports are printed here.
 
 use anyhow::Result;
 use farm_engine::ops::cache::{self, GcOptions, Keep};
@@ -11,14 +11,17 @@ use crate::{Context, Exit};
 
 #[derive(clap::Subcommand)]
 pub enum CacheCommand {
-    /// Entries and bytes in the store, by kind.
+    /// Entries and bytes in the store, by kind, and the farm.toml `[cache]`
+    /// policy: its limits, what it would evict now, its last run.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Delete least-recently-used entries (what the project's farm.lock
-    /// references is kept) and interrupted downloads; with no option, only the latter.
+    /// With no option, apply the farm.toml `[cache]` policy (as after each
+    /// build); with --max-size or --older-than, delete least-recently-used
+    /// entries of any kind (what the project's farm.lock references is kept).
+    /// Interrupted downloads go either way.
     Gc {
         /// Delete until the store is at most this big (e.g. 10GiB, 500M).
         #[arg(long, value_name = "SIZE")]
@@ -53,13 +56,20 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
         CacheCommand::Status { json } => {
             let s = cache::status(ctx)?;
             if json {
+                let p = cache::policy_status(ctx)?;
                 let by_kind: serde_json::Map<String, serde_json::Value> = s
                     .by_kind
                     .iter()
                     .map(|(k, (n, b))| (k.clone(), serde_json::json!({"entries": n, "bytes": b})))
                     .collect();
+                let policy = serde_json::json!({
+                    "max_size": p.policy.max_size, "ttl_secs": p.policy.ttl.map(|t| t.as_secs()),
+                    "configured_in": p.configured_in, "build_products_bytes": p.preview.considered,
+                    "would_evict": p.preview.removed, "would_evict_bytes": p.preview.freed,
+                    "would_drop_actions": p.preview.actions_removed, "last_gc": p.last});
                 let v = serde_json::json!({"root": ctx.farm_home, "entries": s.entries, "bytes": s.bytes, "by_kind": by_kind,
-                    "interrupted_downloads": {"count": s.tmp.interrupted, "bytes": s.tmp.interrupted_bytes}, "in_progress": s.tmp.in_use});
+                    "interrupted_downloads": {"count": s.tmp.interrupted, "bytes": s.tmp.interrupted_bytes}, "in_progress": s.tmp.in_use,
+                    "policy": policy});
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(Exit::Success);
             }
@@ -77,6 +87,8 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
                     ctx.farm_home.join("tmp").display()
                 );
             }
+            // After the table: a farm.toml that cannot be read still shows the store.
+            print_policy(&cache::policy_status(ctx)?);
             Ok(Exit::Success)
         }
         CacheCommand::Clean { dry_run } => {
@@ -96,6 +108,9 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
             include_locked,
             dry_run,
         } => {
+            if max_size.is_none() && older_than.is_none() && !include_locked {
+                return gc_policy(ctx, dry_run);
+            }
             let max_size = max_size.map(|s| farm_formats::size::parse_size(&s)).transpose()?;
             let older_than = older_than.map(|s| farm_store::parse_duration(&s)).transpose()?;
             let opts = GcOptions {
@@ -116,6 +131,65 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
             Ok(Exit::Success)
         }
     }
+}
+
+/// `farm cache status`: the `[cache]` policy's lines under the table.
+fn print_policy(p: &cache::PolicyStatus) {
+    let from = match &p.configured_in {
+        Some(path) => format!("[cache] in {}", path.display()),
+        None => "farm's defaults; farm.toml sets no [cache]".into(),
+    };
+    println!("cache policy: {} ({from})", cache::describe(&p.policy));
+    println!(
+        "build products: {} (fetched entries are not counted; the last build's are kept)",
+        human_bytes(p.preview.considered)
+    );
+    if p.preview.removed.is_empty() && p.preview.actions_removed == 0 {
+        println!("would evict now: nothing");
+    } else {
+        println!(
+            "would evict now: {} entries, {}; {} action-cache rows (`farm cache gc` applies it)",
+            p.preview.removed.len(),
+            human_bytes(p.preview.freed),
+            p.preview.actions_removed
+        );
+        for (name, size) in &p.preview.removed {
+            println!("  {name} ({})", human_bytes(*size));
+        }
+    }
+    match &p.last {
+        Some(last) => println!(
+            "last applied: {} (after {}): evicted {} entries, {}; {} action-cache rows",
+            farm_formats::timestamp::rfc3339(last.at),
+            if last.trigger == "build" {
+                "a build"
+            } else {
+                "`farm cache gc`"
+            },
+            last.removed.len(),
+            human_bytes(last.freed),
+            last.actions_removed
+        ),
+        None => println!("last applied: never"),
+    }
+}
+
+/// `farm cache gc` with no option: the `[cache]` policy, on demand.
+fn gc_policy(ctx: &Context, dry_run: bool) -> Result<Exit> {
+    let (policy, _) = cache::policy(ctx)?;
+    let report = cache::apply_policy(ctx, &policy, "gc", dry_run)?;
+    let verb = report_removed(ctx, &report, dry_run);
+    ctx.reporter.info(&format!(
+        "{verb} {} entries, {} and {} action-cache rows under the [cache] policy ({}); {} of build products left, the last build's {} kept",
+        report.removed.len(),
+        human_bytes(report.freed),
+        report.actions_removed,
+        cache::describe(&policy),
+        human_bytes(report.remaining),
+        report.kept_referenced
+    ));
+    report_interrupted(ctx, &report, dry_run);
+    Ok(Exit::Success)
 }
 
 /// Names each removed entry; returns the verb the summary line uses.

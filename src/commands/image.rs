@@ -55,6 +55,20 @@ pub fn run_push(ctx: &Context, args: PushArgs) -> Result<Exit> {
         for r in &report.references {
             println!("{r}");
         }
+        if let Some(refs) = report.referrers.as_ref().filter(|r| !r.artifacts.is_empty()) {
+            let via = match &refs.tag {
+                Some(tag) => format!("the referrers tag {tag} (the registry has no referrers API)"),
+                None => "the registry's referrers API".to_string(),
+            };
+            ctx.reporter.info(&format!(
+                "{name}: {} attestations refer to {}, found through {via}",
+                refs.artifacts.len(),
+                report.manifest_digest
+            ));
+            for (kind, digest) in &refs.artifacts {
+                ctx.reporter.info(&format!("  {kind} {digest}"));
+            }
+        }
     })?;
     Ok(Exit::Success)
 }

@@ -10,6 +10,18 @@ use crate::{Context, Exit};
 pub enum OptimizeCommand {
     /// Losslessly shrink the frontend's PNG, JPEG, GIF, SVG and WebP sources in place.
     Images(ImagesArgs),
+    /// The `optimize-images` build step, run by farm itself in the step's
+    /// sandbox: copies INPUT to OUT with every image optimised.
+    #[command(hide = true)]
+    BuildOutput(BuildOutputArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BuildOutputArgs {
+    /// The frontend step's output (read-only).
+    input: std::path::PathBuf,
+    /// The step's output directory (empty).
+    out: std::path::PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -24,7 +36,10 @@ pub struct ImagesArgs {
 
 /// Entry point of `farm optimize`.
 pub fn run(ctx: &Context, cmd: OptimizeCommand) -> Result<Exit> {
-    let OptimizeCommand::Images(args) = cmd;
+    let args = match cmd {
+        OptimizeCommand::Images(args) => args,
+        OptimizeCommand::BuildOutput(args) => return build_output(args),
+    };
     let done = optimize_images(
         ctx,
         &OptimizeImagesOptions {
@@ -85,4 +100,15 @@ fn saved(before: u64, after: u64) -> String {
         return "0".into();
     }
     format!("{saved} ({:.1}%)", saved as f64 * 100.0 / before as f64)
+}
+
+/// `farm optimize build-output IN OUT` (hidden): one line per image for the step's log.
+fn build_output(args: BuildOutputArgs) -> Result<Exit> {
+    let files = farm_engine::optimize_step::optimize_output(&args.input, &args.out)?;
+    for f in &files {
+        println!("{} {} -> {} bytes", f.path.display(), f.before, f.after);
+    }
+    let (before, after) = files.iter().fold((0, 0), |(b, a), f| (b + f.before, a + f.after));
+    println!("{} images: {before} -> {after} bytes", files.len());
+    Ok(Exit::Success)
 }

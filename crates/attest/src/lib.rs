@@ -9,6 +9,7 @@
 //! not build, fetch or open the store itself: the engine hands it paths.
 
 pub mod cyclonedx;
+pub mod diff;
 pub mod dsse;
 pub mod keys;
 pub mod license;

@@ -14,6 +14,13 @@ use crate::{Error, Result};
 /// of the identity that names them.
 pub const SBOM_OUTPUT_PREFIX: &str = "sbom.";
 
+/// Metadata of an image output whose layout holds artifacts referring to
+/// the image (its SBOMs): `{"tree_digest", "size", "referrers",
+/// "index_digest"}`, the layout's digest, size and index.json digest
+/// before they were attached. The documents
+/// describe the image by those, as they cannot contain themselves.
+pub const ATTESTATIONS_METADATA: &str = "attestations";
+
 /// One output of the manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ReleaseOutput {
@@ -51,13 +58,17 @@ pub struct Release {
     pub farm_toml_digest: Option<String>,
     /// Tree digest of each source snapshot, by name.
     pub sources: BTreeMap<String, String>,
-    /// Every output by name, the SBOM outputs included.
+    /// Every output by name, the SBOM outputs included, as the manifest has it.
     pub outputs: BTreeMap<String, ReleaseOutput>,
+    /// The outputs the SBOMs describe: all but the SBOMs, image layouts as
+    /// they were before the SBOMs were attached to them.
+    pub described: BTreeMap<String, ReleaseOutput>,
     /// The manifest's own `digest`, when there is a manifest.
     pub manifest_digest: Option<String>,
     /// `sha256:` naming the documents: of the manifest without its
-    /// `digest` and without the SBOM outputs (so the SBOMs a build writes
-    /// and `farm sbom` after it agree); of the lock when nothing was built.
+    /// `digest`, without the SBOM outputs and with image layouts as before
+    /// the SBOMs were attached (so the SBOMs a build writes and `farm sbom`
+    /// after it agree); of the lock when nothing was built.
     pub identity: String,
 }
 
@@ -128,7 +139,12 @@ impl Release {
         }
         if let Some(Value::Object(outputs)) = whole.get_mut("outputs") {
             outputs.retain(|name, _| !name.starts_with(SBOM_OUTPUT_PREFIX));
+            for (name, o) in outputs.iter_mut() {
+                before_attestations(shown, name, o)?;
+            }
         }
+        let described: BTreeMap<String, ReleaseOutput> = serde_json::from_value(whole["outputs"].clone())
+            .map_err(|e| Error::invalid(shown, format!("not a farm-manifest.json: {e}")))?;
         let identity = crate::sha256_prefixed(&canonical(&Value::Object(whole)));
         Ok(Release {
             name: view.project.name,
@@ -141,6 +157,7 @@ impl Release {
             farm_toml_digest: Some(view.inputs.farm_toml),
             sources: view.inputs.sources,
             outputs: view.outputs,
+            described,
             manifest_digest: (!view.digest.is_empty()).then_some(view.digest),
             identity,
         })
@@ -170,19 +187,47 @@ impl Release {
             farm_toml_digest: farm_toml.map(crate::sha256_prefixed),
             sources: BTreeMap::new(),
             outputs: BTreeMap::new(),
+            described: BTreeMap::new(),
             manifest_digest: None,
         }
     }
 
     /// The outputs the SBOMs describe: all but the SBOMs.
     pub fn described_outputs(&self) -> impl Iterator<Item = (&String, &ReleaseOutput)> {
-        self.outputs.iter().filter(|(n, _)| !n.starts_with(SBOM_OUTPUT_PREFIX))
+        self.described.iter()
     }
 
     /// The identity's hex digits.
     pub fn identity_hex(&self) -> &str {
         self.identity.strip_prefix("sha256:").unwrap_or(&self.identity)
     }
+}
+
+/// Output `o` (a manifest entry) as it was before artifacts were attached
+/// to its layout: digest and size from its `attestations` metadata, which
+/// is removed.
+fn before_attestations(shown: &str, name: &str, o: &mut Value) -> Result<()> {
+    let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let Some(att) = meta.remove(ATTESTATIONS_METADATA) else {
+        return Ok(());
+    };
+    if meta.is_empty() {
+        o.as_object_mut().map(|m| m.remove("metadata"));
+    }
+    let (Some(digest), Some(size)) = (att.get("tree_digest").cloned(), att.get("size").cloned()) else {
+        return Err(Error::invalid(
+            shown,
+            format!("outputs.{name}.metadata.{ATTESTATIONS_METADATA}: expected `tree_digest` and `size`"),
+        ));
+    };
+    o["digest"] = digest;
+    o["size"] = size;
+    if let Some(index) = att.get("index_digest") {
+        o["metadata"]["index_digest"] = index.clone();
+    }
+    Ok(())
 }
 
 fn canonical(v: &Value) -> Vec<u8> {
@@ -226,6 +271,30 @@ mod tests {
         assert_eq!(r2.identity, r.identity, "SBOM outputs do not change the identity");
         assert_ne!(r2.manifest_digest, r.manifest_digest);
         assert_eq!(r2.described_outputs().count(), 1);
+
+        // An image whose layout holds its SBOMs is described, and named, as before they were attached.
+        let image = serde_json::json!({"path": "images/app", "digest": "sha256:aa", "size": 5,
+            "metadata": {"reference": "app:1", "manifest_digest": "sha256:bb", "index_digest": "sha256:ee"}});
+        let mut before = front.clone();
+        before
+            .as_object_mut()
+            .unwrap()
+            .insert("image.app".into(), image.clone());
+        let mut after = before.clone();
+        after["image.app"]["digest"] = "sha256:cc".into();
+        after["image.app"]["size"] = 9.into();
+        after["image.app"]["metadata"]["index_digest"] = "sha256:ff".into();
+        after["image.app"]["metadata"][ATTESTATIONS_METADATA] = serde_json::json!(
+            {"tree_digest": "sha256:aa", "size": 5, "index_digest": "sha256:ee", "referrers": ["sha256:dd"]}
+        );
+        let rb = Release::from_manifest_value("m", sealed(manifest(before))).unwrap();
+        let ra = Release::from_manifest_value("m", sealed(manifest(after))).unwrap();
+        assert_eq!(ra.identity, rb.identity);
+        assert_eq!(ra.described, rb.described);
+        assert_eq!(
+            ra.outputs["image.app"].digest, "sha256:cc",
+            "outputs stay as the manifest has them"
+        );
 
         let mut edited = plain;
         edited["outputs"]["frontend"]["size"] = 2.into();

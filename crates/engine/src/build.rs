@@ -69,6 +69,8 @@ pub struct BuildSettings {
     pub vars: Vec<(String, String)>,
     /// `--secret`: files under /run/secrets in the steps; never in a key.
     pub secrets: Vec<Secret>,
+    /// `--remote-cache`: a REAPI server's action cache beside the local one.
+    pub remote: Option<crate::remote_cache::RemoteSettings>,
 }
 
 /// A secret's name and value. Its `Debug` leaves the value out.
@@ -294,10 +296,19 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         None => {
             output::Marker::remove(&out_dir)?;
             let staging = output::Staging::new(&out_dir)?;
-            let outputs = place_outputs(&planned, staging.path(), sde, &mut placed, previous.as_ref(), &out_dir)?;
+            let mut outputs = place_outputs(&planned, staging.path(), sde, &mut placed, previous.as_ref(), &out_dir)?;
             if let Some(front) = outputs.get("frontend") {
                 bundle_report(project, opts, staging.path(), &staging.path().join(&front.path))?;
             }
+            // The SBOMs are outputs too, and attached to the images' layouts (spec/attestations.md).
+            crate::ops::attest::write_release_sboms(
+                &store,
+                project,
+                &lock,
+                staging.path(),
+                &mut outputs,
+                &make_manifest,
+            )?;
             let manifest = make_manifest(outputs);
             std::fs::write(staging.path().join(manifest::MANIFEST_FILE), manifest.to_bytes())?;
             (manifest, Some(staging))
@@ -306,8 +317,16 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
     let mut metrics = manifest::metrics_without_host_paths(results.metrics(started.elapsed()), &ctx.farm_home);
     // The build summary `farm build` prints, machine-readable.
     metrics["targets"] = targets.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
-    metrics["artifacts"] = manifest.outputs.len().into();
-    metrics["artifacts_bytes"] = manifest.outputs.values().map(|o| o.size).sum::<u64>().into();
+    // The SBOMs describe the artifacts; they are not counted among them.
+    let built = || {
+        manifest
+            .outputs
+            .iter()
+            .filter(|(k, _)| !k.starts_with("sbom."))
+            .map(|(_, o)| o)
+    };
+    metrics["artifacts"] = built().count().into();
+    metrics["artifacts_bytes"] = built().map(|o| o.size).sum::<u64>().into();
     metrics["cache_misses"] = results.records.values().filter(|r| !r.cached).count().into();
     metrics["sources"] = snapshots;
     metrics["outputs"] = serde_json::json!({
@@ -346,6 +365,8 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         // Only the run-to-run facts change; nothing else in the directory is written.
         None => output::replace_file(&out_dir, manifest::METRICS_FILE, metrics_bytes.as_bytes())?,
     }
+    // The build succeeded: trim the store's build products to farm.toml's `[cache]`.
+    crate::ops::cache::after_build(ctx, project);
     let (cached, ran): (Vec<_>, Vec<_>) = results.steps.iter().partition(|r| r.record.cached);
     Ok(Built {
         manifest,
@@ -416,7 +437,12 @@ fn run_steps(
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .max(1);
+    let remote = match &opts.settings.remote {
+        Some(s) => crate::remote_cache::RemoteCache::connect(s, &ctx.reporter)?,
+        None => None,
+    };
     let runner = schedule::Runner {
+        remote: remote.as_ref(),
         store,
         reporter: &ctx.reporter,
         jobs,
@@ -427,7 +453,7 @@ fn run_steps(
         reverse_order: opts.variation.reverse_order,
     };
     let results = runner.run(steps, env);
-    schedule::write_record(&project.state().last_build(), &results, steps, env)?;
+    schedule::write_record(&project.state().last_build(), &ctx.farm_home, &results, steps, env)?;
     results.into_result()
 }
 
@@ -467,7 +493,9 @@ fn plan_outputs(lock: &Lock, results: &schedule::Results) -> Result<Vec<output::
         };
         let none = serde_json::Map::new;
         match &r.id {
-            StepId::Frontend => add("frontend".into(), "", "frontend".into(), none()),
+            // With optimize-images, the frontend output is that step's (optimised) tree.
+            StepId::Frontend if results.steps.iter().any(|s| s.id == StepId::OptimizeImages) => {}
+            StepId::Frontend | StepId::OptimizeImages => add("frontend".into(), "", "frontend".into(), none()),
             StepId::Backend => {
                 add("backend".into(), "backend", "backend".into(), none());
                 add("openapi".into(), "openapi.json", "openapi.json".into(), none());

@@ -29,15 +29,34 @@ fn key_of(kind: &str, parts: impl IntoIterator<Item = String>) -> String {
 /// install path, which is relative to the directory holding the JS lockfile
 /// (`node_modules/vite`, or `frontend/node_modules/x` in a workspace), so
 /// the entry is copied over that directory's tree as is; with `.bin` links.
-/// Install scripts do not run.
-pub fn node_modules(store: &Store, lock: &Lock, limits: UnpackLimits) -> Result<StoreEntry> {
+/// For a pnpm app, `layout` adds pnpm's symlinks and `.bin` places
+/// ([`crate::pnpm_layout`]). Install scripts do not run.
+pub fn node_modules(store: &Store, lock: &Lock, layout: &JsLayout, limits: UnpackLimits) -> Result<StoreEntry> {
     let mut parts: Vec<String> = lock
         .npm
         .iter()
         .map(|p| format!("{}={}", p.path, p.artifact.integrity))
         .collect();
+    // pnpm's links are part of what the entry holds (none for hoisted layouts,
+    // whose key stays what it was).
+    parts.extend(
+        layout
+            .tree_links
+            .iter()
+            .map(|l| format!("link:{}>{}", l.key, l.target.display())),
+    );
+    parts.extend(
+        layout
+            .bin_dirs
+            .iter()
+            .map(|b| format!("bin:{}>{}", b.dir.display(), b.package.display())),
+    );
     parts.sort();
     let key = key_of("node-modules-v2", parts);
+    let shown = layout.lockfile.display().to_string();
+    let tree_links = layout.tree_links.clone();
+    let bin_dirs = layout.bin_dirs.clone();
+    let isolated = !tree_links.is_empty() || !bin_dirs.is_empty();
     cached_entry(store, &key, || {
         let mut tarballs: Vec<(String, PathBuf)> = Vec::new();
         for p in &lock.npm {
@@ -66,13 +85,30 @@ pub fn node_modules(store: &Store, lock: &Lock, limits: UnpackLimits) -> Result<
                     unpack_npm_tarball(tgz, &dir.join(lock_path), limits)
                         .with_context(|| format!("unpacking {lock_path}"))?;
                 }
-                for (lock_path, _) in &tarballs {
-                    link_bins(dir, lock_path)?;
+                if isolated {
+                    let packages = tarballs.iter().map(|(p, _)| PathBuf::from(p)).collect();
+                    crate::pnpm_layout::make(dir, &shown, &packages, &tree_links, &bin_dirs)?;
+                } else {
+                    for (lock_path, _) in &tarballs {
+                        link_bins(dir, lock_path)?;
+                    }
                 }
                 Ok(())
             })
             .context("laying out node_modules")
     })
+}
+
+/// Where the package at the install path `rel` really is: `rel` itself
+/// when farm.lock unpacks a package there, or the package directory a
+/// pnpm link at `rel` points at. `None`: nothing is installed there.
+pub fn installed_at(lock: &Lock, layout: &JsLayout, rel: &str) -> Option<String> {
+    let installed = |p: &str| lock.npm.iter().any(|n| n.path == p);
+    if installed(rel) {
+        return Some(rel.to_string());
+    }
+    let target = layout.tree_links.iter().find(|l| l.key == rel)?.target.to_str()?;
+    installed(target).then(|| target.to_string())
 }
 
 /// Unpacks an npm tarball, dropping its single top directory (`package/`
@@ -91,6 +127,17 @@ fn unpack_npm_tarball(tgz: &Path, dest: &Path, limits: UnpackLimits) -> Result<(
 
 /// `node_modules/.bin/<name>` links for one installed package, as npm makes them.
 fn link_bins(root: &Path, rel: &str) -> Result<()> {
+    // The .bin directory of the node_modules that holds this package, where
+    // npm links it: `node_modules/.bin` for `node_modules/@scope/cli` too.
+    let (holder, _) = bin_holder(rel);
+    link_bins_into(root, Path::new(rel), &holder.join(".bin"))
+}
+
+/// Links the bins of the package installed at `rel` into `bin_dir` (both
+/// relative to `root`), each link relative to `bin_dir`, and makes their
+/// files executable. Bins outside the package are skipped; a name already
+/// linked keeps its first link.
+pub(crate) fn link_bins_into(root: &Path, rel: &Path, bin_dir: &Path) -> Result<()> {
     let pkg_dir = root.join(rel);
     let manifest = pkg_dir.join("package.json");
     let Ok(pkg_tree) = Beneath::open_dir(&pkg_dir) else {
@@ -114,13 +161,10 @@ fn link_bins(root: &Path, rel: &str) -> Result<()> {
     if bins.is_empty() {
         return Ok(());
     }
-    // The .bin directory of the node_modules that holds this package, where
-    // npm links it: `node_modules/.bin` for `node_modules/@scope/cli` too.
-    let (holder, pkg_in_holder) = bin_holder(rel);
-    let bin_dir = root.join(&holder).join(".bin");
-    std::fs::create_dir_all(&bin_dir)?;
+    let abs_bin_dir = root.join(bin_dir);
+    std::fs::create_dir_all(&abs_bin_dir)?;
     for (bin, target) in bins {
-        if bin.contains('/') || bin.is_empty() {
+        if bin.contains('/') || bin.is_empty() || bin == "." || bin == ".." {
             continue;
         }
         let target = target.trim_start_matches("./");
@@ -139,11 +183,12 @@ fn link_bins(root: &Path, rel: &str) -> Result<()> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(pkg_dir.join(target), std::fs::Permissions::from_mode(0o755))?;
         }
-        let link = bin_dir.join(&bin);
+        let link = abs_bin_dir.join(&bin);
         if link.symlink_metadata().is_ok() {
             continue;
         }
-        std::os::unix::fs::symlink(Path::new("..").join(&pkg_in_holder).join(target), &link)?;
+        let text = crate::pnpm_layout::relative_text(&bin_dir.join(&bin), &rel.join(target));
+        std::os::unix::fs::symlink(text, &link)?;
     }
     Ok(())
 }
@@ -201,6 +246,11 @@ pub struct JsLayout {
     /// Workspace members and `link:` dependencies, each checked to be a
     /// directory inside the project.
     pub links: Vec<WorkspaceLink>,
+    /// pnpm's symlinks to installed packages (`target` an install path),
+    /// made inside the node_modules entry; empty for hoisted layouts.
+    pub tree_links: Vec<WorkspaceLink>,
+    /// pnpm's `.bin` directories and the package whose bins each gets.
+    pub bin_dirs: Vec<crate::pnpm_layout::BinDir>,
 }
 
 impl JsLayout {
@@ -261,11 +311,29 @@ pub fn js_layout(project: &Project) -> Result<Option<JsLayout>> {
             target: target.components().collect(),
         });
     }
+    let shown = lockfile.display().to_string();
+    let mut tree_links = Vec::new();
+    for l in &install.tree_links {
+        tree_links.push(WorkspaceLink {
+            key: l.path.clone(),
+            target: crate::pnpm_layout::plain(&format!("{shown}: link `{}`", l.path), &l.target)?,
+        });
+    }
+    let mut bin_dirs = Vec::new();
+    for b in &install.bin_dirs {
+        let what = format!("{shown}: `.bin` {}", b.dir);
+        bin_dirs.push(crate::pnpm_layout::BinDir {
+            dir: crate::pnpm_layout::plain(&what, &b.dir)?,
+            package: crate::pnpm_layout::plain(&what, &b.package)?,
+        });
+    }
     Ok(Some(JsLayout {
         lockfile,
         root,
         member: PathBuf::from(&loc.member),
         links,
+        tree_links,
+        bin_dirs,
     }))
 }
 

@@ -88,7 +88,8 @@ impl ImagesPlan {
                 self.front.api_prefixes,
                 hex::encode(<sha2::Sha256 as sha2::Digest>::digest(FRONT_SERVER_PY))
             ),
-            "images-v1".into(),
+            // v2: gzip layers cut into independent 1 MiB blocks (new bytes).
+            "images-v2".into(),
         ]
     }
 }
@@ -171,7 +172,10 @@ pub fn build(plan: &ImagesPlan, out: &Path, deps: &crate::step::StepOutputs) -> 
             name: "app".into(),
             contents: vec![content(backend.path.join("backend/app"), "/app/app")],
         });
-        let frontend = deps.get(&StepId::Frontend);
+        // The optimised frontend output when `[frontend] optimize-images` made one.
+        let frontend = deps
+            .get(&StepId::OptimizeImages)
+            .or_else(|| deps.get(&StepId::Frontend));
         if let Some(front) = frontend {
             spec.layers.push(LayerSpec {
                 name: "frontend".into(),

@@ -100,11 +100,11 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
         let f = config.frontend.as_ref().expect("checked");
         let src = source::snapshot(store, root, &f.path, "frontend", &[f.output_dir.as_path()])?;
         sources.insert("frontend".to_string(), src.digest.to_string());
-        let nm = deps::node_modules(store, lock, crate::ops::fetch::unpack_limits(project))?;
         let layout = deps::js_layout(project)?.context("the frontend has no JS lockfile")?;
+        let nm = deps::node_modules(store, lock, &layout, crate::ops::fetch::unpack_limits(project))?;
         let workspace = deps::workspace_sources(store, project, &layout)?;
         for pkg in &f.allow_scripts {
-            if !lock.npm.iter().any(|p| p.path == format!("node_modules/{pkg}")) {
+            if deps::installed_at(lock, &layout, &format!("node_modules/{pkg}")).is_none() {
                 bail!("frontend.allow-scripts names {pkg:?}, which is not a top-level package of the frontend's package-lock.json");
             }
         }
@@ -149,6 +149,14 @@ pub fn plan(inputs: &PlanInputs) -> Result<Plan> {
             step.inputs_from.push(StepId::Types);
         }
         steps.push(step);
+        if f.optimize_images {
+            steps.push(crate::optimize_step::step(
+                env.executor.clone(),
+                env.limits,
+                sde,
+                opts.step_timeout,
+            )?);
+        }
     }
 
     // Custom steps run in full builds (all, or images).
@@ -316,11 +324,14 @@ fn custom_step(
 /// generator, into an entry the frontend step copies into its build tree.
 fn types_step(store: &Store, lock: &Lock, env: &BuildEnv, project: &Project) -> Result<Step> {
     // The app's own generator when its lock has one, run offline in the sandbox.
-    if lock.npm.iter().any(|p| p.path == "node_modules/openapi-typescript") {
-        let nm = deps::node_modules(store, lock, crate::ops::fetch::unpack_limits(project))?;
-        let manifest: serde_json::Value = serde_json::from_slice(
-            &Beneath::open_dir(&nm.path)?.read(Path::new("node_modules/openapi-typescript/package.json"))?,
-        )?;
+    let layout = deps::js_layout(project)?;
+    let app_generator = layout
+        .as_ref()
+        .and_then(|l| Some((l, deps::installed_at(lock, l, "node_modules/openapi-typescript")?)));
+    if let Some((layout, real)) = app_generator {
+        let nm = deps::node_modules(store, lock, layout, crate::ops::fetch::unpack_limits(project))?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&Beneath::open_dir(&nm.path)?.read(&Path::new(&real).join("package.json"))?)?;
         let bin = match &manifest["bin"] {
             serde_json::Value::String(b) => b.clone(),
             serde_json::Value::Object(m) => m
@@ -337,7 +348,7 @@ fn types_step(store: &Store, lock: &Lock, env: &BuildEnv, project: &Project) -> 
         let script = format!(
             "set -eu\nmkdir -p \"{b}/gen/node_modules\"\ncp -R {nm}/node_modules/. \"{b}/gen/node_modules/\"\ncd \"{b}/gen\"\nnode {bin} {api}/openapi.json --output \"{o}/api-types.ts\"\n",
             nm = scripts::q(&env.paths().store(&nm)),
-            bin = scripts::q(&format!("node_modules/openapi-typescript/{}", bin.trim_start_matches("./"))),
+            bin = scripts::q(&format!("{real}/{}", bin.trim_start_matches("./"))),
             api = scripts::dep("backend"),
         );
         let mut step = Step::script(StepId::Types, vec![StepId::Backend], script, vec![nm], vec![]);

@@ -30,6 +30,8 @@ pub struct Runner<'a> {
     pub timeout: Duration,
     /// Start ready steps last-first (a `farm check` variation).
     pub reverse_order: bool,
+    /// Looked up after the local action cache misses; written after a step ran here.
+    pub remote: Option<&'a crate::remote_cache::RemoteCache>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +42,9 @@ pub struct StepRecord {
     pub log: Option<PathBuf>,
     pub duration_ms: u64,
     pub peak_rss_kib: Option<u64>,
+    /// The step's REAPI action (`HASH/SIZE`) when a remote cache gave or took its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_action: Option<String>,
 }
 
 pub struct StepResult {
@@ -54,6 +59,8 @@ pub struct Results {
     pub steps: Vec<StepResult>,
     pub records: BTreeMap<StepId, StepRecord>,
     pub failure: Option<anyhow::Error>,
+    /// The remote cache's hits, misses and bytes moved (`--remote-cache`).
+    pub remote: Option<serde_json::Value>,
 }
 
 impl Results {
@@ -66,12 +73,16 @@ impl Results {
 
     pub fn metrics(&self, total: Duration) -> serde_json::Value {
         let peak = self.records.values().filter_map(|r| r.peak_rss_kib).max();
-        serde_json::json!({
+        let mut m = serde_json::json!({
             "total_ms": total.as_millis() as u64,
             "steps": self.records,
             "cache_hits": self.records.values().filter(|r| r.cached).count(),
             "peak_rss_kib": peak,
-        })
+        });
+        if let Some(r) = &self.remote {
+            m["remote_cache"] = r.clone();
+        }
+        m
     }
 
     pub fn trace(&self) -> Vec<TraceEvent> {
@@ -91,7 +102,9 @@ impl Results {
 
 /// `.farm/last-build.json`: what `farm log STEP` reads, and the store
 /// entries the build used and made (which `farm cache clean` keeps).
-pub fn write_record(path: &Path, results: &Results, steps: &[Step], env: &BuildEnv) -> Result<()> {
+/// Logs are recorded relative to `home` (FARM_HOME), never as host paths:
+/// the project directory may be shared, copied or committed.
+pub fn write_record(path: &Path, home: &Path, results: &Results, steps: &[Step], env: &BuildEnv) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -105,7 +118,16 @@ pub fn write_record(path: &Path, results: &Results, steps: &[Step], env: &BuildE
         entries.extend(tc.inputs.iter().map(|e| e.file_name()));
         entries.insert(tc.root.file_name());
     }
-    let v = serde_json::json!({"steps": results.records, "entries": entries});
+    let records: BTreeMap<&StepId, StepRecord> = results
+        .records
+        .iter()
+        .map(|(id, r)| {
+            let mut r = r.clone();
+            r.log = r.log.and_then(|l| l.strip_prefix(home).ok().map(Path::to_path_buf));
+            (id, r)
+        })
+        .collect();
+    let v = serde_json::json!({"steps": records, "entries": entries});
     std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n").with_context(|| path.display().to_string())
 }
 
@@ -118,15 +140,25 @@ pub fn recorded_entries(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn read_record(path: &Path) -> Result<BTreeMap<StepId, StepRecord>> {
+/// The steps of the last build, their logs resolved under `home`. A log
+/// path that would leave `home` (an edited record) is dropped.
+pub fn read_record(path: &Path, home: &Path) -> Result<BTreeMap<StepId, StepRecord>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "{}: no build has run in this project yet\nhint: run `farm build`",
             path.display()
         )
     })?;
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    Ok(serde_json::from_value(v["steps"].clone())?)
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    let mut steps: BTreeMap<StepId, StepRecord> =
+        serde_json::from_value(v["steps"].clone()).with_context(|| format!("{}: field \"steps\"", path.display()))?;
+    for r in steps.values_mut() {
+        r.log = r.log.take().filter(|l| {
+            !l.as_os_str().is_empty() && l.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+        });
+        r.log = r.log.take().map(|l| home.join(l));
+    }
+    Ok(steps)
 }
 
 struct Done {
@@ -148,6 +180,7 @@ impl Runner<'_> {
             steps: vec![],
             records: BTreeMap::new(),
             failure: None,
+            remote: None,
         };
         let (tx, rx) = mpsc::channel::<Done>();
         std::thread::scope(|scope| loop {
@@ -193,6 +226,7 @@ impl Runner<'_> {
                 }
             }
             if !state.contains(&1) {
+                results.remote = self.remote.map(|r| r.metrics());
                 break;
             }
             let done = rx.recv().expect("a running step reports");
@@ -222,6 +256,7 @@ impl Runner<'_> {
                             log: Some(self.log_path(&id, &keys[done.index])),
                             duration_ms: 0,
                             peak_rss_kib: None,
+                            remote_action: None,
                         },
                     );
                     if results.failure.is_none() {
@@ -263,8 +298,13 @@ impl Runner<'_> {
                         log: record.log,
                         duration_ms: 0,
                         peak_rss_kib: None,
+                        remote_action: None,
                     },
                 ));
+            }
+            if let Some(hit) = self.remote_hit(step, key, env, deps)? {
+                line.finish("remote cache hit");
+                return Ok(hit);
             }
         }
         let staging = self.store.temp_dir()?;
@@ -350,6 +390,9 @@ impl Runner<'_> {
             log: Some(log.clone()),
         }
         .store(self.store, key)?;
+        let remote_action = self
+            .remote
+            .and_then(|r| r.upload(self.store, step, key, env, deps, &entry, &log));
         let duration_ms = started.elapsed().as_millis() as u64;
         line.finish("built");
         Ok((
@@ -361,8 +404,42 @@ impl Runner<'_> {
                 log: Some(log),
                 duration_ms,
                 peak_rss_kib: peak,
+                remote_action,
             },
         ))
+    }
+
+    /// The step's output from the remote cache, recorded in the local one.
+    fn remote_hit(
+        &self,
+        step: &Step,
+        key: &StepKey,
+        env: &BuildEnv,
+        deps: &StepOutputs,
+    ) -> Result<Option<(StoreEntry, StepRecord)>> {
+        let Some(remote) = self.remote else {
+            return Ok(None);
+        };
+        let log = self.log_path(&step.id, key);
+        let Some((entry, action)) = remote.fetch(self.store, step, key, env, deps, &log) else {
+            return Ok(None);
+        };
+        let log = log.exists().then_some(log);
+        ActionRecord {
+            entry: entry.file_name(),
+            log: log.clone(),
+        }
+        .store(self.store, key)?;
+        let record = StepRecord {
+            key: key.clone(),
+            status: "ok".into(),
+            cached: true,
+            log,
+            duration_ms: 0,
+            peak_rss_kib: None,
+            remote_action: Some(farm_remote::digest_string(&action)),
+        };
+        Ok(Some((entry, record)))
     }
 
     #[allow(clippy::too_many_arguments)]

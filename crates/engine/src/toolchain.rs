@@ -109,19 +109,36 @@ pub fn compose(store: &Store, lock: &Lock) -> Result<Toolchain> {
 }
 
 /// A tiny entry of symlinks (`bin/node` → `/farm/store/…/bin/node`); the
-/// targets resolve inside the sandbox only.
+/// targets resolve inside the sandbox only. Cached by its links, so a step
+/// finds it with one lookup instead of staging and hashing it again.
 fn profile_entry(store: &Store, links: &[(String, String)]) -> Result<StoreEntry> {
+    let key = format!("profile:{}", profile_key(links));
     let links = links.to_vec();
-    store
-        .build_entry("farm-profile", "toolchain", move |dir| {
-            let bin = dir.join("bin");
-            std::fs::create_dir_all(&bin)?;
-            for (name, target) in &links {
-                std::os::unix::fs::symlink(target, bin.join(name))?;
-            }
-            Ok(())
-        })
-        .context("composing the toolchain profile")
+    cached_entry(store, &key, || {
+        store
+            .build_entry("farm-profile", "toolchain", move |dir| {
+                let bin = dir.join("bin");
+                std::fs::create_dir_all(&bin)?;
+                for (name, target) in &links {
+                    std::os::unix::fs::symlink(target, bin.join(name))?;
+                }
+                Ok(())
+            })
+            .context("composing the toolchain profile")
+    })
+}
+
+/// Hex SHA-256 of the profile's links: its contents, in order.
+fn profile_key(links: &[(String, String)]) -> String {
+    let mut key = sha2::Sha256::new();
+    key.update(b"farm toolchain profile v1\0");
+    for (name, target) in links {
+        key.update(name.as_bytes());
+        key.update(b"\0");
+        key.update(target.as_bytes());
+        key.update(b"\0");
+    }
+    hex::encode(key.finalize())
 }
 
 /// Top-level directories of a .deb that a merged-/usr system keeps under /usr.

@@ -4,7 +4,8 @@
 //! back ([`size`]), and the canonical JSON that digest-bearing documents
 //! (the build manifest, OCI configs and manifests, the lock's input keys)
 //! are hashed and written in ([`canonical_json`]), and the RFC 3339
-//! timestamps outputs carry ([`timestamp`]).
+//! timestamps outputs carry ([`timestamp`]), and durations (`--older-than
+//! 30d`, farm.toml `[cache] ttl`) ([`duration`]).
 //!
 //! It is not a utils bag: a format belongs here only when more than one
 //! crate reads or writes it and its exact text is part of farm's contract.
@@ -12,5 +13,6 @@
 //! with the crate that owns them.
 
 pub mod canonical_json;
+pub mod duration;
 pub mod size;
 pub mod timestamp;

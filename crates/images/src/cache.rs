@@ -6,6 +6,8 @@
 //! ```text
 //! <cache>/blobs/sha256/<hex>     compressed blobs
 //! <cache>/layers/v1/<key hex>    "sha256:<hex> <size>\n" for one key
+//! <cache>/plans/v1/<plan hex>     "sha256:<diffID hex>\n": the diffID a layer
+//!                                 plan's fingerprint last gave
 //! ```
 
 use std::fs;
@@ -26,7 +28,7 @@ pub(crate) struct LayerCache {
 
 impl LayerCache {
     pub(crate) fn open(dir: &Path) -> Result<LayerCache, LayoutError> {
-        for sub in ["blobs/sha256", "layers/v1"] {
+        for sub in ["blobs/sha256", "layers/v1", "plans/v1"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(|source| LayoutError::Cache { path, source })?;
         }
@@ -43,6 +45,30 @@ impl LayerCache {
         self.dir
             .join("layers/v1")
             .join(hex::encode(Sha256::digest(key.as_bytes())))
+    }
+
+    fn plan_path(&self, fingerprint: &[u8; 32]) -> PathBuf {
+        self.dir.join("plans/v1").join(hex::encode(fingerprint))
+    }
+
+    /// Whether a layer with this plan fingerprint is likely cached: the
+    /// plan gave a diffID before and a blob is recorded for it with these
+    /// settings. Only a hint; [`LayerCache::fetch`] verifies.
+    pub(crate) fn expects_hit(&self, fingerprint: &[u8; 32], compression: Compression) -> bool {
+        fs::read_to_string(self.plan_path(fingerprint))
+            .ok()
+            .and_then(|s| parse_sha256(s.trim_end()))
+            .is_some_and(|diff_id| self.key_path(&diff_id, compression).is_file())
+    }
+
+    /// Records that the plan with `fingerprint` gave `diff_id`.
+    pub(crate) fn remember(&self, fingerprint: &[u8; 32], diff_id: &Integrity) -> Result<(), LayoutError> {
+        let path = self.plan_path(fingerprint);
+        let line = format!("{diff_id}\n");
+        if fs::read_to_string(&path).is_ok_and(|s| s == line) {
+            return Ok(());
+        }
+        write_record(&path, &line)
     }
 
     /// Puts the cached blob for `diff_id` into `layout`'s blobs, verified;
@@ -99,13 +125,21 @@ impl LayerCache {
             link_or_copy(blob, &dest).map_err(cache_err(&dest))?;
         }
         let size = fs::metadata(&dest).map_err(cache_err(&dest))?.len();
-        let key = self.key_path(diff_id, compression);
-        let dir = key.parent().expect("key paths have a parent");
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cache_err(dir))?;
-        writeln!(tmp, "{digest} {size}").map_err(cache_err(tmp.path()))?;
-        tmp.persist(&key).map_err(|e| cache_err(&key)(e.error))?;
-        Ok(())
+        write_record(&self.key_path(diff_id, compression), &format!("{digest} {size}\n"))
     }
+}
+
+/// Writes a one-line record whole (through a temporary file) or not at all.
+fn write_record(path: &Path, line: &str) -> Result<(), LayoutError> {
+    let cache_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LayoutError::Cache { path, source }
+    };
+    let dir = path.parent().expect("record paths have a parent");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cache_err(dir))?;
+    tmp.write_all(line.as_bytes()).map_err(cache_err(tmp.path()))?;
+    tmp.persist(path).map_err(|e| cache_err(path)(e.error))?;
+    Ok(())
 }
 
 /// A hardlink where the filesystem allows, else a copy; either way `dest`

@@ -2,9 +2,12 @@
 //! a compressed blob (reusing a cached one when its diffID was seen before).
 //!
 //! gzip: level 6, header mtime 0, no file name or comment, OS byte 255
-//! ("unknown"). zstd: level 3, single-threaded, no checksum. The bytes still
-//! depend on the compressor library's version, so the cache key carries a
-//! fingerprint of the compressor's actual output (see [`Compression::compressor`]).
+//! ("unknown"), the deflate stream cut into independently compressed 1 MiB
+//! blocks so all cores work on one layer with the same bytes for any thread
+//! count ([`crate::gzip`]). zstd: level 3, one frame, single-threaded, no
+//! checksum. The bytes still depend on the compressor library's version, so
+//! the cache key carries a fingerprint of the compressor's actual output
+//! (see [`Compression::compressor`]).
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
@@ -17,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cache::LayerCache;
 use crate::digest::{blob_path, HashingWriter};
+use crate::gzip::{self, ParallelGzip};
 use crate::layer::{LayerError, LayerPlan};
 use crate::layout::LayoutError;
 use crate::ImageError;
@@ -81,7 +85,10 @@ impl Compression {
         static GZIP: OnceLock<String> = OnceLock::new();
         static ZSTD: OnceLock<String> = OnceLock::new();
         let (cell, library) = match self {
-            Compression::Gzip => (&GZIP, "flate2/miniz_oxide".to_string()),
+            Compression::Gzip => (
+                &GZIP,
+                format!("flate2/miniz_oxide, independent {} KiB blocks", gzip::BLOCK_SIZE >> 10),
+            ),
             Compression::Zstd => (&ZSTD, format!("zstd {}", zstd::zstd_safe::version_string())),
         };
         cell.get_or_init(|| {
@@ -105,12 +112,7 @@ impl Compression {
     /// The one place encoders are made.
     fn encoder<W: Write>(self, out: W) -> io::Result<Encoder<W>> {
         Ok(match self {
-            Compression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(GZIP_OS_BYTE)
-                    .write(out, flate2::Compression::new(GZIP_LEVEL)),
-            ),
+            Compression::Gzip => Encoder::Gzip(ParallelGzip::new(out, GZIP_LEVEL, gzip::shared_pool())?),
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
                 e.include_checksum(false)?;
@@ -140,7 +142,7 @@ fn probe() -> Vec<u8> {
 }
 
 enum Encoder<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -190,20 +192,34 @@ pub(crate) struct ProducedLayer {
     pub reused_from_cache: bool,
 }
 
-/// Counts compressor runs, so tests and reports can tell that a cached
-/// layer was not compressed again.
+/// Counts compressor runs and tar passes, so tests and reports can tell
+/// that a cached layer was not compressed again and a layer was tarred once.
 #[derive(Debug, Default)]
-pub(crate) struct CompressorRuns(AtomicUsize);
+pub(crate) struct CompressorRuns {
+    compressed: AtomicUsize,
+    tar_passes: AtomicUsize,
+}
 
 impl CompressorRuns {
     pub(crate) fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.compressed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn tar_passes(&self) -> usize {
+        self.tar_passes.load(Ordering::SeqCst)
     }
 }
 
-/// Writes `plan`'s compressed tar into `layout/blobs/sha256/`. With a cache,
-/// the tar is first only hashed; a cached blob for that diffID and these
-/// settings is copied instead of compressing again.
+/// Writes `plan`'s compressed tar into `layout/blobs/sha256/`, tarring once:
+/// the tar goes through SHA-256 (the diffID) into the compressor, whose
+/// output goes through SHA-256 (the blob digest) into the file.
+///
+/// With a cache, a layer whose plan fingerprint (its entries and each
+/// file's `stat`) led to a cached blob before is first only hashed; the
+/// blob cached for that diffID is then verified and used. Any other layer
+/// is compressed in its one pass and its blob cached. A hint that turns out
+/// wrong (a file changed without its `stat` showing it, or the cached blob
+/// is gone or damaged) costs a second pass, never a wrong blob.
 pub(crate) fn produce_layer(
     plan: &LayerPlan,
     compression: Compression,
@@ -211,12 +227,16 @@ pub(crate) fn produce_layer(
     cache: Option<&LayerCache>,
     runs: &CompressorRuns,
 ) -> Result<ProducedLayer, ImageError> {
-    let expected = match cache {
-        Some(cache) => {
+    let fingerprint = cache.map(|_| plan.fingerprint());
+    let mut hashed_first = None;
+    if let (Some(cache), Some(fingerprint)) = (cache, &fingerprint) {
+        if cache.expects_hit(fingerprint, compression) {
             let mut sink = HashingWriter::new(io::sink());
+            runs.tar_passes.fetch_add(1, Ordering::SeqCst);
             plan.write_tar(&mut sink)?;
             let (_, diff_id, _) = sink.finish();
             if let Some((digest, size)) = cache.fetch(&diff_id, compression, layout)? {
+                cache.remember(fingerprint, &diff_id)?;
                 return Ok(ProducedLayer {
                     diff_id,
                     digest,
@@ -224,12 +244,11 @@ pub(crate) fn produce_layer(
                     reused_from_cache: true,
                 });
             }
-            Some(diff_id)
+            hashed_first = Some(diff_id);
         }
-        None => None,
-    };
+    }
     let produced = compress_into_layout(plan, compression, layout, runs)?;
-    if let Some(first) = expected {
+    if let Some(first) = hashed_first {
         if first != produced.diff_id {
             return Err(LayerError::Unstable {
                 layer: plan.name().into(),
@@ -239,13 +258,14 @@ pub(crate) fn produce_layer(
             .into());
         }
     }
-    if let Some(cache) = cache {
+    if let (Some(cache), Some(fingerprint)) = (cache, &fingerprint) {
         cache.store(
             &produced.diff_id,
             compression,
             &blob_path(layout, &produced.digest),
             &produced.digest,
         )?;
+        cache.remember(fingerprint, &produced.diff_id)?;
     }
     Ok(produced)
 }
@@ -265,7 +285,8 @@ fn compress_into_layout(
     let tmp_path = tmp.path().to_path_buf();
     let file = tmp.as_file().try_clone().map_err(io_err(&tmp_path))?;
     let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    runs.0.fetch_add(1, Ordering::SeqCst);
+    runs.compressed.fetch_add(1, Ordering::SeqCst);
+    runs.tar_passes.fetch_add(1, Ordering::SeqCst);
     let encoder = compression.encoder(compressed).map_err(io_err(&tmp_path))?;
     let mut tar = HashingWriter::new(encoder);
     plan.write_tar(&mut tar)?;

@@ -131,7 +131,27 @@ struct Entry {
     tar: TarEntry,
     /// `(dev, ino)` of a file that has other names, to write them as hardlinks.
     inode: Option<(u64, u64)>,
+    /// A regular file's identity on the host, for [`LayerPlan::fingerprint`].
+    stamp: Option<FileStamp>,
     origin: Origin,
+}
+
+/// What `stat` says about a file when planned: device, inode, size and the
+/// modification and change times in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp([i64; 5]);
+
+impl FileStamp {
+    fn of(meta: &Metadata) -> FileStamp {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        FileStamp([
+            meta.dev() as i64,
+            meta.ino() as i64,
+            meta.size() as i64,
+            ns(meta.mtime(), meta.mtime_nsec()),
+            ns(meta.ctime(), meta.ctime_nsec()),
+        ])
+    }
 }
 
 /// Every entry of one layer, in tar order, with the host files to read.
@@ -224,6 +244,7 @@ impl Planner<'_> {
                     mtime: attrs.mtime,
                 },
                 inode: None,
+                stamp: None,
                 origin: Origin::Implied {
                     target: content.target.clone(),
                     source: content.source.clone(),
@@ -271,6 +292,7 @@ impl Planner<'_> {
     ) -> Result<Entry, LayerError> {
         let ft = meta.file_type();
         let mut inode = None;
+        let mut stamp = None;
         let (kind, mode) = if ft.is_dir() {
             (TarKind::Dir, DIR_OR_EXEC_MODE)
         } else if ft.is_file() {
@@ -280,6 +302,7 @@ impl Planner<'_> {
                 FILE_MODE
             };
             inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+            stamp = Some(FileStamp::of(meta));
             let kind = TarKind::File {
                 source: host.to_path_buf(),
                 size: meta.len(),
@@ -315,6 +338,7 @@ impl Planner<'_> {
                 mtime: (meta.mtime().max(0) as u64).min(self.epoch),
             },
             inode,
+            stamp,
             origin: Origin::Source(host.to_path_buf()),
         })
     }
@@ -399,6 +423,44 @@ impl LayerPlan {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A digest of everything the tar is made from as `stat` sees it: each
+    /// entry's header fields and each file's device, inode, size, mtime and
+    /// ctime. Equal fingerprints mean the tar is almost certainly the same
+    /// (a file rewritten within one timestamp tick with its size kept is
+    /// not seen), so it only picks a strategy: the layer cache checks the
+    /// real diffID before it uses anything (see `compress::produce_layer`).
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"farm-images layer plan v1\0");
+        let bytes = |h: &mut Sha256, b: &[u8]| {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        for e in &self.entries {
+            let t = &e.tar;
+            bytes(&mut h, &t.path);
+            let (tag, extra): (u8, &[u8]) = match &t.kind {
+                TarKind::Dir => (0, b""),
+                TarKind::File { size, .. } => {
+                    h.update(size.to_le_bytes());
+                    (1, b"")
+                }
+                TarKind::Symlink(target) => (2, target),
+                TarKind::HardLink(first) => (3, first),
+            };
+            h.update([tag]);
+            bytes(&mut h, extra);
+            for n in [t.mode as u64, t.uid as u64, t.gid as u64, t.mtime] {
+                h.update(n.to_le_bytes());
+            }
+            for n in e.stamp.map_or([0; 5], |s| s.0) {
+                h.update(n.to_le_bytes());
+            }
+        }
+        h.finalize().into()
     }
 
     /// Adds this layer's directories to `lower`, for the layers above it.

@@ -115,6 +115,9 @@ pub struct BuildStats {
     /// How many times the compressor ran (0 when every layer came from the cache).
     pub layers_compressed: usize,
     pub layers_from_cache: usize,
+    /// How many times a layer's tar was generated: once per layer, unless
+    /// a cache hint proved wrong.
+    pub layer_tar_passes: usize,
 }
 
 /// The digests of what [`build_image`] wrote.
@@ -423,6 +426,7 @@ pub fn build_image(spec: &ImageSpec, layout_dir: &Path, cache_dir: Option<&Path>
     let stats = BuildStats {
         layers_compressed: runs.get(),
         layers_from_cache: layers.iter().filter(|l| l.reused_from_cache).count(),
+        layer_tar_passes: runs.tar_passes(),
     };
     let tmp_path = tmp.keep();
     if let Err(e) = replace_dir(&tmp_path, layout_dir) {
@@ -577,8 +581,9 @@ impl LayoutImage {
             .manifests()
             .iter()
             .filter(|d| {
-                matches!(d.media_type().as_ref(), MEDIA_TYPE_MANIFEST)
-                    || d.media_type().as_ref() == farm_lockfiles::oci::DOCKER_MANIFEST_V2
+                (matches!(d.media_type().as_ref(), MEDIA_TYPE_MANIFEST)
+                    || d.media_type().as_ref() == farm_lockfiles::oci::DOCKER_MANIFEST_V2)
+                    && !crate::referrers::is_artifact(d)
             })
             .collect();
         let ref_name = |d: &Descriptor| {

@@ -1,8 +1,10 @@
 //! Deterministic OCI images for farm, built from directory trees without a
 //! container engine: reproducible tar layers ([`layer`]), pinned gzip/zstd
 //! compression with a cache keyed by the uncompressed digest ([`compress`]),
+//! deterministic parallel gzip ([`gzip`]),
 //! OCI image layouts ([`layout`]), `docker load` archives ([`archive`]),
-//! pushing to any OCI registry ([`push`]) and loading into Docker or Podman
+//! pushing to any OCI registry ([`push`]) with the artifacts that refer to
+//! an image ([`referrers`]), and loading into Docker or Podman
 //! ([`engine`]).
 //!
 //! It is not a general image tool: it does not pull, unpack or run images,
@@ -15,9 +17,11 @@ mod cache;
 pub mod compress;
 mod digest;
 pub mod engine;
+pub mod gzip;
 pub mod layer;
 pub mod layout;
 pub mod push;
+pub mod referrers;
 
 pub use archive::{write_docker_archive, ArchiveError};
 pub use compress::{Compression, CompressionSettings};

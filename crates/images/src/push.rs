@@ -45,6 +45,9 @@ pub struct PushReport {
     pub manifest_digest: Integrity,
     /// `host/repo@sha256:…`, then `host/repo:tag` for each tag.
     pub references: Vec<String>,
+    /// The artifacts referring to the image that were pushed after it
+    /// ([`crate::referrers::push_referrers`]); `None` when not asked to.
+    pub referrers: Option<crate::referrers::ReferrersReport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +190,7 @@ pub async fn push(
         mounted_blobs,
         manifest_digest: image.manifest_digest,
         references,
+        referrers: None,
     })
 }
 

@@ -138,6 +138,55 @@ fn load_into_engine_uses_the_docker_api(kind: EngineKind) {
     assert_eq!(engine_run(service.command(), &["farm-app:0.1.0"]), "hi\n");
 }
 
+/// Proves Podman reads zstd layers: it pulls the zstd OCI layout
+/// directly (the layers stay `tar+zstd` in the layout it reads; a docker
+/// archive would hold them decompressed), gives the image the config
+/// digest as ID and the diffIDs as its layers, and runs it.
+#[test]
+fn podman_pulls_and_runs_the_zstd_layout() {
+    if !EngineKind::Podman.require() {
+        return;
+    }
+    // Podman names an `oci:` image after its path, which must be lowercase
+    // (a random temporary name is not): a directory of this process's own.
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let tmp = RemoveOnDrop(std::env::temp_dir().join(format!("farm-zstd-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&tmp.0);
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let s = sources(&tmp.0.join("src"));
+    let mut spec = app_spec(&s);
+    spec.compression = farm_images::Compression::Zstd;
+    let layout = tmp.0.join("layout");
+    let built = build_image(&spec, &layout, None).unwrap();
+    assert!(built
+        .layers
+        .iter()
+        .all(|l| l.media_type == "application/vnd.oci.image.layer.v1.tar+zstd"));
+    let engine = EngineService::start(EngineKind::Podman);
+    let cli = || engine.command();
+    let out = run(cli().args(["pull", "-q", &format!("oci:{}:0.1.0", layout.display())]));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(id.trim_start_matches("sha256:"), built.config_digest.hex());
+    let layers = run(cli().args(["image", "inspect", "--format", "{{json .RootFS.Layers}}", &id]));
+    let layers: Vec<String> = serde_json::from_slice(&layers.stdout).unwrap();
+    let diff_ids: Vec<String> = built.layers.iter().map(|l| l.diff_id.to_string()).collect();
+    assert_eq!(layers, diff_ids, "podman's layers are farm's diffIDs");
+    assert_eq!(engine_run(cli(), &[&id]), "hi\n");
+    assert_eq!(
+        engine_run(cli(), &[&id, "stat", "-c", "%u:%g %a %n", "/app/main.py", "/usr"]),
+        "1000:1000 644 /app/main.py\n0:0 755 /usr\n"
+    );
+    assert_eq!(
+        engine_run(cli(), &[&id, "cat", "/app/static/index.html"]),
+        "<!doctype html><div id=root></div>\n"
+    );
+}
+
 /// Proves a missing engine is a clear error naming the socket, with a hint.
 #[tokio::test]
 async fn no_engine_is_a_clear_error() {

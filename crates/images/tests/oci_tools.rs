@@ -78,11 +78,62 @@ fn skopeo_inspects_and_copies_the_zstd_layout() {
 /// owners, root-owned implied parents, the symlink and the hardlink.
 #[test]
 fn umoci_unpacks_files_with_the_right_modes_and_owners() {
+    umoci_unpacks(Compression::Gzip);
+}
+
+/// Proves the same for zstd layers where umoci reads them (0.5.0 and
+/// later): umoci decompresses each and checks it against its diffID. An
+/// older umoci (Debian 12 ships 0.4.7) must refuse for the media type
+/// alone, having read the index, manifest and config; skopeo and Podman
+/// read the zstd layers in their own tests.
+#[test]
+fn umoci_unpacks_the_zstd_layout() {
+    if !require_tool("umoci") || !require_root() {
+        return;
+    }
+    let version = run(Command::new("umoci").arg("--version"));
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let numbers: Vec<u32> = version
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), 2, "umoci --version: {version}");
+    if (numbers[0], numbers[1]) >= (0, 5) {
+        umoci_unpacks(Compression::Zstd);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, built) = build(tmp.path(), Compression::Zstd);
+    let out = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:0.1.0", layout.display())])
+        .arg(tmp.path().join("bundle"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!("layer {}", built.layers[0].digest))
+            && err.contains("not correct mediatype: application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{}: expected only the zstd media type refused:\n{err}",
+        version.trim()
+    );
+    eprintln!(
+        "NOT VERIFIED: {} predates zstd layers (umoci 0.5.0); it refused only their media type",
+        version.trim()
+    );
+}
+
+fn umoci_unpacks(compression: Compression) {
     if !require_tool("umoci") || !require_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (layout, _) = build(tmp.path(), Compression::Gzip);
+    let (layout, _) = build(tmp.path(), compression);
     let bundle = tmp.path().join("bundle");
     run(Command::new("umoci").args([
         "unpack",

@@ -82,6 +82,9 @@ fn a_changed_file_changes_only_its_layer() {
 /// Proves the cache: a second build of unchanged layers runs the
 /// compressor zero times and gives the same digests; a changed layer is
 /// the only one compressed; a damaged cache entry is recompressed, not used.
+/// And that each layer is tarred once (cold: tar, hash and compress in one
+/// pass; warm: only hashed), with one more pass only where the cache's
+/// hint proved wrong (the damaged entry).
 #[test]
 fn cached_layers_are_never_compressed_again() {
     let tmp = tempfile::tempdir().unwrap();
@@ -91,11 +94,16 @@ fn cached_layers_are_never_compressed_again() {
 
     let cold = build_image(&spec, &tmp.path().join("cold"), Some(&cache)).unwrap();
     assert_eq!(cold.stats.layers_compressed, 4);
+    assert_eq!(cold.stats.layer_tar_passes, 4, "a cold layer is tarred once");
     assert!(cold.layers.iter().all(|l| !l.reused_from_cache));
 
     let warm = build_image(&spec, &tmp.path().join("warm"), Some(&cache)).unwrap();
     assert_eq!(warm.stats.layers_compressed, 0, "nothing compressed on a warm build");
     assert_eq!(warm.stats.layers_from_cache, 4);
+    assert_eq!(
+        warm.stats.layer_tar_passes, 4,
+        "a warm layer is tarred (only hashed) once"
+    );
     assert!(warm.layers.iter().all(|l| l.reused_from_cache));
     assert_eq!(
         identity(&cold),
@@ -125,6 +133,7 @@ fn cached_layers_are_never_compressed_again() {
         changed.stats.layers_compressed, 1,
         "only the frontend layer is compressed"
     );
+    assert_eq!(changed.stats.layer_tar_passes, 4);
     let reused: Vec<&str> = changed
         .layers
         .iter()
@@ -139,6 +148,10 @@ fn cached_layers_are_never_compressed_again() {
     fs::write(&cached, b"garbage").unwrap();
     let healed = build_image(&spec, &tmp.path().join("healed"), Some(&cache)).unwrap();
     assert_eq!(healed.stats.layers_compressed, 1);
+    assert_eq!(
+        healed.stats.layer_tar_passes, 5,
+        "the damaged layer: hashed, then tarred again to compress"
+    );
     assert_eq!(
         (&healed.layers[2].diff_id, &healed.layers[2].digest),
         (&app.diff_id, &app.digest)

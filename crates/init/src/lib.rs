@@ -13,6 +13,10 @@ use toml_edit::{Array, DocumentMut, Item, Table, Value};
 
 /// Node used when the project pins none.
 pub const DEFAULT_NODE: &str = "22.19.0";
+/// The MongoDB release written when farm.config's `database` names none.
+pub const DEFAULT_MONGODB: &str = "7.0";
+/// `[registries] containers` as init writes it: from the environment.
+const CONTAINERS_REGISTRY: &str = "${FARM_CONTAINER_REGISTRY}";
 /// Python used when neither pyproject.toml, .python-version nor runtime.txt says.
 pub const DEFAULT_PYTHON: &str = "3.11";
 /// Where the models are pulled from: always the user's, never a public default.
@@ -110,6 +114,11 @@ pub struct FrontendFound {
     pub output_dir: Found<String>,
     /// A TypeScript file farm generated from the backend's API before.
     pub api_types: Option<Found<String>>,
+    /// The lockfile farm lock reads and the package manager that wrote it
+    /// (`packageManager` when it names one), for the comment in farm.toml.
+    pub packages: Option<Found<String>>,
+    /// `toolchains.node.npm` when `packageManager` pins npm.
+    pub npm: Option<Found<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +153,8 @@ pub struct Detection {
     pub node: Option<Found<String>>,
     pub python: Option<Found<String>>,
     pub models: Option<ModelsFound>,
+    /// `[deploy] mongodb`: the image reference, from farm.config's `database`.
+    pub mongodb: Option<Found<String>>,
     pub notes: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -225,6 +236,9 @@ pub fn detect(root: &Path) -> Result<Detection, InitError> {
         None => None,
     };
     let models = find_models(root, farm_config.as_ref(), &mut notes, &mut warnings)?;
+    let mongodb = farm_config
+        .as_ref()
+        .and_then(|(file, c)| find_database(file, c, &mut notes, &mut warnings));
     let (name, version) = name_and_version(root, farm_config.as_ref(), frontend.as_ref())?;
     Ok(Detection {
         name,
@@ -234,6 +248,7 @@ pub fn detect(root: &Path) -> Result<Detection, InitError> {
         node,
         python,
         models,
+        mongodb,
         notes,
         warnings,
     })
@@ -288,7 +303,10 @@ pub fn render(d: &Detection) -> String {
     if let Some(n) = &d.node {
         let mut t = Section::new(&mut doc, &["toolchains", "node"]);
         t.kv("version", &n.value, &n.source);
-        t.kv("npm", "10", "the newest npm 10.x, pinned by `farm lock`");
+        match d.frontend.as_ref().and_then(|f| f.npm.as_ref()) {
+            Some(npm) => t.kv("npm", &npm.value, &npm.source),
+            None => t.kv("npm", "10", "the newest npm 10.x, pinned by `farm lock`"),
+        }
     }
     if let Some(p) = &d.python {
         let mut t = Section::new(&mut doc, &["toolchains", "python"]);
@@ -301,6 +319,9 @@ pub fn render(d: &Detection) -> String {
     t.kv("architecture", "amd64", "");
     if let Some(f) = &d.frontend {
         let mut t = Section::new(&mut doc, &["frontend"]);
+        if let Some(p) = &f.packages {
+            t.comment(&format!("Packages: {} ({}).", p.value, p.source));
+        }
         t.kv("path", rel_str(&f.path), &f.why);
         t.kv("build-script", &f.build_script.value, &f.build_script.source);
         t.kv("output-dir", &f.output_dir.value, &f.output_dir.source);
@@ -350,6 +371,19 @@ pub fn render(d: &Detection) -> String {
         if let Some(c) = &m.config {
             t.kv("config", c, "secrets are stripped from the build output");
         }
+    }
+    if let Some(m) = &d.mongodb {
+        let mut t = Section::new(&mut doc, &["deploy"]);
+        t.kv(
+            "compose",
+            true,
+            "docker-compose.yml runs MongoDB beside the app, which gets MONGODB_URL",
+        );
+        t.kv("mongodb", &m.value, &m.source);
+        let mut t = Section::new(&mut doc, &["registries"]);
+        t.comment("The registry `mongodb` is pulled from (it names no host), read from the");
+        t.comment("environment so no registry is built into the project.");
+        t.kv("containers", CONTAINERS_REGISTRY, "");
     }
     doc.to_string()
 }
@@ -542,16 +576,49 @@ fn find_frontend(
             Some(dir) => dir,
             None => vite_output_dir(root, &rel, warnings)?,
         };
+        let manager = package_manager(root, &rel, warnings)?;
         // The lockfile farm lock will read: the frontend's own, or its workspace root's.
+        let mut packages = None;
         match farm_lockread::js::detect_js_lock(&root.join(&rel), root) {
-            Ok(Some(_)) => {}
-            Ok(None) => warnings.push(format!(
-                "{}: no JS lockfile (package-lock.json, pnpm-lock.yaml, yarn.lock or bun.lock) here or in a workspace root above; farm lock pins the frontend's packages from it\nhint: run your package manager's install (e.g. `npm install --package-lock-only`) in {}",
-                rel_str(&rel),
-                rel_str(&rel)
+            Ok(Some(loc)) => {
+                let lockfile = rel_str(loc.lockfile.strip_prefix(root).unwrap_or(&loc.lockfile));
+                let kind = loc.kind.manager();
+                packages = Some(match &manager {
+                    Some(m) if m.value.0 == kind => found(
+                        format!("{lockfile}, laid out as {kind} {} does", m.value.1),
+                        m.source.clone(),
+                    ),
+                    Some(m) => {
+                        warnings.push(format!(
+                            "{}: packageManager is {}@{}, but the lockfile here is {lockfile}, which {kind} writes; farm lock reads {lockfile}\nhint: remove the stale lockfile, or correct packageManager",
+                            m.source, m.value.0, m.value.1
+                        ));
+                        found(format!("{lockfile}, laid out as {kind} does"), "its file name")
+                    }
+                    None => found(format!("{lockfile}, laid out as {kind} does"), "its file name"),
+                });
+            }
+            Ok(None) => {
+                let install = match manager.as_ref().map(|m| m.value.0.as_str()) {
+                    Some("pnpm") => "pnpm install --lockfile-only",
+                    Some("yarn") => "yarn install --mode update-lockfile",
+                    Some("bun") => "bun install --lockfile-only",
+                    _ => "npm install --package-lock-only",
+                };
+                warnings.push(format!(
+                    "{}: no JS lockfile (package-lock.json, pnpm-lock.yaml, yarn.lock or bun.lock) here or in a workspace root above; farm lock pins the frontend's packages from it\nhint: run `{install}` in {}",
+                    rel_str(&rel),
+                    rel_str(&rel)
+                ))
+            }
+            Err(e) => warnings.push(format!(
+                "{e}\nhint: farm lock reads the same lockfile and fails the same way"
             )),
-            Err(e) => warnings.push(format!("{e}\nhint: farm lock reads the same lockfile and fails the same way")),
         }
+        let npm = manager
+            .as_ref()
+            .filter(|m| m.value.0 == "npm")
+            .map(|m| found(m.value.1.clone(), m.source.clone()));
         return Ok(Some(FrontendFound {
             why: format!("{} has vite in {dep_kind}", rel_str(&pj_rel)),
             build_script: found(
@@ -560,6 +627,8 @@ fn find_frontend(
             ),
             output_dir,
             api_types: find_api_types(&root.join(&rel)),
+            packages,
+            npm,
             path: rel,
         }));
     }
@@ -967,6 +1036,111 @@ fn fastapi_assignment(line: &str) -> Option<String> {
     after.trim_start().starts_with('(').then(|| name.to_string())
 }
 
+/// `packageManager` of the frontend's package.json, else of the root's
+/// (corepack's field: `name@version`, maybe `+sha…`): `(name, version)`.
+/// One farm cannot use is a warning, not an error: the lockfile decides.
+fn package_manager(
+    root: &Path,
+    frontend: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Found<(String, String)>>, InitError> {
+    for dir in dedup(vec![frontend.to_path_buf(), PathBuf::new()]) {
+        let rel = dir.join("package.json");
+        let Some(text) = read_opt(root, &rel)? else {
+            continue;
+        };
+        let pj: serde_json::Value = serde_json::from_str(&text).map_err(|e| InitError::Json {
+            path: rel_str(&rel),
+            message: e.to_string(),
+        })?;
+        let Some(raw) = pj.get("packageManager") else {
+            continue;
+        };
+        let at = format!("{} packageManager", rel_str(&rel));
+        let parsed = raw.as_str().and_then(|s| {
+            let (name, version) = s.split_once('@')?;
+            let version = version.split('+').next()?;
+            let exact = version.split('.').count() == 3
+                && version
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+            (["npm", "pnpm", "yarn", "bun"].contains(&name) && exact).then(|| (name.to_string(), version.to_string()))
+        });
+        match parsed {
+            Some(v) => return Ok(Some(found(v, at))),
+            None => {
+                warnings.push(format!(
+                    "{at}: expected npm, pnpm, yarn or bun with an exact version (\"pnpm@9.12.0\"), found {raw}; ignored"
+                ));
+                return Ok(None);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The MongoDB image farm.config's `database` asks for (`"mongodb"` or
+/// `{ type: "mongodb", version?: "7.0" }`); other databases are noted, as
+/// farm deploys only MongoDB.
+fn find_database(
+    file: &str,
+    config: &JsValue,
+    notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<Found<String>> {
+    let db = config.get("database")?;
+    let (kind, at) = match db {
+        JsValue::Str(s) => (s.as_str(), format!("{file} database")),
+        JsValue::Object(_) => match db.get("type") {
+            Some(JsValue::Str(s)) => (s.as_str(), format!("{file} database.type")),
+            _ => {
+                warnings.push(format!(
+                    "{file} database.type: not a string literal; no [deploy] database written"
+                ));
+                return None;
+            }
+        },
+        _ => {
+            warnings.push(format!(
+                "{file} database: not a string or object literal; no [deploy] database written"
+            ));
+            return None;
+        }
+    };
+    if db.get("enabled") == Some(&JsValue::Bool(false)) {
+        notes.push(format!(
+            "{file} database: disabled, so farm.toml gets no [deploy] database"
+        ));
+        return None;
+    }
+    if !kind.eq_ignore_ascii_case("mongodb") && !kind.eq_ignore_ascii_case("mongo") {
+        notes.push(format!(
+            "{at} is {kind:?}; farm deploys MongoDB only, so farm.toml gets no database (run it yourself)"
+        ));
+        return None;
+    }
+    let version = match db.get("version") {
+        Some(JsValue::Str(v))
+            if !v.is_empty()
+                && v.split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) =>
+        {
+            v.clone()
+        }
+        Some(_) => {
+            warnings.push(format!(
+                "{file} database.version: not a version literal such as \"7.0\"; MongoDB {DEFAULT_MONGODB} written"
+            ));
+            DEFAULT_MONGODB.to_string()
+        }
+        None => DEFAULT_MONGODB.to_string(),
+    };
+    Some(found(
+        format!("library/mongo:{version}"),
+        format!("{at} {kind:?}; pinned to a digest by `farm lock`"),
+    ))
+}
+
 // ---------------------------------------------------------------------------
 // Toolchain versions
 
@@ -992,6 +1166,15 @@ fn node_version(root: &Path, frontend: &Path) -> Result<Found<String>, InitError
         if let Some(range) = pj.pointer("/engines/node").and_then(|v| v.as_str()) {
             if let Some(v) = exact_node(range.trim().trim_start_matches('=')) {
                 return Ok(found(v, format!("{} engines.node", rel_str(&rel))));
+            }
+            if let Some(v) = node_for_range(range) {
+                return Ok(found(
+                    v.clone(),
+                    format!(
+                        "{} engines.node {range:?}: the newest Node {v} release, pinned by `farm lock`",
+                        rel_str(&rel)
+                    ),
+                ));
             }
             return Ok(found(
                 DEFAULT_NODE.to_string(),
@@ -1037,6 +1220,107 @@ fn node_from_version_file(path: &str, text: &str) -> Result<Found<String>, InitE
     Err(InitError::NodeVersion {
         path: path.to_string(),
         found: raw.to_string(),
+    })
+}
+
+/// An npm range (`engines.node`) as the major or major.minor farm.toml
+/// takes, whose newest release `farm lock` pins: `^20.11` and `20.x` give
+/// `20`, `~20.11.1` gives `20.11`; an open range (`>=18`) gives the major of
+/// farm's default Node when the range allows it, else its own lowest
+/// major; of `||` alternatives the highest wins. `None`: not understood.
+fn node_for_range(range: &str) -> Option<String> {
+    let default_major: u64 = DEFAULT_NODE.split('.').next()?.parse().ok()?;
+    let num = |s: &str| -> Option<Vec<u64>> {
+        let s = s.trim_start_matches(['v', 'V']);
+        let parts: Vec<&str> = s.split('.').filter(|p| !matches!(*p, "x" | "X" | "*")).collect();
+        (!parts.is_empty() && parts.len() <= 3)
+            .then(|| {
+                parts
+                    .iter()
+                    .map(|p| p.parse::<u64>().ok())
+                    .collect::<Option<Vec<u64>>>()
+            })
+            .flatten()
+    };
+    let mut best: Option<(u64, Option<u64>)> = None;
+    for alt in range.split("||") {
+        // `>= 18` is `>=18`.
+        let mut tokens: Vec<String> = Vec::new();
+        for t in alt.split_whitespace() {
+            match tokens.last_mut() {
+                Some(last) if matches!(last.as_str(), ">=" | ">" | "<=" | "<" | "^" | "~" | "=") => last.push_str(t),
+                _ => tokens.push(t.to_string()),
+            }
+        }
+        let mut low: Option<Vec<u64>> = None;
+        // The upper bound and whether it is inclusive.
+        let mut high: Option<(Vec<u64>, bool)> = None;
+        let mut pick: Option<(u64, Option<u64>)> = None;
+        match tokens.as_slice() {
+            [a, dash, b] if dash == "-" => {
+                low = Some(num(a)?);
+                high = Some((num(b)?, true));
+            }
+            _ => {
+                for t in &tokens {
+                    if let Some(v) = t.strip_prefix(">=").or_else(|| t.strip_prefix('>')) {
+                        low = Some(num(v)?);
+                    } else if let Some(v) = t.strip_prefix("<=") {
+                        high = Some((num(v)?, true));
+                    } else if let Some(v) = t.strip_prefix('<') {
+                        high = Some((num(v)?, false));
+                    } else if let Some(v) = t.strip_prefix('^') {
+                        pick = Some((*num(v)?.first()?, None));
+                    } else if let Some(v) = t.strip_prefix('~') {
+                        let v = num(v)?;
+                        pick = Some((v[0], v.get(1).copied()));
+                    } else {
+                        let v = num(t.trim_start_matches('='))?;
+                        pick = Some((v[0], v.get(1).copied()));
+                    }
+                }
+            }
+        }
+        let candidate = match pick {
+            Some(p) => p,
+            None => {
+                let lowest = low.as_ref().and_then(|l| l.first().copied()).unwrap_or(0);
+                // The highest major the upper bound lets in (`<21` and `<21.0.0` stop at 20).
+                let highest = match &high {
+                    None => u64::MAX,
+                    Some((h, inclusive)) => {
+                        let rest_zero = h.iter().skip(1).all(|x| *x == 0);
+                        if !inclusive && rest_zero {
+                            h[0].checked_sub(1)?
+                        } else {
+                            h[0]
+                        }
+                    }
+                };
+                if lowest > highest {
+                    return None;
+                }
+                let major = if (lowest..=highest).contains(&default_major) {
+                    default_major
+                } else if highest == u64::MAX {
+                    lowest
+                } else {
+                    highest
+                };
+                (major, None)
+            }
+        };
+        if candidate.0 == 0 {
+            return None;
+        }
+        if best.is_none_or(|b| candidate > b) {
+            best = Some(candidate);
+        }
+    }
+    let (major, minor) = best?;
+    Some(match minor {
+        Some(m) => format!("{major}.{m}"),
+        None => major.to_string(),
     })
 }
 
@@ -2206,6 +2490,29 @@ mod tests {
         assert_eq!(image_name("---"), None);
     }
 
+    /// engines.node ranges become the major (or major.minor) whose newest
+    /// release satisfies them; what is not a range is not guessed at.
+    #[test]
+    fn engines_node_ranges_become_a_major() {
+        let default_major = DEFAULT_NODE.split('.').next().unwrap();
+        for (range, expected) in [
+            ("^20.11.0", Some("20")),
+            ("20.x", Some("20")),
+            ("20", Some("20")),
+            ("~20.11.1", Some("20.11")),
+            (">=18", Some(default_major)),
+            (">= 18.0.0", Some(default_major)),
+            (">=18 <21", Some("20")),
+            (">=18 <=20", Some("20")),
+            ("^18 || ^20 || ^24", Some("24")),
+            ("18 - 20", Some("20")),
+            ("lts/*", None),
+            (">=30 <20", None),
+        ] {
+            assert_eq!(node_for_range(range).as_deref(), expected, "{range}");
+        }
+    }
+
     #[test]
     fn rendered_config_parses_and_quotes_odd_values() {
         let d = Detection {
@@ -2223,6 +2530,7 @@ mod tests {
             node: None,
             python: Some(found("3.11".to_string(), "d")),
             models: None,
+            mongodb: None,
             notes: vec![],
             warnings: vec![],
         };
@@ -2253,6 +2561,11 @@ mod tests {
                 build_script: found("build".to_string(), "apps/web/package.json scripts.build: vite build"),
                 output_dir: found("dist".to_string(), "apps/web/vite.config.js build.outDir"),
                 api_types: None,
+                packages: Some(found(
+                    "pnpm-lock.yaml, laid out as pnpm 9.12.0 does".to_string(),
+                    "package.json packageManager",
+                )),
+                npm: None,
             }),
             backend: Some(BackendFound {
                 path: "apps/api".into(),
@@ -2273,6 +2586,10 @@ mod tests {
                 source: "farm.config.ts ai.providers.ollama".into(),
                 config: None,
             }),
+            mongodb: Some(found(
+                "library/mongo:7.0".to_string(),
+                "farm.config.ts database.type \"mongodb\"; pinned to a digest by `farm lock`",
+            )),
             notes: vec![],
             warnings: vec![],
         };
@@ -2296,6 +2613,7 @@ suite = "bookworm"
 architecture = "amd64"
 
 [frontend]
+# Packages: pnpm-lock.yaml, laid out as pnpm 9.12.0 does (package.json packageManager).
 path = "apps/web"  # apps/web/package.json has vite in devDependencies
 build-script = "build"  # apps/web/package.json scripts.build: vite build
 output-dir = "dist"  # apps/web/vite.config.js build.outDir
@@ -2314,6 +2632,15 @@ registry = "${FARM_OLLAMA_REGISTRY}"
 host = "models.farm-app.internal"
 models = ["farm-tiny:latest", "llama3.2:1b"]  # farm.config.ts ai.providers.ollama
 default = "farm-tiny:latest"
+
+[deploy]
+compose = true  # docker-compose.yml runs MongoDB beside the app, which gets MONGODB_URL
+mongodb = "library/mongo:7.0"  # farm.config.ts database.type "mongodb"; pinned to a digest by `farm lock`
+
+[registries]
+# The registry `mongodb` is pulled from (it names no host), read from the
+# environment so no registry is built into the project.
+containers = "${FARM_CONTAINER_REGISTRY}"
 "#
         );
     }

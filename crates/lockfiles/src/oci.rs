@@ -533,6 +533,23 @@ impl RegistryClient {
         Ok(self.get_manifest(repo, reference, accept).await?.digest)
     }
 
+    /// `GET /v2/<repo>/referrers/<digest>`: the index of manifests whose
+    /// `subject` is `digest`, or `None` when the registry has no referrers
+    /// API (a 404, as OCI distribution 1.1 says to detect it).
+    pub async fn referrers(&self, repo: &str, digest: &Integrity) -> Result<Option<Vec<u8>>, OciError> {
+        check_repository(repo)?;
+        let url = self.url(&format!("v2/{repo}/referrers/{digest}"));
+        let scope = pull_scope(repo);
+        let mut req = self.request(Method::GET, url.clone(), &scope, true);
+        req.headers.push(("accept", OCI_INDEX.into()));
+        let resp = self.send(req).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = expect_status(resp, &[StatusCode::OK], "GET", &url, "").await?;
+        Ok(Some(read_capped(resp, MAX_MANIFEST_BYTES, "GET", &url).await?))
+    }
+
     /// Whether the blob exists, and its size.
     pub async fn blob_exists(&self, repo: &str, digest: &Integrity) -> Result<Option<u64>, OciError> {
         check_repository(repo)?;

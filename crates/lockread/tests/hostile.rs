@@ -127,6 +127,28 @@ fn credentials_are_refused_and_redacted() {
     assert!(err.contains("u:***@") && !err.contains("s3cr3t"), "{err}");
 }
 
+/// pnpm's `.pnpm` directory of a package comes from the lock's key, peer
+/// suffix included: a key whose suffix holds `/..` parts still names one
+/// directory inside `.pnpm` (slashes become `+`), and every install path
+/// and link stays below `node_modules`.
+#[test]
+fn pnpm_keys_cannot_climb_out_of_dot_pnpm() {
+    let lock = format!(
+        "lockfileVersion: '9.0'\nimporters:\n  .:\n    dependencies:\n      x:\n        specifier: ^1\n        version: 1.0.0(../../../../etc)\npackages:\n  x@1.0.0:\n    resolution: {{integrity: {SRI}}}\nsnapshots:\n  x@1.0.0(../../../../etc): {{}}\n"
+    );
+    let i = parse_pnpm_lock("pnpm-lock.yaml", &lock, R).unwrap();
+    let paths: Vec<&str> = i.packages.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["node_modules/.pnpm/x@1.0.0_..+..+..+..+etc/node_modules/x"]);
+    for l in &i.tree_links {
+        for p in [&l.path, &l.target] {
+            assert!(
+                p.starts_with("node_modules/") && !p.split('/').any(|c| c == ".." || c.is_empty()),
+                "{l:?}"
+            );
+        }
+    }
+}
+
 /// pnpm, Berry and bun paths that leave the project.
 #[test]
 fn graph_lock_paths_stay_inside() {

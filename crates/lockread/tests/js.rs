@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use farm_lockread::js::workspace::yarn_manifests;
 use farm_lockread::js::{
-    detect_js_lock, parse_bun_lock, parse_package_lock, parse_pnpm_lock, parse_yarn_berry, parse_yarn_classic,
-    parse_yarn_classic_syntax, read_js_lock, JsInstall, JsLink, JsLockKind,
+    detect_js_lock, parse_bun_lock, parse_package_lock, parse_pnpm_lock, parse_pnpm_lock_with, parse_yarn_berry,
+    parse_yarn_classic, parse_yarn_classic_syntax, read_js_lock, JsBinDir, JsInstall, JsLink, JsLockKind, PnpmLayout,
 };
 use farm_testkit::{HttpServer, Reply};
 use sha2::Digest;
@@ -207,13 +207,147 @@ fn detection_refusals() {
     );
 }
 
+const HOISTED: PnpmLayout = PnpmLayout {
+    hoisted: true,
+    hoist: true,
+    shamefully_hoist: false,
+};
+
+/// pnpm-lock.yaml v9 of a workspace laid out as pnpm does by default: each
+/// package once under `node_modules/.pnpm/<key>/node_modules/<name>` (peer
+/// suffix and scope in pnpm's spelling), its dependencies as links beside
+/// it, each importer's direct dependencies linked in its own node_modules
+/// (aliases by their alias, the member link to the member), bins of direct
+/// dependencies in the importer's `.bin`, the hidden hoist in
+/// `.pnpm/node_modules`, and nothing transitive in an importer's
+/// node_modules.
+#[test]
+fn pnpm_v9_workspace_is_isolated() {
+    let i = parse_pnpm_lock("pnpm-lock.yaml", &text("pnpm-v9/pnpm-lock.yaml"), R).unwrap();
+    let p = |k: &str, n: &str| format!("node_modules/.pnpm/{k}/node_modules/{n}");
+    assert_eq!(
+        layout(&i),
+        [
+            row(
+                &p("@esbuild+linux-x64@0.21.5", "@esbuild/linux-x64"),
+                "@esbuild/linux-x64",
+                "0.21.5"
+            ),
+            row(&p("esbuild@0.21.5", "esbuild"), "esbuild", "0.21.5"),
+            row(&p("js-tokens@4.0.0", "js-tokens"), "js-tokens", "4.0.0"),
+            row(&p("loose-envify@1.4.0", "loose-envify"), "loose-envify", "1.4.0"),
+            row(&p("react-dom@18.3.1_react@18.3.1", "react-dom"), "react-dom", "18.3.1"),
+            row(&p("react@18.3.1", "react"), "react", "18.3.1"),
+            row(&p("react@19.0.0", "react"), "react", "19.0.0"),
+            row(&p("scheduler@0.23.2", "scheduler"), "scheduler", "0.23.2"),
+            row(&p("string-width@4.2.3", "string-width"), "string-width", "4.2.3"),
+            row(&p("typescript@5.6.3", "typescript"), "typescript", "5.6.3"),
+        ]
+    );
+    assert_eq!(i.links, [link("apps/web/node_modules/@shop/ui", "packages/ui")]);
+    let links: BTreeMap<&str, &str> = i
+        .tree_links
+        .iter()
+        .map(|l| (l.path.as_str(), l.target.as_str()))
+        .collect();
+    assert_eq!(links["node_modules/typescript"], p("typescript@5.6.3", "typescript"));
+    assert_eq!(
+        links["apps/web/node_modules/react-dom"],
+        p("react-dom@18.3.1_react@18.3.1", "react-dom")
+    );
+    assert_eq!(
+        links["apps/web/node_modules/string-width-cjs"],
+        p("string-width@4.2.3", "string-width")
+    );
+    assert_eq!(links["packages/ui/node_modules/react"], p("react@19.0.0", "react"));
+    // Dependencies beside the package, peers included; the platform's optional only.
+    assert_eq!(
+        links["node_modules/.pnpm/react-dom@18.3.1_react@18.3.1/node_modules/react"],
+        p("react@18.3.1", "react")
+    );
+    assert_eq!(
+        links["node_modules/.pnpm/esbuild@0.21.5/node_modules/@esbuild/linux-x64"],
+        p("@esbuild+linux-x64@0.21.5", "@esbuild/linux-x64")
+    );
+    assert!(!links.contains_key("node_modules/.pnpm/esbuild@0.21.5/node_modules/@esbuild/darwin-arm64"));
+    // Strictness: transitive packages are reachable from no importer's node_modules.
+    for transitive in ["loose-envify", "scheduler", "js-tokens"] {
+        for importer in ["node_modules", "apps/web/node_modules", "packages/ui/node_modules"] {
+            assert!(
+                !links.contains_key(format!("{importer}/{transitive}").as_str()),
+                "{importer}/{transitive}"
+            );
+        }
+        assert!(links.contains_key(format!("node_modules/.pnpm/node_modules/{transitive}").as_str()));
+    }
+    assert_eq!(
+        i.bin_dirs,
+        [
+            JsBinDir {
+                dir: "apps/web/node_modules/.bin".into(),
+                package: p("esbuild@0.21.5", "esbuild"),
+            },
+            JsBinDir {
+                dir: "node_modules/.bin".into(),
+                package: p("typescript@5.6.3", "typescript"),
+            },
+            JsBinDir {
+                dir: format!("{}/node_modules/.bin", p("react-dom@18.3.1_react@18.3.1", "react-dom")),
+                package: p("loose-envify@1.4.0", "loose-envify"),
+            },
+            JsBinDir {
+                dir: format!("{}/node_modules/.bin", p("react@18.3.1", "react")),
+                package: p("loose-envify@1.4.0", "loose-envify"),
+            },
+            JsBinDir {
+                dir: format!("{}/node_modules/.bin", p("scheduler@0.23.2", "scheduler")),
+                package: p("loose-envify@1.4.0", "loose-envify"),
+            },
+        ]
+    );
+}
+
+/// The workspace's `.npmrc` chooses the layout: `node-linker=hoisted` gives
+/// npm's, as pnpm does; `node-linker=pnp` is refused naming the file.
+#[test]
+fn pnpm_npmrc_chooses_the_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pnpm-lock.yaml"), text("pnpm-v9/pnpm-lock.yaml")).unwrap();
+    let lockfile = dir.path().join("pnpm-lock.yaml");
+    let isolated = farm_lockread::js::read_js_lock_file(&lockfile, JsLockKind::Pnpm, R).unwrap();
+    assert!(isolated
+        .packages
+        .iter()
+        .all(|p| p.path.starts_with("node_modules/.pnpm/")));
+    std::fs::write(
+        dir.path().join(".npmrc"),
+        "node-linker=hoisted
+",
+    )
+    .unwrap();
+    let hoisted = farm_lockread::js::read_js_lock_file(&lockfile, JsLockKind::Pnpm, R).unwrap();
+    assert!(hoisted.packages.iter().any(|p| p.path == "node_modules/react"));
+    assert!(hoisted.tree_links.is_empty() && hoisted.bin_dirs.is_empty());
+    std::fs::write(
+        dir.path().join(".npmrc"),
+        "node-linker=pnp
+",
+    )
+    .unwrap();
+    let err = farm_lockread::js::read_js_lock_file(&lockfile, JsLockKind::Pnpm, R)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(".npmrc") && err.contains("pnp"), "{err}");
+}
+
 /// pnpm-lock.yaml v9 of a workspace: importers by directory, snapshots with
 /// peer suffixes, an `npm:` alias, a `link:` to another member, a tarball
-/// outside the registry and a foreign-platform optional; laid out hoisted,
-/// with the member's conflicting react nested in the member.
+/// outside the registry and a foreign-platform optional; with
+/// `node-linker=hoisted` laid out as npm hoists, with the member's
+/// conflicting react nested in the member.
 #[test]
 fn pnpm_v9_workspace_is_hoisted() {
-    let i = parse_pnpm_lock("pnpm-lock.yaml", &text("pnpm-v9/pnpm-lock.yaml"), R).unwrap();
+    let i = parse_pnpm_lock_with("pnpm-lock.yaml", &text("pnpm-v9/pnpm-lock.yaml"), R, HOISTED).unwrap();
     assert!(!i.bins_recorded && i.is_settled());
     assert_eq!(
         layout(&i),
@@ -251,7 +385,7 @@ fn pnpm_v9_workspace_is_hoisted() {
 /// nests under it, while the `npm:` alias of js-tokens@4 sits at its own name.
 #[test]
 fn pnpm_v6_nests_conflicting_versions() {
-    let i = parse_pnpm_lock("pnpm-lock.yaml", &text("pnpm-v6/pnpm-lock.yaml"), R).unwrap();
+    let i = parse_pnpm_lock_with("pnpm-lock.yaml", &text("pnpm-v6/pnpm-lock.yaml"), R, HOISTED).unwrap();
     assert_eq!(
         layout(&i),
         [

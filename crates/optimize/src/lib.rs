@@ -226,6 +226,85 @@ fn optimize_file(root: &Path, rel: &Path, check: bool) -> Outcome {
     outcome
 }
 
+/// What decides the bytes [`optimize`] gives: this crate's version and the
+/// tool and settings of each format (spec/optimize.md, "Per format"). A build
+/// step that runs the optimiser puts it in its action key.
+pub const IDENTITY: &str = concat!(
+    "farm-optimize ",
+    env!("CARGO_PKG_VERSION"),
+    "; png: oxipng 10 -o 2, optimize_alpha off, scale_16 off, interlace kept, strip tEXt zTXt iTXt tIME",
+    "; jpeg: segment rewriter; gif: block rewriter; webp: RIFF rewriter + image-webp 0.2 VP8L",
+    "; svg: removals only; smaller-only; checked"
+);
+
+/// Copies the tree `from` into the empty or missing directory `to` with
+/// every image optimised ([`optimize`]), `jobs` images at a time: for a
+/// build's output, which is read-only where it is. Other files and
+/// symlinks (never followed) are copied as they are, with their permission
+/// bits; directories are made anew. An image that fails is copied unchanged
+/// and reported in its [`Outcome`]; the caller decides whether that fails
+/// the whole copy.
+/// Any other kind of file (a FIFO, a device) is an error. The outcomes are
+/// sorted by path, and the bytes never depend on `jobs`.
+pub fn optimize_tree(from: &Path, to: &Path, jobs: usize) -> std::io::Result<Vec<Outcome>> {
+    let err = |p: &Path, e: &dyn fmt::Display| std::io::Error::other(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(to).map_err(|e| err(to, &e))?;
+    let mut images = Vec::new();
+    for entry in farm_archive::walk(from) {
+        let entry = entry.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let rel = entry.relative().to_path_buf();
+        let (src, dst) = (entry.path().to_path_buf(), to.join(&rel));
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            // Writable whatever the source's mode (a store entry's are read-only).
+            std::fs::create_dir(&dst).map_err(|e| err(&dst, &e))?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(|e| err(&src, &e))?;
+            std::os::unix::fs::symlink(target, &dst).map_err(|e| err(&dst, &e))?;
+        } else if ft.is_file() && Format::from_path(&rel).is_some() {
+            images.push(rel);
+        } else if ft.is_file() {
+            std::fs::copy(&src, &dst).map_err(|e| err(&src, &e))?;
+        } else {
+            return Err(err(&src, &"neither a file, a directory nor a symlink"));
+        }
+    }
+    let run = || {
+        images
+            .par_iter()
+            .map(|rel| optimize_copy(&from.join(rel), &to.join(rel), rel))
+            .collect::<std::io::Result<Vec<_>>>()
+    };
+    match rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build() {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    }
+}
+
+/// One image of [`optimize_tree`]: the optimised bytes (or the original's,
+/// when nothing smaller was found or it failed) written to `dst` with the
+/// original's permission bits.
+fn optimize_copy(src: &Path, dst: &Path, rel: &Path) -> std::io::Result<Outcome> {
+    let format = Format::from_path(rel).expect("only images are given");
+    let data = std::fs::read(src).map_err(|e| std::io::Error::other(format!("{}: {e}", src.display())))?;
+    let before = data.len() as u64;
+    let (bytes, error) = match optimize(format, &data) {
+        Ok(o) => (o, None),
+        Err(e) => (data, Some(e.to_string())),
+    };
+    let mode = std::fs::metadata(src)?.permissions().mode();
+    let mut f = std::fs::File::create(dst).map_err(|e| std::io::Error::other(format!("{}: {e}", dst.display())))?;
+    f.write_all(&bytes)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    Ok(Outcome {
+        path: rel.to_path_buf(),
+        format,
+        before,
+        after: bytes.len() as u64,
+        error,
+    })
+}
+
 /// Writes `bytes` to a temporary file beside `path` and renames it over
 /// `path`, keeping its permission bits and (where allowed) its owner.
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -255,6 +334,74 @@ mod tests {
         assert_eq!(Format::from_path(Path::new("x.svg")), Some(Format::Svg));
         assert_eq!(Format::from_path(Path::new("x.svgz")), None);
         assert_eq!(Format::from_path(Path::new("png")), None);
+    }
+
+    /// `optimize_tree` copies a tree with its images smaller and the same
+    /// pixels, other files, directories, symlinks and modes as they were,
+    /// and the same bytes whatever the number of threads; a broken image
+    /// is copied unchanged and reported by path.
+    #[test]
+    fn optimize_tree_copies_a_tree_with_smaller_images_independent_of_threads() {
+        let d = tempfile::tempdir().unwrap();
+        let from = d.path().join("in");
+        std::fs::create_dir_all(from.join("assets")).unwrap();
+        // An 8-bit RGB PNG of one colour, stored with no compression to speak of.
+        let mut png_bytes = Vec::new();
+        {
+            let mut enc = ::png::Encoder::new(&mut png_bytes, 64, 64);
+            enc.set_color(::png::ColorType::Rgb);
+            enc.set_compression(::png::Compression::NoCompression);
+            enc.add_text_chunk("Comment".into(), "x".repeat(200)).unwrap();
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(&[200u8; 64 * 64 * 3]).unwrap();
+        }
+        std::fs::write(from.join("assets/a.png"), &png_bytes).unwrap();
+        std::fs::write(from.join("assets/bad.png"), b"not a png").unwrap();
+        std::fs::write(from.join("index.html"), b"<p>hi</p>").unwrap();
+        std::fs::set_permissions(from.join("index.html"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("assets/a.png", from.join("link.png")).unwrap();
+        let one = optimize_tree(&from, &d.path().join("one"), 1).unwrap();
+        let four = optimize_tree(&from, &d.path().join("four"), 4).unwrap();
+        assert_eq!(one, four);
+        let paths: Vec<_> = one.iter().map(|o| o.path.to_str().unwrap()).collect();
+        assert_eq!(paths, ["assets/a.png", "assets/bad.png"]);
+        assert!(one[0].after < one[0].before && one[0].error.is_none(), "{:?}", one[0]);
+        assert!(
+            one[1].error.as_deref().unwrap().contains("not a valid PNG"),
+            "{:?}",
+            one[1]
+        );
+        for rel in ["assets/a.png", "assets/bad.png", "index.html"] {
+            assert_eq!(
+                std::fs::read(d.path().join("one").join(rel)).unwrap(),
+                std::fs::read(d.path().join("four").join(rel)).unwrap(),
+                "{rel}: the same bytes with 1 and 4 threads"
+            );
+        }
+        let out = d.path().join("one");
+        assert_eq!(std::fs::read(out.join("assets/bad.png")).unwrap(), b"not a png");
+        assert_eq!(std::fs::read(out.join("index.html")).unwrap(), b"<p>hi</p>");
+        assert_eq!(
+            std::fs::metadata(out.join("index.html")).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(
+            std::fs::read_link(out.join("link.png")).unwrap(),
+            Path::new("assets/a.png")
+        );
+        let small = std::fs::read(out.join("assets/a.png")).unwrap();
+        assert_eq!(small.len() as u64, one[0].after);
+        let pixels = |b: &[u8]| {
+            let mut r = ::png::Decoder::new(std::io::Cursor::new(b.to_vec()))
+                .read_info()
+                .unwrap();
+            let mut buf = vec![0; r.output_buffer_size().unwrap()];
+            let info = r.next_frame(&mut buf).unwrap();
+            (info.width, info.height, info.color_type, buf)
+        };
+        let (w, h, _, _) = pixels(&small);
+        assert_eq!((w, h), (64, 64));
+        assert!(crate::png::optimize(&small).is_ok(), "the result is a valid PNG");
     }
 
     /// The walk skips the named directories and paths and symlinks, and sorts.

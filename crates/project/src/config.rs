@@ -34,6 +34,12 @@ pub struct Config {
     /// Resource limits of steps and of what farm unpacks (`[limits]`).
     #[serde(default, skip_serializing_if = "LimitsSection::is_unset")]
     pub limits: LimitsSection,
+    /// How big and how old the store's build products may grow (`[cache]`).
+    #[serde(default, skip_serializing_if = "CacheSection::is_unset")]
+    pub cache: CacheSection,
+    /// A Remote Execution API server's cache (`[remote]`, spec/remote.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSection>,
     /// Custom build steps (`[[steps]]`), run in the sandbox like the built-in ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<CustomStep>,
@@ -214,6 +220,10 @@ pub struct FrontendSection {
     /// `types` step on; `farm types sync` writes the file, builds check it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_types: Option<PathBuf>,
+    /// Losslessly optimise the images of the build's output (the
+    /// `optimize-images` step, spec/optimize.md "As a build step").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optimize_images: bool,
 }
 
 fn default_build_script() -> String {
@@ -479,6 +489,34 @@ pub struct LimitsSection {
     pub unpack_ratio: Option<u64>,
 }
 
+/// `[remote]`: the remote cache `farm build` uses when the command line
+/// and FARM_REMOTE_CACHE name none. The token never stands here: only the
+/// name of the variable that holds it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RemoteSection {
+    /// `grpc://HOST:PORT` or `grpcs://HOST:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    /// The REAPI instance name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Look up results, never write any.
+    #[serde(default)]
+    pub read_only: bool,
+    /// The environment variable with the bearer token [default: FARM_REMOTE_TOKEN].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// PEM CA certificates to trust for grpcs:// (relative to the project).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// PEM client certificate and key for mutual TLS (relative to the project).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+}
+
 /// The `[limits]` values with defaults applied. `None` means "no limit".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -536,6 +574,73 @@ impl Default for Limits {
     }
 }
 
+/// `[cache]`: the policy farm applies to the store's build products (step
+/// outputs, toolchain roots, dependency trees, source snapshots, the action
+/// cache) after each successful build and on `farm cache gc`. Sizes as in
+/// spec/sizes.md, durations as `7d`, `12h`; "none" turns one limit off.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CacheSection {
+    /// Bytes of build products above which the least recently used go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<String>,
+    /// Build products and action-cache rows unused for this long go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+/// The `[cache]` policy with defaults applied. `None` means "no limit".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    pub max_size: Option<u64>,
+    pub ttl: Option<std::time::Duration>,
+}
+
+impl CacheSection {
+    /// 5 GiB of build products: several variants of a large app's outputs
+    /// and toolchains, small beside the fetched artifacts the lock pins.
+    pub const MAX_SIZE_DEFAULT: u64 = 5 << 30;
+    /// A week: a project built on weekdays keeps its cache over a weekend.
+    pub const TTL_DEFAULT: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+    fn is_unset(&self) -> bool {
+        self.max_size.is_none() && self.ttl.is_none()
+    }
+
+    /// The effective policy; errors name `cache.<field>` and what was found.
+    pub fn resolve(&self) -> Result<CachePolicy, (String, String)> {
+        let max_size = match self.max_size.as_deref().map(str::trim) {
+            None => Some(Self::MAX_SIZE_DEFAULT),
+            Some("none") => None,
+            Some(s) => Some(
+                farm_formats::size::parse_size(s)
+                    .map_err(|e| ("cache.max-size".to_string(), format!("{e} (or \"none\" for no limit)")))?,
+            ),
+        };
+        let ttl = match self.ttl.as_deref().map(str::trim) {
+            None => Some(Self::TTL_DEFAULT),
+            Some("none") => None,
+            Some(s) => match farm_formats::duration::parse_duration(s) {
+                Ok(d) if d.is_zero() => {
+                    return Err((
+                        "cache.ttl".into(),
+                        format!("found `{s}`; expected a duration above 0, or \"none\" for no limit"),
+                    ))
+                }
+                Ok(d) => Some(d),
+                Err(e) => return Err(("cache.ttl".into(), format!("{e} (or \"none\" for no limit)"))),
+            },
+        };
+        Ok(CachePolicy { max_size, ttl })
+    }
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CacheSection::default().resolve().expect("defaults are valid")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}\nhint: run farm in a directory with a farm.toml, or pass --project DIR")]
@@ -581,6 +686,11 @@ impl Project {
     /// `[limits]` with defaults applied (validated when farm.toml was loaded).
     pub fn limits(&self) -> Limits {
         self.config.limits.resolve().unwrap_or_default()
+    }
+
+    /// `[cache]` with defaults applied (validated when farm.toml was loaded).
+    pub fn cache_policy(&self) -> CachePolicy {
+        self.config.cache.resolve().unwrap_or_default()
     }
 
     pub fn lock_path(&self) -> PathBuf {
@@ -778,6 +888,7 @@ fn validate(path: &str, c: &Config) -> Result<(), ConfigError> {
     c.limits
         .resolve()
         .map_err(|(field, message)| invalid(&field, message))?;
+    c.cache.resolve().map_err(|(field, message)| invalid(&field, message))?;
     for (name, e) in &c.env {
         if name.is_empty()
             || !name
@@ -1040,6 +1151,7 @@ fn validate_steps(c: &Config) -> Result<(), (String, String)> {
                 Some(("step", dep)) => {
                     let builtin = match crate::StepId::parse(dep) {
                         crate::StepId::Frontend => c.frontend.is_some(),
+                        crate::StepId::OptimizeImages => c.frontend.as_ref().is_some_and(|f| f.optimize_images),
                         crate::StepId::Backend => c.backend.is_some(),
                         crate::StepId::Models => c.models.is_some(),
                         _ => false,

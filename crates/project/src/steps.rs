@@ -15,18 +15,21 @@ pub enum StepId {
     Images,
     /// docker-compose.yml and Kubernetes manifests.
     Deploy,
+    /// The frontend's output with its images optimised (`[frontend] optimize-images`).
+    OptimizeImages,
     /// A `[[steps]]` entry of farm.toml.
     Custom(String),
 }
 
 impl StepId {
-    pub const BUILTIN: [StepId; 6] = [
+    pub const BUILTIN: [StepId; 7] = [
         StepId::Frontend,
         StepId::Backend,
         StepId::Models,
         StepId::Types,
         StepId::Images,
         StepId::Deploy,
+        StepId::OptimizeImages,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -37,6 +40,7 @@ impl StepId {
             StepId::Types => "types",
             StepId::Images => "images",
             StepId::Deploy => "deploy",
+            StepId::OptimizeImages => "optimize-images",
             StepId::Custom(name) => name,
         }
     }

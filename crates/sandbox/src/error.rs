@@ -132,6 +132,28 @@ pub enum SandboxError {
     HelperVanished { helper: PathBuf, status: String },
 }
 
+impl SandboxError {
+    /// True when the error says that this machine cannot build the native
+    /// sandbox at all (what [`crate::Sandbox::probe`] checks), rather than
+    /// that this step's spec or command failed: user namespaces refused,
+    /// or mounts or /proc denied by the kernel's policy (those are the only
+    /// set-up errors `supervise::setup_error` gives a hint). A caller may
+    /// then try the container backend.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            SandboxError::UserNamespacesUnavailable { .. } => true,
+            SandboxError::Setup { stage, hint, .. } => {
+                hint.is_some()
+                    && matches!(
+                        stage,
+                        Stage::Rootfs | Stage::Dev | Stage::Proc | Stage::Hostname | Stage::Network
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
 fn hint_suffix(hint: &Option<String>) -> String {
     hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default()
 }

@@ -1,7 +1,9 @@
-//! The re-executed helper. Three processes, each single-threaded:
+//! The helper: a child forked from the caller, or a re-executed binary
+//! (`Sandbox::with_helper`). Three processes, each single-threaded:
 //!
 //! 1. the helper (outside PID namespace) unshares the namespaces, writes the
-//!    id maps and forks PID 1, then waits for it and forwards signals;
+//!    id maps, makes itself non-dumpable and forks PID 1, then waits for it
+//!    and forwards signals;
 //! 2. PID 1 builds the root filesystem and switches into it, forks the
 //!    command and reaps (`pid1`);
 //! 3. the command process drops everything it must not keep and execs.
@@ -81,7 +83,7 @@ fn report_failure(report: BorrowedFd<'_>, f: Failure) {
     );
 }
 
-/// Entry point of the helper process; returns its exit code.
+/// Entry point of the re-executed helper process; returns its exit code.
 pub(crate) fn main(args: &[String]) -> i32 {
     let (Some(req_fd), Some(rep_fd)) = (parse_fd(args.get(2)), parse_fd(args.get(3))) else {
         eprintln!(
@@ -92,6 +94,12 @@ pub(crate) fn main(args: &[String]) -> i32 {
     };
     // SAFETY: the parent passed these descriptors to us for our exclusive use.
     let (request_fd, report) = unsafe { (OwnedFd::from_raw_fd(req_fd), OwnedFd::from_raw_fd(rep_fd)) };
+    serve(request_fd, report)
+}
+
+/// The helper's work, in a re-executed binary or in a child forked from the
+/// caller: read the request, build the sandbox, report; returns the exit code.
+pub(crate) fn serve(request_fd: OwnedFd, report: OwnedFd) -> i32 {
     for fd in [&request_fd, &report] {
         // Nothing the helper execs may inherit them.
         let _ = nix::fcntl::fcntl(
@@ -135,18 +143,25 @@ fn parse_fd(arg: Option<&String>) -> Option<i32> {
 }
 
 /// The request is one JSON line. The caller keeps the pipe open afterwards:
-/// it is the helper's lifeline (EOF means the caller died).
+/// it is the helper's lifeline (EOF means the caller died), and writes
+/// nothing more, so reading in large chunks consumes nothing that matters.
 fn read_request(fd: &OwnedFd) -> Result<Request, Failure> {
     let mut line = Vec::new();
     let mut file = File::from(fd.try_clone().stage(Stage::Request)?);
-    let mut byte = [0u8; 1];
-    // Byte by byte, so nothing past the newline is consumed.
+    let mut buf = [0u8; 16 * 1024];
     loop {
-        match file.read(&mut byte).stage(Stage::Request)? {
-            0 => break,
-            _ if byte[0] == b'\n' => break,
-            _ => line.push(byte[0]),
+        let n = match file.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other.stage(Stage::Request)?,
+        };
+        if n == 0 {
+            break;
         }
+        if let Some(end) = buf[..n].iter().position(|b| *b == b'\n') {
+            line.extend_from_slice(&buf[..end]);
+            break;
+        }
+        line.extend_from_slice(&buf[..n]);
     }
     serde_json::from_slice(&line).stage(Stage::Request)
 }
@@ -167,6 +182,12 @@ fn enter_namespaces(network: &Network, uid: u32, gid: u32) -> Result<SigSet, Fai
     signals.thread_block().stage(Stage::Namespaces)?;
     namespaces::unshare(namespaces::flags(network)).stage(Stage::Namespaces)?;
     idmap::write(uid, gid, host_uid, host_gid).stage(Stage::IdMap)?;
+    // The helper, PID 1 and the proxy relay are not dumpable: no process of
+    // the step can read their memory through /proc/<pid>/mem or ptrace, even
+    // at the same uid. A forked helper's memory is a copy of the caller's.
+    // (After the id maps: a non-dumpable process cannot write its own.)
+    // execve makes the step's command dumpable again.
+    nix::sys::prctl::set_dumpable(false).stage(Stage::IdMap)?;
     Ok(signals)
 }
 

@@ -22,9 +22,11 @@
 //! namespaces (macOS, Windows, Docker-only CI runners).
 //!
 //! A multi-threaded process cannot enter a new user namespace, so `run`
-//! re-executes a helper binary (by default the running executable, through
-//! /proc/self/exe) with [`HELPER_ARG`]; that binary must call
-//! [`helper_main`] first thing in `main`.
+//! starts a single-threaded helper process that builds the sandbox. By
+//! default it is a child forked from the caller ([`Sandbox::default`]): no
+//! second program start. [`Sandbox::with_helper`] re-executes a binary
+//! instead, with [`HELPER_ARG`]; that binary must call [`helper_main`]
+//! first thing in `main`.
 
 mod caps;
 mod cgroup;
@@ -68,53 +70,64 @@ pub use spec::{
 /// First argument that switches a binary into the sandbox helper.
 pub const HELPER_ARG: &str = "__farm-sandbox-init";
 
-/// The sandbox, bound to the helper executable it re-executes.
+/// The sandbox, and how it starts its helper process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
-    helper: PathBuf,
+    launch: supervise::Launch,
 }
 
 impl Default for Sandbox {
-    /// Re-executes the running binary. /proc/self/exe is resolved in the
-    /// forked child, so it works even if the file was replaced meanwhile.
+    /// Forks the helper from the calling process (which may be
+    /// multi-threaded): the fast way, and it needs no helper binary.
     fn default() -> Self {
         Sandbox {
-            helper: PathBuf::from("/proc/self/exe"),
+            launch: supervise::Launch::Fork,
         }
     }
 }
 
 impl Sandbox {
-    /// Uses `helper`, a binary that calls [`helper_main`] when its first argument is [`HELPER_ARG`].
+    /// Re-executes `helper`, a binary that calls [`helper_main`] when its
+    /// first argument is [`HELPER_ARG`], instead of forking (e.g.
+    /// `/proc/self/exe`, resolved in the child, so it works even if the
+    /// file was replaced meanwhile).
     pub fn with_helper(helper: impl Into<PathBuf>) -> Self {
-        Sandbox { helper: helper.into() }
+        Sandbox {
+            launch: supervise::Launch::Exec(helper.into()),
+        }
     }
 
-    pub fn helper(&self) -> &std::path::Path {
-        &self.helper
+    /// The binary re-executed as helper; `None` when the helper is forked.
+    pub fn helper(&self) -> Option<&std::path::Path> {
+        match &self.launch {
+            supervise::Launch::Fork => None,
+            supervise::Launch::Exec(helper) => Some(helper),
+        }
     }
 
     /// Runs the step and waits for it (and everything it started) to end.
     /// A step that runs and fails is `Ok` with a non-zero status; `Err`
     /// means the sandbox could not be built or the command not started.
     pub fn run(&self, spec: &StepSpec) -> Result<Outcome, SandboxError> {
-        supervise::run(&self.helper, spec)
+        supervise::run(&self.launch, spec)
     }
 
     /// Checks that this machine can build the sandbox (user namespaces, id
     /// maps, mounts, a new /proc), e.g. to choose between this backend and
-    /// the container backend.
+    /// the container backend. Costs about as much as starting a step;
+    /// callers that would run a step anyway can run it and check
+    /// [`SandboxError::is_unavailable`] instead.
     pub fn probe(&self) -> Result<(), SandboxError> {
-        supervise::probe(&self.helper)
+        supervise::probe(&self.launch)
     }
 }
 
-/// [`Sandbox::run`] with the running binary as helper.
+/// [`Sandbox::run`] with a forked helper.
 pub fn run(spec: &StepSpec) -> Result<Outcome, SandboxError> {
     Sandbox::default().run(spec)
 }
 
-/// [`Sandbox::probe`] with the running binary as helper.
+/// [`Sandbox::probe`] with a forked helper.
 pub fn probe() -> Result<(), SandboxError> {
     Sandbox::default().probe()
 }

@@ -30,6 +30,7 @@
 #![allow(clippy::unnecessary_cast)]
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -323,9 +324,31 @@ pub(crate) fn abi_filter() -> BpfProgram {
 /// Installs both filters on the calling thread; they hold for everything it
 /// execs and forks, and cannot be removed.
 pub(crate) fn install() -> Result<(), SeccompError> {
-    let deny = deny_filter()?;
+    let built;
+    let deny = match COMPILED.get() {
+        Some(deny) => deny,
+        None => {
+            built = deny_filter()?;
+            &built
+        }
+    };
     seccompiler::apply_filter(&abi_filter()).map_err(SeccompError::Install)?;
-    seccompiler::apply_filter(&deny).map_err(SeccompError::Install)
+    seccompiler::apply_filter(deny).map_err(SeccompError::Install)
+}
+
+/// The deny list compiled once per process: a helper forked from the
+/// caller inherits it ready to install.
+static COMPILED: OnceLock<BpfProgram> = OnceLock::new();
+
+/// Compiles the deny list into [`COMPILED`] (an error is left for
+/// `install` to report). Called before forking a helper, so the child never
+/// waits on a compilation another thread had under way at the fork.
+pub(crate) fn prepare() {
+    if COMPILED.get().is_none() {
+        if let Ok(deny) = deny_filter() {
+            let _ = COMPILED.set(deny);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,16 +4,17 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::unistd::pipe2;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{pipe2, Pid};
 
 use crate::cgroup::{self, StepCgroup};
 use crate::channel::{self, Report, Request};
@@ -36,7 +37,7 @@ enum HelperIo<'a> {
 }
 
 struct Running {
-    child: Child,
+    helper: HelperProcess,
     pidfd: Option<OwnedFd>,
     /// Write end of the request pipe, held until the helper has ended.
     lifeline: File,
@@ -52,7 +53,7 @@ struct Ended {
     output: io::Result<()>,
 }
 
-pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxError> {
+pub(crate) fn run(launch: &Launch, spec: &StepSpec) -> Result<Outcome, SandboxError> {
     spec.validate()?;
     let mut spec = resolve_host_paths(spec)?;
     let cgroup = StepCgroup::create(&spec.limits, cgroup::parents());
@@ -94,7 +95,7 @@ pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxErro
         resolv_conf,
         terminal: matches!(io, HelperIo::Inherit(Some(_))),
     };
-    let ended = spawn(helper, &request, io, &cgroup)?.wait(timeout)?;
+    let ended = spawn(launch, &request, io, &cgroup)?.wait(timeout)?;
     drop(proxy);
     let exceeded = cgroup.exceeded();
     cgroup.remove()?;
@@ -141,16 +142,16 @@ pub(crate) fn run(helper: &Path, spec: &StepSpec) -> Result<Outcome, SandboxErro
             peak_rss_kib: None,
         }),
         None => Err(SandboxError::HelperVanished {
-            helper: helper.to_path_buf(),
+            helper: launch.describe(),
             status: describe(ended.status),
         }),
     }
 }
 
-pub(crate) fn probe(helper: &Path) -> Result<(), SandboxError> {
+pub(crate) fn probe(launch: &Launch) -> Result<(), SandboxError> {
     // Generous: set-up takes milliseconds, but a loaded CI machine must not fail the probe.
     let no_cgroup = StepCgroup::create(&crate::spec::Limits::default(), &cgroup::CgroupParents::default());
-    let ended = spawn(helper, &Request::Probe, HelperIo::Null, &no_cgroup)?.wait(Some(Duration::from_secs(60)))?;
+    let ended = spawn(launch, &Request::Probe, HelperIo::Null, &no_cgroup)?.wait(Some(Duration::from_secs(60)))?;
     if let Some(e) = first_failure(&ended.reports) {
         return Err(e);
     }
@@ -158,7 +159,7 @@ pub(crate) fn probe(helper: &Path) -> Result<(), SandboxError> {
         return Ok(());
     }
     Err(SandboxError::HelperVanished {
-        helper: helper.to_path_buf(),
+        helper: launch.describe(),
         status: describe(ended.status),
     })
 }
@@ -263,34 +264,53 @@ fn channel_err(context: &'static str) -> impl FnOnce(io::Error) -> SandboxError 
     move |source| SandboxError::Channel { context, source }
 }
 
-fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>, cgroup: &StepCgroup) -> Result<Running, SandboxError> {
+/// How the helper process starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Launch {
+    /// A child forked from this process runs the helper's code directly: no
+    /// execve, no dynamic loading, no second start of the program. The
+    /// child is single-threaded, as a user namespace requires, even when
+    /// this process is not.
+    Fork,
+    /// The given binary, re-executed with [`HELPER_ARG`].
+    Exec(PathBuf),
+}
+
+impl Launch {
+    fn describe(&self) -> PathBuf {
+        match self {
+            Launch::Fork => PathBuf::from("(forked from the calling process)"),
+            Launch::Exec(helper) => helper.clone(),
+        }
+    }
+}
+
+fn spawn(launch: &Launch, request: &Request, io: HelperIo<'_>, cgroup: &StepCgroup) -> Result<Running, SandboxError> {
     let (req_r, req_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| channel_err("create the request pipe")(e.into()))?;
     let (rep_r, rep_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| channel_err("create the report pipe")(e.into()))?;
 
-    let mut cmd = Command::new(helper);
-    cmd.arg(HELPER_ARG)
-        .arg(req_r.as_raw_fd().to_string())
-        .arg(rep_w.as_raw_fd().to_string());
-    // The helper needs no environment, and the step gets only its own.
-    cmd.env_clear();
+    // The helper's descriptors 0, 1 and 2; `None` keeps the caller's.
+    let mut stdio: [Option<OwnedFd>; 3] = [None, None, None];
     let mut output_r = None;
     let mut terminal = None;
+    let null = || {
+        File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(channel_err("open /dev/null"))
+    };
     match io {
         HelperIo::Null => {
-            cmd.stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
+            for slot in &mut stdio {
+                *slot = Some(null()?);
+            }
         }
         HelperIo::Inherit(None) => {}
         HelperIo::Inherit(Some(t)) => {
-            if let Some(s) = t.helper_stdio(0)? {
-                cmd.stdin(s);
-            }
-            if let Some(s) = t.helper_stdio(1)? {
-                cmd.stdout(s);
-            }
-            if let Some(s) = t.helper_stdio(2)? {
-                cmd.stderr(s);
+            for (fd, slot) in stdio.iter_mut().enumerate() {
+                *slot = t.helper_stdio(fd)?;
             }
             terminal = Some(t);
         }
@@ -302,9 +322,69 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>, cgroup: &StepCgroup
             let (out_r, out_w) =
                 pipe2(OFlag::O_CLOEXEC).map_err(|e| channel_err("create the output pipe")(e.into()))?;
             let out_w2 = out_w.try_clone().map_err(channel_err("duplicate the output pipe"))?;
-            cmd.stdin(std::process::Stdio::null()).stdout(out_w).stderr(out_w2);
+            stdio = [Some(null()?), Some(out_w), Some(out_w2)];
             output_r = Some((out_r, file, stream, log.to_path_buf()));
         }
+    }
+    let pid = match launch {
+        Launch::Exec(helper) => exec_helper(helper, stdio, &req_r, &rep_w)?,
+        Launch::Fork => fork_helper(stdio, req_r.as_raw_fd(), rep_w.as_raw_fd())?,
+    };
+    let helper = HelperProcess { pid, status: None };
+    // Our copies of the child's ends must close, or EOF never comes.
+    drop(req_r);
+    drop(rep_w);
+    // Before the request: the helper waits for it before it does anything,
+    // so everything of the step starts inside the cgroup.
+    if let Err(e) = cgroup.add(pid as u32) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = helper.wait_blocking();
+        return Err(e.into());
+    }
+    let pidfd = pidfd_open(pid as u32);
+    let terminal = terminal.map(StepTerminal::start_relay);
+
+    // One line; the pipe then stays open as the helper's lifeline until we have waited for it.
+    // A helper that died at once closed its end: the reports then say why.
+    let mut lifeline = File::from(req_w);
+    let mut line = serde_json::to_vec(request).unwrap_or_default();
+    line.push(b'\n');
+    let _ = lifeline.write_all(&line);
+
+    let reports = std::thread::spawn(move || channel::read_reports(File::from(rep_r)));
+    let output = output_r.map(|(out_r, file, stream, _)| std::thread::spawn(move || copy_output(out_r, file, stream)));
+    Ok(Running {
+        helper,
+        pidfd,
+        lifeline,
+        reports,
+        output,
+        terminal,
+    })
+}
+
+/// Starts `helper` with [`HELPER_ARG`] and the two pipe ends; returns its pid.
+fn exec_helper(
+    helper: &Path,
+    stdio: [Option<OwnedFd>; 3],
+    req_r: &OwnedFd,
+    rep_w: &OwnedFd,
+) -> Result<libc::pid_t, SandboxError> {
+    let mut cmd = Command::new(helper);
+    cmd.arg(HELPER_ARG)
+        .arg(req_r.as_raw_fd().to_string())
+        .arg(rep_w.as_raw_fd().to_string());
+    // The helper needs no environment, and the step gets only its own.
+    cmd.env_clear();
+    let [stdin, stdout, stderr] = stdio;
+    if let Some(fd) = stdin {
+        cmd.stdin(fd);
+    }
+    if let Some(fd) = stdout {
+        cmd.stdout(fd);
+    }
+    if let Some(fd) = stderr {
+        cmd.stderr(fd);
     }
     let inherit = [req_r.as_raw_fd(), rep_w.as_raw_fd()];
     // SAFETY: only fcntl(2), which is async-signal-safe, runs between fork and exec.
@@ -318,7 +398,7 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>, cgroup: &StepCgroup
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| {
+    let child = cmd.spawn().map_err(|source| {
         let hint = matches!(source.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound).then(|| {
             "the helper is the farm binary itself (or a test binary calling helper_main); \
              it must exist and be executable by the calling user"
@@ -330,37 +410,182 @@ fn spawn(helper: &Path, request: &Request, io: HelperIo<'_>, cgroup: &StepCgroup
             hint,
         }
     })?;
-    // Our copies of the child's ends must close, or EOF never comes.
-    drop(cmd);
-    drop(req_r);
-    drop(rep_w);
-    // Before the request: the helper waits for it before it does anything,
-    // so everything of the step starts inside the cgroup.
-    if let Err(e) = cgroup.add(child.id()) {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e.into());
+    // Reaped by pid (HelperProcess); dropping a Child neither kills nor waits.
+    Ok(child.id() as libc::pid_t)
+}
+
+/// Forks the helper: the child keeps only its stdio and the two pipe ends,
+/// and runs `helper::serve`. What it runs after the fork allocates, which
+/// is safe in a child of a multi-threaded process because the C library's
+/// fork() (glibc, musl) hands the child an unlocked allocator; it takes no
+/// other lock the caller's threads may hold (no stdio, no environment).
+fn fork_helper(stdio: [Option<OwnedFd>; 3], req_r: RawFd, rep_w: RawFd) -> Result<libc::pid_t, SandboxError> {
+    // Caches the child uses are filled here, so that it never waits on an
+    // initialisation another thread of ours had under way at the fork.
+    crate::seccomp::prepare();
+    let raw: [RawFd; 3] = std::array::from_fn(|i| stdio[i].as_ref().map_or(-1, |fd| fd.as_raw_fd()));
+    // SAFETY: libc::fork; the child only calls async-signal-safe functions
+    // until `helper::serve`, then exits with _exit, never returning here.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SandboxError::Spawn {
+            helper: Launch::Fork.describe(),
+            source: io::Error::last_os_error(),
+            hint: Some("the machine may be out of processes or memory".into()),
+        });
     }
-    let pidfd = pidfd_open(child.id());
-    let terminal = terminal.map(StepTerminal::start_relay);
+    if pid > 0 {
+        return Ok(pid);
+    }
+    // The child.
+    // SAFETY: raw descriptor calls on descriptors this process owns.
+    unsafe {
+        // Every descriptor the child keeps first moves above 2, so that
+        // placing stdio cannot overwrite one of them.
+        let above_stdio = |fd: RawFd| if fd < 0 { fd } else { libc::fcntl(fd, libc::F_DUPFD, 3) };
+        let (req, rep) = (above_stdio(req_r), above_stdio(rep_w));
+        let raw = raw.map(above_stdio);
+        if req < 0 || rep < 0 || raw.iter().any(|fd| *fd < -1) {
+            libc::_exit(SPAWN_FAILED);
+        }
+        for orig in [req_r, rep_w] {
+            if orig < 3 {
+                libc::close(orig);
+            }
+        }
+        for (target, fd) in raw.iter().enumerate() {
+            if *fd >= 0 && libc::dup2(*fd, target as RawFd) < 0 {
+                libc::_exit(SPAWN_FAILED);
+            }
+        }
+        if close_all_but(req, rep).is_err() {
+            libc::_exit(SPAWN_FAILED);
+        }
+        reset_handlers();
+        scrub_inherited_strings();
+        let code = crate::helper::serve(OwnedFd::from_raw_fd(req), OwnedFd::from_raw_fd(rep));
+        libc::_exit(code)
+    }
+}
 
-    // One line; the pipe then stays open as the helper's lifeline until we have waited for it.
-    // A helper that died at once closed its end: the reports then say why.
-    let mut lifeline = File::from(req_w);
-    let mut line = serde_json::to_vec(request).unwrap_or_default();
-    line.push(b'\n');
-    let _ = lifeline.write_all(&line);
+/// Exit code of a forked helper that could not arrange its descriptors.
+const SPAWN_FAILED: i32 = 126;
 
-    let reports = std::thread::spawn(move || channel::read_reports(File::from(rep_r)));
-    let output = output_r.map(|(out_r, file, stream, _)| std::thread::spawn(move || copy_output(out_r, file, stream)));
-    Ok(Running {
-        child,
-        pidfd,
-        lifeline,
-        reports,
-        output,
-        terminal,
-    })
+/// Closes every descriptor above 2 but `a` and `b`: the caller's other
+/// files, pipes and sockets (another step's output pipe, a lock) must not
+/// stay open in the sandbox's processes.
+fn close_all_but(a: RawFd, b: RawFd) -> io::Result<()> {
+    // Both are above 2 (see fork_helper).
+    let (lo, hi) = (a.min(b) as u32, a.max(b) as u32);
+    for (first, last) in [(3, lo - 1), (lo + 1, hi - 1), (hi + 1, u32::MAX)] {
+        if first > last {
+            continue;
+        }
+        // SAFETY: close_range(2) with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A forked helper's argv and environment are the caller's, and a step
+/// can read any process's `/proc/<pid>/cmdline` (the environment is behind
+/// the non-dumpable flag the helper sets, but is cleared too): both are
+/// blanked in the child's own copy of that memory, and the process is named
+/// `farm-sandbox`, as a re-executed helper with an empty environment shows.
+fn scrub_inherited_strings() {
+    // SAFETY: prctl(2) with a NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"farm-sandbox".as_ptr() as libc::c_ulong, 0, 0, 0) };
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the parenthesised name (which may hold spaces), numbered as in proc(5).
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return;
+    };
+    let fields: Vec<usize> = rest.split(' ').map(|f| f.trim().parse().unwrap_or(0)).collect();
+    // proc(5): arg_start, arg_end, env_start and env_end are fields 48 to 51; `rest` starts at field 3.
+    let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+    for (start, end) in [(field(48), field(49)), (field(50), field(51))] {
+        if start != 0 && end > start {
+            // SAFETY: the kernel reports these ranges as this process's
+            // argument and environment strings, mapped and writable (its stack).
+            unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+        }
+    }
+}
+
+/// execve resets caught signals to their defaults; a forked helper does the
+/// same, so no handler of the caller's runs in it. Ignored ones stay ignored.
+fn reset_handlers() {
+    for sig in 1..libc::SIGRTMIN() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction(2) reading and then writing plain-data structures.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_DFL
+                && old.sa_sigaction != libc::SIG_IGN
+            {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// The helper's process, reaped by pid.
+struct HelperProcess {
+    pid: libc::pid_t,
+    status: Option<ExitStatus>,
+}
+
+impl HelperProcess {
+    fn wait_with(&mut self, flags: libc::c_int) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        loop {
+            let mut raw = 0;
+            // SAFETY: waitpid(2) on our own child with a valid status pointer.
+            let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if r == 0 {
+                return Ok(None);
+            }
+            self.status = Some(ExitStatus::from_raw(raw));
+            return Ok(self.status);
+        }
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.wait_with(libc::WNOHANG)
+    }
+
+    fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.wait_with(0)?
+            .ok_or_else(|| io::Error::other("waitpid returned no status"))
+    }
+
+    fn wait_blocking(mut self) -> io::Result<ExitStatus> {
+        self.wait()
+    }
+
+    fn kill(&self) {
+        if self.status.is_none() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Copies the step's output into the log (and to our stderr when streaming).
@@ -401,9 +626,9 @@ impl Running {
         };
         if timed_out {
             // The helper's PID 1 has a parent-death signal: killing the helper kills the whole sandbox.
-            let _ = self.child.kill();
+            self.helper.kill();
         }
-        let status = self.child.wait().map_err(channel_err("wait for the helper"))?;
+        let status = self.helper.wait().map_err(channel_err("wait for the helper"))?;
         // What the step's terminal still holds reaches the caller's, then its settings are restored.
         drop(self.terminal);
         drop(self.lifeline);
@@ -431,7 +656,7 @@ impl Running {
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Ok(self.child.try_wait()?.is_none());
+                return Ok(self.helper.try_wait()?.is_none());
             }
             let left = deadline - now;
             match &self.pidfd {
@@ -446,7 +671,7 @@ impl Running {
                 }
                 None => {
                     // Kernels before 5.3 have no pidfd: check at short intervals up to the deadline.
-                    if self.child.try_wait()?.is_some() {
+                    if self.helper.try_wait()?.is_some() {
                         return Ok(false);
                     }
                     std::thread::sleep(left.min(Duration::from_millis(20)));

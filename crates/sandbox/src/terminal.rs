@@ -132,7 +132,7 @@ impl StepTerminal {
     }
 
     /// The slave end for the helper's descriptor `fd` (0, 1 or 2), if the caller's is a terminal.
-    pub(crate) fn helper_stdio(&self, fd: usize) -> Result<Option<std::process::Stdio>, SandboxError> {
+    pub(crate) fn helper_stdio(&self, fd: usize) -> Result<Option<std::os::fd::OwnedFd>, SandboxError> {
         if !self.replaced[fd] {
             return Ok(None);
         }
@@ -140,7 +140,7 @@ impl StepTerminal {
             context: "duplicate the pseudo-terminal's slave",
             source,
         })?;
-        Ok(Some(dup.into()))
+        Ok(Some(dup))
     }
 
     /// Once the helper runs: our slave closes (so the master reports the end

@@ -297,11 +297,65 @@ fn proc_shows_only_the_steps_processes() {
     // PID 1 (the reaper), the shell (2) and the pipeline's children.
     assert!(pids.len() <= 5 && pids.iter().all(|p| *p < 10), "pids seen: {pids:?}");
     assert!(pids.contains(&1) && pids.contains(&2), "{pids:?}");
-    let pid1 = lines.next().unwrap();
+    let pid1 = lines.next().unwrap_or_default();
     assert!(
-        pid1.contains(farm_sandbox::HELPER_ARG),
-        "PID 1 is the sandbox's own init: {pid1}"
+        pid1.trim().is_empty(),
+        "PID 1, forked from this test process, shows no command line of the caller's: {pid1:?}"
     );
+}
+
+/// What the sandbox's own processes show the step of the caller they were
+/// forked from: `/proc/1/cmdline` (the caller's argv unless blanked),
+/// `/proc/1/environ` and `/proc/1/mem` (the caller's environment and heap),
+/// and every process's environment and command line. The step uses the
+/// proxy network, so the proxy relay runs too: forked from PID 1, without
+/// capabilities, at the step's uid. Two layers keep the step out of its
+/// `/proc/<pid>/environ` and memory: the non-dumpable flag the helper sets,
+/// and the step's Landlock domain (ptrace access checks refuse processes
+/// outside it), so on a kernel with Landlock this passes with either alone.
+fn callers_strings_view(caller: Caller, token: &str) -> String {
+    let mut s = shell(
+        "echo comm=$(cat /proc/1/comm); echo cmdline=$(tr '\\0' ' ' </proc/1/cmdline); \
+         cat /proc/1/environ 2>&1 | tr '\\0' ' '; echo; cat /proc/1/mem 2>&1; \
+         cat /proc/*/environ /proc/*/cmdline 2>/dev/null | tr '\\0' '\\n'; \
+         echo relays=$(grep -l farm-sandbox /proc/[0-9]*/comm | wc -l)",
+    );
+    s.spec.network = Network::Proxy {
+        allow: vec!["127.0.0.1:9".into()],
+    };
+    let extra: Vec<(&str, &str)> = if caller == Caller::InProcess {
+        Vec::new()
+    } else {
+        vec![("FARM_FAKE_TOKEN", token)]
+    };
+    let out = run_as(caller, &s.spec, &extra).unwrap();
+    assert_eq!(out.status, 0);
+    let log = log_of(&out);
+    assert!(
+        log.contains("relays=2\n"),
+        "PID 1 and the relay must both be there: {log}"
+    );
+    log
+}
+
+/// Proves a step cannot read the caller's command line, environment or
+/// memory through the sandbox's PID 1 and proxy relay, both forked from the
+/// caller: their command lines are blank, their environments and memory
+/// are refused.
+#[test]
+fn the_callers_command_line_environment_and_memory_are_not_readable_through_the_sandbox_processes() {
+    let me = std::env::args().next().unwrap();
+    let log = callers_strings_view(Caller::InProcess, "");
+    assert!(log.contains("comm=farm-sandbox\n"), "{log}");
+    assert!(log.contains("cmdline=\n"), "{log}");
+    assert!(!log.contains(&me), "the caller's argv[0] `{me}` is visible:\n{log}");
+    let refused = log.matches("Permission denied").count();
+    assert!(refused >= 2, "environ and mem of PID 1 must be refused:\n{log}");
+
+    let token = format!("tok-{}", marker());
+    let log = callers_strings_view(Caller::Subprocess, &token);
+    assert!(!log.contains(&token), "the caller's environment is visible:\n{log}");
+    assert!(log.matches("Permission denied").count() >= 2, "{log}");
 }
 
 #[test]

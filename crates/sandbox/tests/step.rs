@@ -196,6 +196,7 @@ fn a_binary_that_ignores_the_helper_argument_is_reported() {
 #[test]
 fn the_probe_succeeds_here_for_root_and_unprivileged_callers() {
     Sandbox::with_helper(helper()).probe().unwrap();
+    Sandbox::default().probe().unwrap();
     let out = spawn_retrying(
         unprivileged_command()
             .arg("--probe")
@@ -297,4 +298,45 @@ fn streaming_copies_the_output_to_the_callers_stderr_as_well_as_the_log() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "streamed-out\nstreamed-err\n");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "streamed-out\nstreamed-err\n");
+}
+
+/// Proves the helper forked from a multi-threaded caller keeps none of the
+/// caller's descriptors: with a step still running, the caller closes the
+/// write end of a pipe of its own and sees end-of-file at once, which it
+/// would not if a sandbox process held a copy.
+#[test]
+fn a_forked_helper_keeps_none_of_the_callers_descriptors() {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut s = shell("touch /out/started; sleep 6");
+    let out_dir = open_tempdir();
+    s.spec.binds.push(Bind::writable(out_dir.path(), "/out"));
+    let started = out_dir.path().join("started");
+    let spec = s.spec.clone();
+    let step = std::thread::spawn(move || Sandbox::default().run(&spec));
+    assert!(
+        wait_until(Duration::from_secs(30), || started.exists()),
+        "the step did not start"
+    );
+    drop(w);
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&r),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(3000u16)).unwrap();
+    let mut byte = [0u8; 1];
+    let n = if ready > 0 {
+        nix::unistd::read(&r, &mut byte).unwrap()
+    } else {
+        1
+    };
+    assert_eq!(
+        n, 0,
+        "a sandbox process still holds the caller's pipe (poll ready: {ready})"
+    );
+    assert!(
+        !step.is_finished(),
+        "the step must still be running for this to prove anything"
+    );
+    let outcome = step.join().unwrap().unwrap();
+    assert_eq!(outcome.status, 0);
 }

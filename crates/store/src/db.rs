@@ -118,9 +118,13 @@ pub(crate) struct EntryRow {
     pub size: u64,
     pub last_access: i64,
     pub access_seq: i64,
+    /// A lock artifact (some farm.lock's integrity) maps to this entry:
+    /// it was fetched, not made by a build.
+    pub fetched: bool,
 }
 
-const ENTRY_COLUMNS: &str = "file_name, kind, size, last_access, access_seq";
+const ENTRY_COLUMNS: &str = "file_name, kind, size, last_access, access_seq, \
+     EXISTS (SELECT 1 FROM artifacts WHERE artifacts.file_name = entries.file_name)";
 
 fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok(EntryRow {
@@ -129,6 +133,7 @@ fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
         size: r.get::<_, i64>(2)? as u64,
         last_access: r.get(3)?,
         access_seq: r.get(4)?,
+        fetched: r.get(5)?,
     })
 }
 
@@ -208,14 +213,29 @@ pub(crate) fn delete_artifact(conn: &Connection, integrity: &str, file_name: &st
     Ok(())
 }
 
-pub(crate) fn get_action(conn: &Connection, key: &str, now: i64) -> rusqlite::Result<Option<String>> {
-    let outputs: Option<String> = conn
-        .query_row("SELECT outputs FROM actions WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?;
-    if outputs.is_some() {
-        conn.execute("UPDATE actions SET last_access = ?2 WHERE key = ?1", params![key, now])?;
-    }
-    Ok(outputs)
+/// Uses this recent are not written again: a lookup of a recently used entry
+/// or action is then a read, not a write transaction. Well under the hour
+/// the `[cache]` policy spares (`spare_used_within`), so what a running
+/// build uses stays spared for at least 50 minutes after its lookup.
+pub(crate) const USE_RESOLUTION: i64 = 10 * 60;
+
+/// Whether a use recorded at `last_access` is recent enough that a use at
+/// `now` need not be written (a time in the future, after a clock change, is rewritten).
+pub(crate) fn recently_used(last_access: i64, now: i64) -> bool {
+    last_access <= now && now - last_access < USE_RESOLUTION
+}
+
+/// An action's outputs and when it was last used.
+pub(crate) fn get_action(conn: &Connection, key: &str) -> rusqlite::Result<Option<(String, i64)>> {
+    conn.query_row("SELECT outputs, last_access FROM actions WHERE key = ?1", [key], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
+}
+
+pub(crate) fn touch_action(conn: &Connection, key: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute("UPDATE actions SET last_access = ?2 WHERE key = ?1", params![key, now])?;
+    Ok(())
 }
 
 pub(crate) fn put_action(conn: &Connection, key: &str, outputs: &str, now: i64) -> rusqlite::Result<()> {
@@ -227,15 +247,38 @@ pub(crate) fn put_action(conn: &Connection, key: &str, outputs: &str, now: i64) 
     Ok(())
 }
 
-/// Removes (or with `dry_run` only counts) actions not used since `cutoff`.
-pub(crate) fn prune_actions(conn: &Connection, cutoff: i64, dry_run: bool) -> rusqlite::Result<usize> {
-    if dry_run {
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM actions WHERE last_access < ?1", [cutoff], |r| {
-            r.get(0)
-        })?;
-        return Ok(n as usize);
+/// Removes (or with `dry_run` only counts) actions not used since `cutoff`,
+/// except those for which `spare(outputs)` is true. A row used after the
+/// listing (its `last_access` moved past `cutoff`) is left alone.
+pub(crate) fn prune_actions(
+    conn: &mut Connection,
+    cutoff: i64,
+    dry_run: bool,
+    spare: impl Fn(&str) -> bool,
+) -> rusqlite::Result<usize> {
+    let tx = write_tx(conn)?;
+    let stale: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT key, outputs FROM actions WHERE last_access < ?1")?;
+        let rows = stmt.query_map([cutoff], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (key, outputs) = row?;
+            if !spare(&outputs) {
+                keys.push(key);
+            }
+        }
+        keys
+    };
+    if !dry_run {
+        for key in &stale {
+            tx.execute(
+                "DELETE FROM actions WHERE key = ?1 AND last_access < ?2",
+                params![key, cutoff],
+            )?;
+        }
+        tx.commit()?;
     }
-    conn.execute("DELETE FROM actions WHERE last_access < ?1", [cutoff])
+    Ok(stale.len())
 }
 
 /// Removes every action-cache row; entries stay.

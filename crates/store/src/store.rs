@@ -534,7 +534,7 @@ impl Store {
     }
 
     /// The entry called `file_name` (`<64 hex>-<name>`) if it is on disk,
-    /// marked as used. A database row whose path is gone is dropped; an entry
+    /// marked as used (a use recorded in the last 10 minutes is not rewritten). A database row whose path is gone is dropped; an entry
     /// on disk without a row is registered (kind `recovered`).
     pub fn entry(&self, file_name: &str) -> Result<Option<StoreEntry>, StoreError> {
         let Some((digest, name)) = parse_file_name(file_name) else {
@@ -544,10 +544,10 @@ impl Store {
         };
         let path = self.store_dir().join(file_name);
         let row = db::get_entry(&self.conn(), file_name).map_err(self.db_err("looking up an entry"))?;
-        let (kind, size) = match row {
-            Some(row) => (row.kind, row.size),
+        let (kind, size, recent) = match row {
+            Some(row) => (row.kind, row.size, db::recently_used(row.last_access, db::now())),
             None => match tree_size(&path) {
-                Ok(size) => (db::RECOVERED_KIND.to_string(), size),
+                Ok(size) => (db::RECOVERED_KIND.to_string(), size, false),
                 Err(e) if e.is_not_found_at(&path) => return Ok(None),
                 Err(e) => return Err(e.into()),
             },
@@ -559,6 +559,10 @@ impl Store {
             size,
             path,
         };
+        // Used moments ago and still there: a read suffices, no write transaction.
+        if recent && fs::symlink_metadata(&entry.path).is_ok() {
+            return Ok(Some(entry));
+        }
         Ok(self.mark_used(&entry, None)?.then_some(entry))
     }
 
@@ -593,13 +597,19 @@ impl Store {
     /// The outputs recorded for a step key, marking the action as used.
     /// The caller checks that the entries they name still exist.
     pub fn action_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let outputs = {
-            let mut conn = self.conn();
-            let tx = db::write_tx(&mut conn).map_err(self.db_err("reading the action cache"))?;
-            let outputs = db::get_action(&tx, key, db::now()).map_err(self.db_err("reading the action cache"))?;
-            tx.commit().map_err(self.db_err("reading the action cache"))?;
-            outputs
+        let conn = self.conn();
+        let found = db::get_action(&conn, key).map_err(self.db_err("reading the action cache"))?;
+        let now = db::now();
+        let outputs = match found {
+            Some((outputs, last_access)) => {
+                if !db::recently_used(last_access, now) {
+                    db::touch_action(&conn, key, now).map_err(self.db_err("marking an action used"))?;
+                }
+                Some(outputs)
+            }
+            None => None,
         };
+        drop(conn);
         outputs
             .map(|text| serde_json::from_str(&text))
             .transpose()
@@ -744,6 +754,73 @@ mod tests {
         assert_eq!(parse_file_name(&name), Some((d, "pkg-1.0")));
         assert_eq!(parse_file_name("short-name"), None);
         assert_eq!(parse_file_name(&format!("{}_pkg", d.to_hex())), None);
+    }
+
+    /// Repeated lookups (`entry`, `artifact`, `action_get`) of things used
+    /// within `USE_RESOLUTION` write nothing: no row changes, and they even
+    /// succeed while another process holds the database's write lock. A
+    /// lookup of something last used longer ago does record the use.
+    #[test]
+    fn lookups_of_recently_used_entries_do_not_write() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path().join("home")).unwrap();
+        let src = t.path().join("f");
+        fs::write(&src, "contents").unwrap();
+        let entry = store.add_file(&src, "pkg-1.0", "test").unwrap();
+        store.record_artifact("sha256:abc", &entry).unwrap();
+        store
+            .action_put("step-key", &serde_json::json!({"out": entry.file_name()}))
+            .unwrap();
+
+        let before = store.conn().total_changes();
+        // Another process's write transaction: any lookup needing the write lock fails fast.
+        store.conn().busy_timeout(std::time::Duration::from_millis(50)).unwrap();
+        let other = Connection::open(t.path().join("home/farm.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for _ in 0..20 {
+            assert_eq!(store.entry(&entry.file_name()).unwrap().as_ref(), Some(&entry));
+            assert_eq!(store.artifact("sha256:abc").unwrap().as_ref(), Some(&entry));
+            assert!(store.action_get("step-key").unwrap().is_some());
+        }
+        assert_eq!(store.conn().total_changes(), before, "recent uses were rewritten");
+        other.execute_batch("COMMIT").unwrap();
+
+        // A use older than the resolution is recorded again, by each kind of lookup.
+        let old = db::now() - db::USE_RESOLUTION - 5;
+        db::set_last_access(&store.conn(), &entry.file_name(), old).unwrap();
+        store
+            .conn()
+            .execute("UPDATE actions SET last_access = ?1", [old])
+            .unwrap();
+        let before = store.conn().total_changes();
+        store.entry(&entry.file_name()).unwrap().unwrap();
+        store.action_get("step-key").unwrap().unwrap();
+        assert_eq!(store.conn().total_changes(), before + 2);
+        let row = db::get_entry(&store.conn(), &entry.file_name()).unwrap().unwrap();
+        assert!(db::recently_used(row.last_access, db::now()));
+        let (_, action_used) = db::get_action(&store.conn(), "step-key").unwrap().unwrap();
+        assert!(db::recently_used(action_used, db::now()));
+        // Once refreshed, the next lookups are reads again.
+        let before = store.conn().total_changes();
+        store.artifact("sha256:abc").unwrap().unwrap();
+        store.action_get("step-key").unwrap().unwrap();
+        assert_eq!(store.conn().total_changes(), before);
+    }
+
+    /// A recent row whose entry vanished from disk is not trusted: the
+    /// lookup reports it missing and drops the stale rows.
+    #[test]
+    fn a_recent_row_without_its_entry_is_dropped() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path().join("home")).unwrap();
+        let src = t.path().join("f");
+        fs::write(&src, "contents").unwrap();
+        let entry = store.add_file(&src, "pkg-1.0", "test").unwrap();
+        store.record_artifact("sha256:abc", &entry).unwrap();
+        fs::remove_file(&entry.path).unwrap();
+        assert_eq!(store.artifact("sha256:abc").unwrap(), None);
+        assert!(db::get_entry(&store.conn(), &entry.file_name()).unwrap().is_none());
+        assert!(db::artifact_entry(&store.conn(), "sha256:abc").unwrap().is_none());
     }
 
     #[test]

@@ -42,6 +42,7 @@
 //! [`require_tool`] looks for a program on `PATH`, [`require_root`] for
 //! root, and [`require`] takes any condition with its own reason.
 
+pub mod buildgrid;
 mod docker;
 mod http;
 mod net;

@@ -123,6 +123,105 @@ pub fn release_sboms(store: &Store, project: &Project, lock: &Lock, manifest: &M
     Ok(files)
 }
 
+/// Writes the build's SBOMs into the staging output directory `dir`,
+/// names them in `outputs` (the `sbom.*` outputs), and attaches each
+/// image's own SBOMs to its OCI layout as artifacts whose `subject` is the
+/// image. The documents describe the outputs as `manifest_of(outputs)`
+/// has them before any of this (image outputs record their layout's digest
+/// and size from before in `metadata.attestations`), so attaching again —
+/// to a layout carried over from the last build — gives the same bytes.
+pub fn write_release_sboms(
+    store: &Store,
+    project: &Project,
+    lock: &Lock,
+    dir: &Path,
+    outputs: &mut std::collections::BTreeMap<String, crate::manifest::Output>,
+    manifest_of: &dyn Fn(std::collections::BTreeMap<String, crate::manifest::Output>) -> Manifest,
+) -> Result<()> {
+    use farm_attest::release::ATTESTATIONS_METADATA;
+    // A carried-over layout already holds the last build's SBOMs: describe it as before them.
+    outputs.retain(|name, _| !name.starts_with(farm_attest::release::SBOM_OUTPUT_PREFIX));
+    for o in outputs.values_mut() {
+        if let Some(att) = o.metadata.remove(ATTESTATIONS_METADATA) {
+            if let (Some(d), Some(n)) = (att["tree_digest"].as_str(), att["size"].as_u64()) {
+                o.digest = d.to_string();
+                o.size = n;
+            }
+            if let Some(i) = att.get("index_digest") {
+                o.metadata.insert("index_digest".into(), i.clone());
+            }
+        }
+    }
+    let before = manifest_of(outputs.clone());
+    let files = release_sboms(store, project, lock, &before)?;
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(before.source_date_epoch);
+    for f in &files {
+        let path = dir.join(&f.path);
+        write_atomic(&path, &f.bytes)?;
+        // As placed outputs are: readable by all, dated SOURCE_DATE_EPOCH.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        std::fs::File::open(&path)?.set_modified(time)?;
+        outputs.insert(
+            f.output.clone(),
+            crate::manifest::Output {
+                path: f.path.clone(),
+                digest: farm_store::tree_digest(&path)?.to_string(),
+                size: f.bytes.len() as u64,
+                metadata: Default::default(),
+            },
+        );
+    }
+    if let Some(sbom_dir) = files
+        .first()
+        .and_then(|f| dir.join(&f.path).parent().map(Path::to_path_buf))
+    {
+        std::fs::File::open(&sbom_dir)?.set_modified(time)?;
+    }
+    let created = farm_formats::timestamp::rfc3339(before.source_date_epoch);
+    for (key, o) in outputs.iter_mut().filter(|(k, _)| k.starts_with("image.")) {
+        let name = &key["image.".len()..];
+        let attachments: Vec<farm_images::referrers::Attachment> = files
+            .iter()
+            .filter(|f| f.output.starts_with(&format!("sbom.image.{name}.")))
+            .map(|f| farm_images::referrers::Attachment {
+                artifact_type: if f.output.ends_with(".spdx") {
+                    farm_images::referrers::MEDIA_TYPE_SPDX
+                } else {
+                    farm_images::referrers::MEDIA_TYPE_CYCLONEDX
+                }
+                .to_string(),
+                title: f.path.rsplit('/').next().unwrap_or(&f.path).to_string(),
+                bytes: f.bytes.clone(),
+                annotations: Default::default(),
+            })
+            .collect();
+        if attachments.is_empty() {
+            continue;
+        }
+        let layout = dir.join(&o.path);
+        let referrers = farm_images::referrers::attach_to_layout(&layout, None, &attachments, &created)
+            .with_context(|| format!("attaching the SBOMs of the {name} image to {}", layout.display()))?;
+        let mut att = serde_json::json!({
+            "tree_digest": o.digest,
+            "size": o.size,
+            "referrers": referrers.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        });
+        o.digest = farm_store::tree_digest(&layout)?.to_string();
+        o.size = crate::output::tree_size(&layout)?;
+        // index.json now lists the artifacts too.
+        if let Some(before) = o.metadata.get("index_digest").cloned() {
+            att["index_digest"] = before;
+            let index = std::fs::read(layout.join("index.json"))?;
+            o.metadata.insert(
+                "index_digest".into(),
+                farm_lockfiles::integrity::sha256_of(&index).to_string().into(),
+            );
+        }
+        o.metadata.insert(ATTESTATIONS_METADATA.into(), att);
+    }
+    Ok(())
+}
+
 /// What `farm sbom` is asked for.
 #[derive(Debug, Clone)]
 pub struct SbomOptions {
@@ -190,6 +289,25 @@ pub fn sbom(ctx: &Context, opts: &SbomOptions) -> Result<Vec<u8>> {
         None => Scope::Release,
     };
     document(opts.format, &inputs, &scope)
+}
+
+/// Entry point of `farm sbom --diff OLD`: the packages added, removed and
+/// changed between the SBOM `old` (SPDX or CycloneDX) and the current lock.
+pub fn sbom_diff(ctx: &Context, old: &Path) -> Result<farm_attest::diff::Diff> {
+    let shown = old.display().to_string();
+    let before = std::fs::read(old).with_context(|| format!("--diff {shown}"))?;
+    let before = farm_attest::diff::packages(&shown, &before)?;
+    let now = sbom(
+        ctx,
+        &SbomOptions {
+            format: SbomFormat::Cyclonedx,
+            image: None,
+            out: None,
+            lock_only: true,
+        },
+    )?;
+    let now = farm_attest::diff::packages("the current lock's SBOM", &now)?;
+    Ok(farm_attest::diff::Diff::between(&before, &now))
 }
 
 /// What `farm provenance` is asked for.

@@ -10,7 +10,7 @@ use farm_project::Project;
 use farm_store::Store;
 
 use crate::toolchain;
-use crate::Context;
+use crate::{Context, SandboxChoice};
 
 /// What `farm exec` (and `farm shell`, which runs a shell) is asked to run.
 #[derive(Debug, Clone)]
@@ -46,7 +46,21 @@ pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
         opts.timeout,
         &project.limits(),
     );
-    let outcome = crate::executor::select(ctx.sandbox)?.run(&spec)?;
+    let outcome = match ctx.sandbox {
+        // No probe first: it would cost as much as the step. The native
+        // sandbox fails before the command starts when the machine cannot
+        // build it, and only then is the container engine tried.
+        SandboxChoice::Auto => match farm_sandbox::run(&spec) {
+            Err(native) if native.is_unavailable() => match crate::executor::select(SandboxChoice::Container) {
+                Ok(container) => container.run(&spec)?,
+                Err(engine) => bail!(
+                    "no sandbox is available here:\n  native: {native}\n  container: {engine:#}\nhint: enable user namespaces, or start Docker or Podman's API service"
+                ),
+            },
+            native => native.context("running the command in the native sandbox")?,
+        },
+        choice => crate::executor::select(choice)?.run(&spec)?,
+    };
     if outcome.timed_out {
         bail!(
             "the command ran past its {}s timeout and was killed",

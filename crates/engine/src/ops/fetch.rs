@@ -24,6 +24,9 @@ pub struct FetchOptions {
     pub offline: bool,
     /// Parallel downloads (at least one runs).
     pub jobs: usize,
+    /// Where to take an artifact its upstream no longer serves
+    /// (spec/remote.md "Store substitution").
+    pub remote: Option<crate::remote_cache::RemoteSettings>,
 }
 
 /// How `farm fetch` ended.
@@ -81,12 +84,17 @@ pub fn fetch(ctx: &Context, opts: &FetchOptions) -> Result<FetchOutcome> {
         present
     ));
     let rt = tokio::runtime::Runtime::new()?;
-    let (count, bytes) = rt.block_on(fetch_all(
+    let remote = opts
+        .remote
+        .as_ref()
+        .map(|s| Arc::new(crate::remote_fetch::Substitutes::new(s.config.clone())));
+    let (count, bytes) = rt.block_on(fetch_all_with(
         ctx,
         &project,
         missing,
         opts.jobs.max(1),
         ClientOptions::from_env(),
+        remote,
     ))?;
     Ok(FetchOutcome::Fetched { count, bytes })
 }
@@ -176,20 +184,21 @@ pub(crate) async fn fetch_all(
     parallel: usize,
     options: ClientOptions,
 ) -> Result<(usize, u64)> {
+    fetch_all_with(ctx, project, jobs, parallel, options, None).await
+}
+
+/// [`fetch_all`], taking what upstream fails to serve from `remote`.
+pub(crate) async fn fetch_all_with(
+    ctx: &Context,
+    project: &Project,
+    jobs: Vec<FetchJob>,
+    parallel: usize,
+    options: ClientOptions,
+    remote: Option<Arc<crate::remote_fetch::Substitutes>>,
+) -> Result<(usize, u64)> {
     let client = Client::new(options);
     let mirrors = Arc::new(endpoints::mirrors(project));
-    // The models registry (often `${FARM_OLLAMA_REGISTRY}`) is needed only
-    // when a model blob is missing from the store.
-    let registry = if jobs.iter().any(|j| matches!(j.source, Source::Registry { .. })) {
-        let url = endpoints::models_registry(project)
-            .context("the lock's models are not all in the store, so they must be downloaded")?;
-        match url {
-            Some(url) => Some(Arc::new(farm_lockfiles::oci::RegistryClient::new(&client, &url, None)?)),
-            None => None,
-        }
-    } else {
-        None
-    };
+    let registry = registry_for(project, &client, &jobs)?;
     let limits = unpack_limits(project);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel));
     let done = Arc::new(AtomicUsize::new(0));
@@ -197,15 +206,26 @@ pub(crate) async fn fetch_all(
     let counter = Arc::new(ctx.reporter.counter("fetch", jobs.len() as u64));
     let mut tasks = tokio::task::JoinSet::new();
     for job in jobs {
-        let (client, mirrors, registry, semaphore) =
-            (client.clone(), mirrors.clone(), registry.clone(), semaphore.clone());
+        let (client, mirrors, registry, semaphore, remote) = (
+            client.clone(),
+            mirrors.clone(),
+            registry.clone(),
+            semaphore.clone(),
+            remote.clone(),
+        );
         let (done, bytes, counter) = (done.clone(), bytes.clone(), counter.clone());
         let reporter = ctx.reporter.clone();
         let home = ctx.farm_home.clone();
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
             let task = reporter.task(&job.label);
-            let r = fetch_one(&client, &mirrors, registry.as_deref(), &home, &job, limits, &task).await;
+            let sources = Sources {
+                client: &client,
+                mirrors: &mirrors,
+                registry: registry.as_deref(),
+                remote: remote.as_deref(),
+            };
+            let r = fetch_one(&sources, &home, &job, limits, &task).await;
             counter.inc();
             match r {
                 Ok(size) => {
@@ -245,52 +265,43 @@ pub fn unpack_limits(project: &Project) -> UnpackLimits {
     }
 }
 
-async fn fetch_one(
+/// The models registry (often `${FARM_OLLAMA_REGISTRY}`), needed only
+/// when a model blob of `jobs` must be downloaded.
+pub(crate) fn registry_for(
+    project: &Project,
     client: &Client,
-    mirrors: &farm_lockfiles::mirror::Mirrors,
-    registry: Option<&farm_lockfiles::oci::RegistryClient>,
-    farm_home: &std::path::Path,
-    job: &FetchJob,
-    limits: UnpackLimits,
-    task: &Task,
-) -> Result<u64> {
+    jobs: &[FetchJob],
+) -> Result<Option<Arc<farm_lockfiles::oci::RegistryClient>>> {
+    if !jobs.iter().any(|j| matches!(j.source, Source::Registry { .. })) {
+        return Ok(None);
+    }
+    let url = endpoints::models_registry(project)
+        .context("the lock's models are not all in the store, so they must be downloaded")?;
+    Ok(match url {
+        Some(url) => Some(Arc::new(farm_lockfiles::oci::RegistryClient::new(client, &url, None)?)),
+        None => None,
+    })
+}
+
+/// Where a fetch takes artifacts from.
+pub(crate) struct Sources<'a> {
+    pub client: &'a Client,
+    pub mirrors: &'a farm_lockfiles::mirror::Mirrors,
+    pub registry: Option<&'a farm_lockfiles::oci::RegistryClient>,
+    /// Asked when upstream fails.
+    pub remote: Option<&'a crate::remote_fetch::Substitutes>,
+}
+
+async fn fetch_one(sources: &Sources<'_>, farm_home: &std::path::Path, job: &FetchJob, limits: UnpackLimits, task: &Task) -> Result<u64> {
     // Downloads land in the store's own staging area (same filesystem, locked
     // against gc) and only enter the store once verified.
     let staging = Store::open(farm_home)?.temp_dir()?;
     let dest = staging.path().join("download");
-    match &job.source {
-        Source::Url(url) => {
-            let url = mirrors.resolve(client, url).await?;
-            let expected = Expected {
-                integrity: Some(&job.integrity),
-                size: job.size,
-            };
-            client
-                .download_expected(&url, expected, &dest, &|n, t| task.progress(n, t))
-                .await?;
-        }
-        Source::Registry {
-            repository,
-            digest,
-            manifest,
-        } => {
-            let registry = registry.context("the lock has models but farm.toml has no [models] registry")?;
-            if *manifest {
-                let fetched = registry
-                    .get_manifest(
-                        repository,
-                        &digest.to_string(),
-                        &farm_lockfiles::oci::MODEL_MANIFEST_TYPES,
-                    )
-                    .await?;
-                let bytes = fetched.bytes;
-                if !digest.matches(&bytes) {
-                    bail!("manifest {digest} of {repository}: the registry served different bytes");
-                }
-                std::fs::write(&dest, &bytes)?;
-            } else {
-                registry.get_blob_expected(repository, digest, job.size, &dest).await?;
-            }
+    if let Err(upstream) = download(sources, job, &dest, task).await {
+        let _ = std::fs::remove_file(&dest);
+        match sources.remote {
+            Some(remote) => remote.substitute(job, &upstream, &dest, task).await?,
+            None => return Err(upstream),
         }
     }
     let size = std::fs::metadata(&dest)?.len();
@@ -316,6 +327,48 @@ async fn fetch_one(
     })
     .await??;
     Ok(size)
+}
+
+/// Downloads `job` from upstream (its URL through the mirrors, or the
+/// models registry) to `dest`, verified against the lock while it streams.
+pub(crate) async fn download(sources: &Sources<'_>, job: &FetchJob, dest: &std::path::Path, task: &Task) -> Result<()> {
+    let (client, mirrors, registry) = (sources.client, sources.mirrors, sources.registry);
+    match &job.source {
+        Source::Url(url) => {
+            let url = mirrors.resolve(client, url).await?;
+            let expected = Expected {
+                integrity: Some(&job.integrity),
+                size: job.size,
+            };
+            client
+                .download_expected(&url, expected, dest, &|n, t| task.progress(n, t))
+                .await?;
+        }
+        Source::Registry {
+            repository,
+            digest,
+            manifest,
+        } => {
+            let registry = registry.context("the lock has models but farm.toml has no [models] registry")?;
+            if *manifest {
+                let fetched = registry
+                    .get_manifest(
+                        repository,
+                        &digest.to_string(),
+                        &farm_lockfiles::oci::MODEL_MANIFEST_TYPES,
+                    )
+                    .await?;
+                let bytes = fetched.bytes;
+                if !digest.matches(&bytes) {
+                    bail!("manifest {digest} of {repository}: the registry served different bytes");
+                }
+                std::fs::write(dest, &bytes)?;
+            } else {
+                registry.get_blob_expected(repository, digest, job.size, dest).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -398,9 +451,12 @@ size = 4321
         let rt = tokio::runtime::Runtime::new().unwrap();
         let err = rt
             .block_on(fetch_one(
-                &client,
-                &farm_lockfiles::mirror::Mirrors::default(),
-                None,
+                &Sources {
+                    client: &client,
+                    mirrors: &farm_lockfiles::mirror::Mirrors::default(),
+                    registry: None,
+                    remote: None,
+                },
                 home.path(),
                 &job,
                 UnpackLimits::default(),

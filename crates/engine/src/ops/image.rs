@@ -2,9 +2,10 @@
 //! a registry (OCI distribution API) or to the local Docker/Podman engine.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use farm_images::referrers::{Attachment, ANNOTATION_PREDICATE_TYPE, MEDIA_TYPE_DSSE};
 use farm_images::{LoadedImage, PushReport};
 use farm_lockfiles::http::{Client, ClientOptions};
 use farm_lockfiles::redact::redact_url;
@@ -84,6 +85,11 @@ fn built_images(ctx: &Context, out: Option<PathBuf>, wanted: &[String]) -> Resul
 /// name and report to `pushed` as soon as it is in the registry.
 pub fn push(ctx: &Context, opts: &PushOptions, pushed: &mut dyn FnMut(&str, &PushReport)) -> Result<()> {
     let images = built_images(ctx, opts.out.clone(), &opts.images)?;
+    let out = match &opts.out {
+        Some(o) => o.clone(),
+        None => Project::load(&ctx.project_dir)?.state().out(),
+    };
+    let created = build_date(&out)?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = Client::new(ClientOptions::from_env());
     // The URL may carry credentials (`https://user:token@host/`): shown redacted only.
@@ -101,12 +107,80 @@ pub fn push(ctx: &Context, opts: &PushOptions, pushed: &mut dyn FnMut(&str, &Pus
             mount_from: opts.mount_from.clone(),
             ..Default::default()
         };
-        let report = rt
+        let mut report = rt
             .block_on(farm_images::push(&layout, &registry, repo, &tags, &options))
             .with_context(|| format!("pushing the {name} image to {shown}"))?;
+        // Then what refers to it: the SBOMs in its layout, the envelopes `farm sign` wrote.
+        let extra = signed_attestations(&out, &report.manifest_digest)?;
+        let referrers = rt
+            .block_on(farm_images::referrers::push_referrers(
+                &layout,
+                tags.first().map(String::as_str),
+                &registry,
+                repo,
+                &extra,
+                &created,
+            ))
+            .with_context(|| format!("pushing the attestations of the {name} image to {shown}"))?;
+        report.referrers = Some(referrers);
         pushed(&name, &report);
     }
     Ok(())
+}
+
+/// The build's date (RFC 3339 of its SOURCE_DATE_EPOCH), for the artifact manifests.
+fn build_date(out: &Path) -> Result<String> {
+    let path = out.join(MANIFEST_FILE);
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).with_context(|| path.display().to_string())?)
+        .with_context(|| path.display().to_string())?;
+    Ok(farm_formats::timestamp::rfc3339(manifest.source_date_epoch))
+}
+
+/// The envelopes in `<out>/attestations` (`farm sign`) whose Statement
+/// names the image `digest` among its subjects, as artifacts to attach.
+/// The signature is not checked here: whoever reads them checks it.
+fn signed_attestations(out: &Path, digest: &farm_lockfiles::integrity::Integrity) -> Result<Vec<Attachment>> {
+    let dir = out.join(crate::ops::attest::ATTESTATIONS_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".intoto.jsonl"))
+        .collect();
+    paths.sort();
+    let mut found = Vec::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(&path).with_context(|| shown.clone())?;
+        let envelope = farm_attest::Envelope::from_json(&shown, &bytes)?;
+        let statement: serde_json::Value = envelope
+            .payload_bytes()
+            .and_then(|p| serde_json::from_slice(&p).ok())
+            .with_context(|| format!("{shown}: the payload is not base64 of a JSON in-toto Statement"))?;
+        let names_image = statement["subject"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["digest"]["sha256"].as_str() == Some(digest.hex().as_str()));
+        if !names_image {
+            continue;
+        }
+        let mut annotations = BTreeMap::new();
+        if let Some(p) = statement["predicateType"].as_str() {
+            annotations.insert(ANNOTATION_PREDICATE_TYPE.to_string(), p.to_string());
+        }
+        found.push(Attachment {
+            artifact_type: MEDIA_TYPE_DSSE.into(),
+            title: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            bytes,
+            annotations,
+        });
+    }
+    Ok(found)
 }
 
 /// Entry point of `farm image load`: loads each image in turn and hands

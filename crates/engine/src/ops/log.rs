@@ -15,7 +15,7 @@ pub struct LogOptions {
 pub fn log(ctx: &Context, opts: &LogOptions) -> Result<String> {
     // No farm.toml needed: the record of the last build is all there is to read.
     let record = StatePaths::new(&ctx.project_dir).last_build();
-    let steps = crate::schedule::read_record(&record)?;
+    let steps = crate::schedule::read_record(&record, &ctx.farm_home)?;
     let name = opts.step.as_str();
     let Some(step) = steps.get(&opts.step) else {
         let known: Vec<&str> = steps.keys().map(StepId::as_str).collect();

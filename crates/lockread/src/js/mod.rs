@@ -22,6 +22,7 @@ mod berry;
 mod bun;
 pub mod detect;
 mod hoist;
+mod isolated;
 mod npm;
 mod pnpm;
 mod registry;
@@ -31,8 +32,9 @@ mod yarn;
 pub use berry::parse_yarn_berry;
 pub use bun::parse_bun_lock;
 pub use detect::{detect_js_lock, JsLockKind, JsLockLocation};
+pub use isolated::PnpmLayout;
 pub use npm::parse_package_lock;
-pub use pnpm::parse_pnpm_lock;
+pub use pnpm::{parse_pnpm_lock, parse_pnpm_lock_with};
 pub use yarn::{parse_yarn_classic, parse_yarn_classic_syntax, YarnEntry, YarnValue};
 
 /// The platform farm builds for: optional packages for another are skipped.
@@ -55,6 +57,12 @@ pub struct JsInstall {
     pub platform_unknown: Vec<String>,
     /// Symlinks: workspace members and `link:` dependencies.
     pub links: Vec<JsLink>,
+    /// Symlinks to installed packages, whose targets are install paths of
+    /// `packages` (pnpm's `.pnpm` layout; empty for the hoisted formats).
+    pub tree_links: Vec<JsLink>,
+    /// `.bin` directories and the package whose bins go in each, when the
+    /// layout says (pnpm's); otherwise bins go where npm puts them.
+    pub bin_dirs: Vec<JsBinDir>,
     /// `bin` maps (command → file inside the package) by install path, for
     /// the packages that declare bins, when the format records them.
     pub bins: BTreeMap<String, BTreeMap<String, String>>,
@@ -73,6 +81,14 @@ pub struct Unpinned {
     pub url: String,
 }
 
+/// A `.bin` directory (`node_modules/.bin`, relative to the lock's
+/// directory) that gets the bins of the package installed at `package`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct JsBinDir {
+    pub dir: String,
+    pub package: String,
+}
+
 /// A symlink in node_modules: `path` (install path) → `target` (a directory
 /// relative to the lock's directory, never outside it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,6 +105,8 @@ impl JsInstall {
             unpinned: Vec::new(),
             platform_unknown: Vec::new(),
             links: Vec::new(),
+            tree_links: Vec::new(),
+            bin_dirs: Vec::new(),
             bins: BTreeMap::new(),
             bins_recorded,
         }
@@ -116,13 +134,35 @@ pub fn read_js_lock(loc: &JsLockLocation, registry: &str) -> Result<JsInstall, L
     let file = loc.lockfile.display().to_string();
     match loc.kind {
         JsLockKind::Npm => parse_package_lock(&file, &text, registry),
-        JsLockKind::Pnpm => parse_pnpm_lock(&file, &text, registry),
+        JsLockKind::Pnpm => {
+            let settings = pnpm_settings(&loc.root)?;
+            parse_pnpm_lock_with(&file, &text, registry, settings)
+        }
         JsLockKind::YarnClassic => {
             let manifests = workspace::yarn_manifests(&loc.root)?;
             parse_yarn_classic(&file, &text, registry, &manifests)
         }
         JsLockKind::YarnBerry => parse_yarn_berry(&file, &text, registry),
         JsLockKind::Bun => parse_bun_lock(&file, &text, registry),
+    }
+}
+
+/// The layout settings of the workspace's `.npmrc` (pnpm reads the
+/// workspace root's); defaults without one. A symlinked `.npmrc` is not
+/// followed off the project.
+fn pnpm_settings(root: &Path) -> Result<PnpmLayout, LockReadError> {
+    let path = root.join(".npmrc");
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() => {
+            let text = read_text(&path)?;
+            PnpmLayout::from_npmrc(&path.display().to_string(), &text)
+        }
+        Ok(_) => Err(LockReadError::entry(
+            &path.display().to_string(),
+            "the file",
+            "is not a regular file (a symlink or directory); farm reads only the project's own .npmrc",
+        )),
+        Err(_) => Ok(PnpmLayout::default()),
     }
 }
 

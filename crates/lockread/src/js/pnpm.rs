@@ -13,6 +13,7 @@ use serde::Deserialize;
 use yaml_serde::Value;
 
 use super::hoist::{hoist, Content, Graph, Node, Package};
+use super::isolated::{isolated, PnpmLayout, PnpmNode};
 use super::{parse_integrity, runs_on_target, split_name_at, tarball_url, JsInstall, JsLockKind};
 use crate::error::{yaml_error, LockReadError};
 use crate::names::{is_inside_relative, is_npm_name, is_version, join_inside};
@@ -62,6 +63,8 @@ struct PackageInfo {
     #[serde(default)]
     optional: bool,
     #[serde(default)]
+    has_bin: bool,
+    #[serde(default)]
     dependencies: BTreeMap<String, Value>,
     #[serde(default)]
     optional_dependencies: BTreeMap<String, Value>,
@@ -105,10 +108,24 @@ struct Reader<'a> {
     /// snapshot key → node (None: skipped, for another platform)
     ids: BTreeMap<String, Option<usize>>,
     pending: Vec<(usize, String)>,
+    /// Package node → its key and `hasBin`, for the isolated layout.
+    meta: BTreeMap<usize, PnpmNode>,
 }
 
-/// Reads a pnpm-lock.yaml (v6/v9) and lays its packages out as npm hoists them.
+/// Reads a pnpm-lock.yaml (v6/v9) and lays its packages out as pnpm does by
+/// default (`.pnpm`, see [`PnpmLayout`]).
 pub fn parse_pnpm_lock(file: &str, text: &str, registry: &str) -> Result<JsInstall, LockReadError> {
+    parse_pnpm_lock_with(file, text, registry, PnpmLayout::default())
+}
+
+/// Reads a pnpm-lock.yaml (v6/v9) laid out with the given settings: pnpm's
+/// isolated `.pnpm` layout, or npm's hoisted one for `node-linker=hoisted`.
+pub fn parse_pnpm_lock_with(
+    file: &str,
+    text: &str,
+    registry: &str,
+    settings: PnpmLayout,
+) -> Result<JsInstall, LockReadError> {
     let lock: PnpmLock = yaml_serde::from_str(text).map_err(|e| yaml_error(file, e))?;
     let version = lock
         .lockfile_version
@@ -135,6 +152,7 @@ pub fn parse_pnpm_lock(file: &str, text: &str, registry: &str) -> Result<JsInsta
         graph: Graph::default(),
         ids: BTreeMap::new(),
         pending: Vec::new(),
+        meta: BTreeMap::new(),
     };
     let single = BTreeMap::from([(".".to_string(), &lock.root)]);
     let importers: BTreeMap<String, &Importer> = if lock.importers.is_empty() {
@@ -184,7 +202,12 @@ pub fn parse_pnpm_lock(file: &str, text: &str, registry: &str) -> Result<JsInsta
             }
         }
     }
-    hoist(file, &r.graph, JsInstall::new(JsLockKind::Pnpm, false))
+    let out = JsInstall::new(JsLockKind::Pnpm, false);
+    if settings.hoisted {
+        hoist(file, &r.graph, out)
+    } else {
+        isolated(file, &r.graph, &r.meta, settings, out)
+    }
 }
 
 impl<'a> Reader<'a> {
@@ -336,6 +359,13 @@ impl<'a> Reader<'a> {
             deps: BTreeMap::new(),
         });
         let id = self.graph.nodes.len() - 1;
+        self.meta.insert(
+            id,
+            PnpmNode {
+                key: key.trim_start_matches('/').to_string(),
+                has_bin: info.has_bin,
+            },
+        );
         self.ids.insert(key.to_string(), Some(id));
         self.pending.push((id, key.to_string()));
         Ok(Some(id))

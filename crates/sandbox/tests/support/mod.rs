@@ -83,7 +83,7 @@ pub fn log_of(outcome: &Outcome) -> String {
 /// Who calls the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
-    /// This test process (multi-threaded, as `farm` is), as the current user.
+    /// This test process (multi-threaded, as `farm` is), as the current user, with the helper forked from it.
     InProcess,
     /// `farm-sandbox-run` as uid/gid 65534 when the tests run as root, else as the current user.
     Unprivileged,
@@ -163,9 +163,8 @@ pub fn run_as(caller: Caller, spec: &StepSpec, extra_env: &[(&str, &str)]) -> Re
                 extra_env.is_empty(),
                 "in-process runs cannot change the environment safely"
             );
-            Sandbox::with_helper(helper())
-                .run(spec)
-                .map_err(|e: SandboxError| e.to_string())
+            // The helper forked from this multi-threaded process, as farm does.
+            Sandbox::default().run(spec).map_err(|e: SandboxError| e.to_string())
         }
         Caller::Unprivileged | Caller::Subprocess => finish(start(caller, spec, extra_env)?),
     }
@@ -237,8 +236,11 @@ pub fn helper_of(caller_pid: u32) -> Option<u32> {
             .find_map(|l| l.strip_prefix("PPid:"))
             .map(|p| p.trim().to_string());
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if ppid == Some(caller_pid.to_string()) && String::from_utf8_lossy(&cmdline).contains(farm_sandbox::HELPER_ARG)
-        {
+        // A re-executed helper shows its argument; a forked one its name.
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let is_helper =
+            String::from_utf8_lossy(&cmdline).contains(farm_sandbox::HELPER_ARG) || comm == "farm-sandbox\n";
+        if ppid == Some(caller_pid.to_string()) && is_helper {
             return Some(pid);
         }
     }

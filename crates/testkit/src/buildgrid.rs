@@ -1,0 +1,130 @@
+//! BuildGrid (`bgd`, PyPI's `buildgrid` in a virtual environment that
+//! scripts/install-deps makes), a real Remote Execution API server, in its
+//! cache-only form: CAS, ByteStream and ActionCache over disk storage, no
+//! database.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::net::{free_port, wait_until};
+
+/// How long `bgd` may take to listen (it imports a lot of Python).
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// A `bgd server start` process on a free loopback port with its CAS in a
+/// directory of its own; killed and the directory removed on drop. Callers
+/// check `require_tool("bgd")` first.
+pub struct BuildGrid {
+    child: Option<Child>,
+    /// `grpc://127.0.0.1:PORT`, as farm's `--remote-cache` takes it.
+    pub url: String,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl BuildGrid {
+    /// A cache-only server (instance name "") that accepts ActionCache
+    /// updates from clients.
+    pub fn start() -> BuildGrid {
+        BuildGrid::launch("{ method: none }", tempfile::tempdir().unwrap())
+    }
+
+    /// A cache-only server that takes only requests with an HS256 JWT
+    /// signed with `secret` (`authorization: Bearer …`).
+    pub fn start_with_jwt_secret(secret: &str) -> BuildGrid {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jwt.secret");
+        fs::write(&file, secret).unwrap();
+        let auth = format!("{{ method: jwt, secret: {}, algorithm: hs256 }}", file.display());
+        BuildGrid::launch(&auth, dir)
+    }
+
+    fn launch(auth: &str, dir: tempfile::TempDir) -> BuildGrid {
+        // The port can be taken between the probe and bgd's bind: then bgd
+        // exits and the next port is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.path().join("buildgrid.yml");
+            fs::write(&config, config_yaml(port, auth, &dir.path().join("cas"))).unwrap();
+            let log = fs::File::create(dir.path().join("bgd.log")).unwrap();
+            let mut child = Command::new("bgd")
+                .args(["server", "start"])
+                .arg(&config)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("bgd: {e} (scripts/install-deps installs BuildGrid)"));
+            let mut exited = false;
+            let listening = wait_until(READY_WITHIN, || {
+                exited = child.try_wait().unwrap().is_some();
+                exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if listening && !exited {
+                return BuildGrid {
+                    child: Some(child),
+                    url: format!("grpc://127.0.0.1:{port}"),
+                    port,
+                    dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = fs::read_to_string(dir.path().join("bgd.log")).unwrap_or_default();
+            assert!(
+                exited && log.contains("in use"),
+                "bgd did not listen on 127.0.0.1:{port} within {READY_WITHIN:?}:\n{log}"
+            );
+        }
+        panic!("no free port for BuildGrid in 5 tries");
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("bgd.log")).unwrap_or_default()
+    }
+
+    /// Where the server keeps its CAS blobs.
+    pub fn cas_dir(&self) -> PathBuf {
+        self.dir.path().join("cas")
+    }
+
+    /// Stops the server now (its port then refuses connections); the
+    /// directory stays until drop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for BuildGrid {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The cache-only configuration ../shared/TESTING.md records as verified.
+fn config_yaml(port: u16, auth: &str, cas: &std::path::Path) -> String {
+    format!(
+        r#"server:
+  - !channel {{ address: "127.0.0.1:{port}", insecure-mode: true }}
+authorization: {auth}
+storages:
+  - !disk-storage &store {{ path: {cas} }}
+caches:
+  - !lru-action-cache &ac {{ storage: *store, max-cached-refs: 100000, allow-updates: true, cache-failed-actions: false }}
+instances:
+  - name: ""
+    services:
+      - !action-cache {{ cache: *ac }}
+      - !cas {{ storage: *store }}
+      - !bytestream {{ storage: *store }}
+"#,
+        cas = cas.display()
+    )
+}
