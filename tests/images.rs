@@ -86,7 +86,7 @@ fn manifest(p: &Path) -> serde_json::Value {
 
 fn tool(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?} failed");
+    assert!(out.status.success(), "{cmd:?} failed: {}", stderr(&out));
     stdout(&out)
 }
 
@@ -105,12 +105,14 @@ fn images_are_valid_reproducible_and_hold_the_models() {
     );
     let first = manifest(p);
     let layout = |name: &str| p.join(".farm/out/images").join(name);
+    let tag = first["project"]["version"].as_str().unwrap().to_string();
     for name in ["app", "ollama"] {
         let l = layout(name);
+        // The layout also lists the image's SBOM artifacts: tools pick the image by its tag.
         let inspect: serde_json::Value = serde_json::from_str(&tool(
             Command::new("skopeo")
                 .arg("inspect")
-                .arg(format!("oci:{}", l.display())),
+                .arg(format!("oci:{}:{tag}", l.display())),
         ))
         .unwrap();
         assert_eq!(
@@ -121,11 +123,28 @@ fn images_are_valid_reproducible_and_hold_the_models() {
             inspect["Digest"],
             first["outputs"][&format!("image.{name}")]["metadata"]["manifest_digest"]
         );
-        let tag = first["project"]["version"].as_str().unwrap();
+        // oci-image-tool's ref filter mishandles an index.json with several
+        // manifests (it skips entries while deleting), so validate the image
+        // as skopeo copies it, byte for byte, into a layout of its own.
+        let alone = tempfile::tempdir().unwrap();
+        let alone = alone.path().join("l");
+        tool(
+            Command::new("skopeo")
+                .args(["copy", "--preserve-digests"])
+                .arg(format!("oci:{}:{tag}", l.display()))
+                .arg(format!("oci:{}:{tag}", alone.display())),
+        );
+        let copied: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(alone.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            copied["manifests"][0]["digest"],
+            first["outputs"][&format!("image.{name}")]["metadata"]["manifest_digest"],
+            "the validated copy is the same image"
+        );
         tool(
             Command::new("oci-image-tool")
                 .args(["validate", "--type", "image", "--ref", &format!("name={tag}")])
-                .arg(&l),
+                .arg(&alone),
         );
         let bundle = tempfile::tempdir().unwrap();
         let b = bundle.path().join("b");
@@ -312,7 +331,11 @@ fn deploy_files_pin_every_image_by_digest_and_are_stable() {
     tool(
         Command::new("skopeo")
             .args(["copy", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}", p.join(".farm/out/images/app").display()))
+            .arg(format!(
+                "oci:{}:{}",
+                p.join(".farm/out/images/app").display(),
+                manifest(p)["project"]["version"].as_str().unwrap()
+            ))
             .arg(format!("docker://{mongo_ref}")),
     );
     let toml = p.join("farm.toml");

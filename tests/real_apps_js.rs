@@ -78,6 +78,9 @@ fn builds_with_paths(name: &str, lockfile: &str, paths: [&str; 2]) -> tempfile::
     let second = run(&mut farm(p, &home, &["build", "--hermetic", "--no-cache", "frontend"]));
     assert!(second.status.success(), "{name}: second build");
     assert_eq!(build_digest(&first), build_digest(&second), "{name}: reproducible");
+    // What CI runs: a rebuild under varied clock, CPUs, order, umask and paths.
+    let check = run(&mut farm(p, &home, &["check", "--target", "frontend"]));
+    assert!(check.status.success(), "{name}: farm check: {}", stderr(&check));
     dir
 }
 

@@ -121,6 +121,8 @@ fn init_to_reproducible_build(name: &str, backend: &str, lockfile: &str) -> temp
         first,
         "two hermetic builds of the backend give the same digest"
     );
+    let out = run(&mut farm(p, &home, &["check", "--target", "backend"]));
+    assert!(out.status.success(), "farm check --target backend: {}", stderr(&out));
 
     let out = run(&mut farm(p, &home, &["lock", "--check"]));
     assert!(out.status.success(), "lock --check of a fresh lock: {}", stderr(&out));

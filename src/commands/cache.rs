@@ -1,4 +1,4 @@
-//! `farm cache status|gc|clean` and `farm store verify`: arguments into the
+//! `farm cache status|gc|clean|push` and `farm store verify`: arguments into the
 //! engine's options; the status table (with the `[cache]` policy) and the gc
 //! and verify reports are printed here.
 
@@ -41,6 +41,21 @@ pub enum CacheCommand {
         /// Show what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Download every artifact farm.lock names again from upstream (verified
+    /// against the lock) and keep a copy in a Remote Execution API server's
+    /// CAS, for `farm fetch --remote-cache` when upstream no longer serves it.
+    Push {
+        /// The server (grpc://HOST:PORT or grpcs://HOST:PORT) [default: farm.toml's [remote] cache].
+        /// The bearer token is read from $FARM_REMOTE_TOKEN.
+        #[arg(long, value_name = "URL", env = "FARM_REMOTE_CACHE")]
+        remote_cache: Option<String>,
+        /// The REAPI instance name [default: farm.toml's [remote] instance, else ""].
+        #[arg(long, value_name = "NAME")]
+        remote_instance: Option<String>,
+        /// Parallel downloads and uploads.
+        #[arg(long, short, default_value_t = 4)]
+        jobs: usize,
     },
 }
 
@@ -91,6 +106,11 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
             print_policy(&cache::policy_status(ctx)?);
             Ok(Exit::Success)
         }
+        CacheCommand::Push {
+            remote_cache,
+            remote_instance,
+            jobs,
+        } => push(ctx, remote_cache.as_deref(), remote_instance.as_deref(), jobs),
         CacheCommand::Clean { dry_run } => {
             let report = cache::gc(ctx, &GcOptions::clean(dry_run))?;
             let verb = report_removed(ctx, &report, dry_run);
@@ -131,6 +151,30 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
             Ok(Exit::Success)
         }
     }
+}
+
+/// `farm cache push`: the remote cache from the flags or farm.toml, then
+/// the engine's push and its summary.
+fn push(ctx: &Context, url: Option<&str>, instance: Option<&str>, jobs: usize) -> Result<Exit> {
+    let project = farm_project::Project::load(&ctx.project_dir)?;
+    let Some(remote) = farm_engine::remote_cache::RemoteSettings::resolve(url, instance, false, &project)? else {
+        anyhow::bail!(
+            "farm cache push needs a remote cache\nhint: add --remote-cache grpc://HOST:PORT, set FARM_REMOTE_CACHE or [remote] cache in farm.toml"
+        );
+    };
+    if remote.read_only {
+        anyhow::bail!(
+            "farm.toml's [remote] read-only = true: farm cache push writes to the remote cache\nhint: remove read-only, or push from a machine allowed to write (CI)"
+        );
+    }
+    let report = cache::push(ctx, &remote, jobs)?;
+    ctx.reporter.info(&format!(
+        "pushed {} artifacts ({}), {} already in the remote cache",
+        report.uploaded,
+        human_bytes(report.bytes),
+        report.present
+    ));
+    Ok(Exit::Success)
 }
 
 /// `farm cache status`: the `[cache]` policy's lines under the table.

@@ -14,13 +14,35 @@ pub struct FetchArgs {
     /// Parallel downloads.
     #[arg(long, short, default_value_t = 8)]
     jobs: usize,
+    /// Take what upstream fails to serve from this Remote Execution API
+    /// server (filled by `farm cache push`), verified against farm.lock
+    /// (grpc://HOST:PORT or grpcs://HOST:PORT) [default: farm.toml's [remote] cache].
+    /// The bearer token is read from $FARM_REMOTE_TOKEN.
+    #[arg(long, value_name = "URL", env = "FARM_REMOTE_CACHE")]
+    remote_cache: Option<String>,
+    /// The remote cache's REAPI instance name [default: farm.toml's [remote] instance, else ""].
+    #[arg(long, value_name = "NAME")]
+    remote_instance: Option<String>,
 }
 
 /// Entry point of `farm fetch`.
 pub fn run(ctx: &Context, args: FetchArgs) -> Result<Exit> {
+    // --offline downloads nothing, so it needs no remote cache (nor a farm.toml).
+    let remote = if args.offline {
+        None
+    } else {
+        let project = farm_project::Project::load(&ctx.project_dir)?;
+        farm_engine::remote_cache::RemoteSettings::resolve(
+            args.remote_cache.as_deref(),
+            args.remote_instance.as_deref(),
+            false,
+            &project,
+        )?
+    };
     let opts = FetchOptions {
         offline: args.offline,
         jobs: args.jobs,
+        remote,
     };
     let r = &ctx.reporter;
     match fetch(ctx, &opts)? {

@@ -24,6 +24,7 @@ pub mod pip_runner;
 pub mod plan;
 pub mod pnpm_layout;
 pub mod remote_cache;
+pub mod remote_fetch;
 pub mod reporter;
 pub mod schedule;
 pub mod scripts;

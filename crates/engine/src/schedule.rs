@@ -286,8 +286,8 @@ impl Runner<'_> {
     ) -> Result<(StoreEntry, StepRecord)> {
         let line = self.reporter.step(step.id.as_str());
         if !self.no_cache && !self.rerun.contains(&step.id) {
+            // The lookup marks the entry used (store.entry); no second write.
             if let Some((record, e)) = ActionRecord::lookup(self.store, key)? {
-                self.store.touch(&e)?;
                 line.finish("cached");
                 return Ok((
                     e,

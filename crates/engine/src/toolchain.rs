@@ -299,3 +299,51 @@ pub fn require_fetched(store: &Store, lock: &Lock) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The profile is found by its key once built: the second compose
+    /// returns the same entry from the action cache without staging it
+    /// again, different links make a different entry, and a profile whose
+    /// entry was removed (gc) is built again.
+    #[test]
+    fn profile_is_cached_by_its_links() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let links = vec![("node".to_string(), "/farm/store/x-node/bin/node".to_string())];
+        let first = profile_entry(&store, &links).unwrap();
+        let key = format!("profile:{}", profile_key(&links));
+        let (record, cached) = ActionRecord::lookup_row(&store, &key).unwrap().unwrap();
+        assert_eq!(record.entry, first.file_name());
+        assert_eq!(cached, first);
+        assert_eq!(
+            std::fs::read_link(first.path.join("bin/node")).unwrap(),
+            Path::new("/farm/store/x-node/bin/node")
+        );
+
+        // Staging a build needs tmp/; with it gone, only the cached row can answer.
+        let tmp = store.tmp_dir();
+        std::fs::remove_dir_all(&tmp).unwrap();
+        std::fs::write(&tmp, "not a directory").unwrap();
+        assert_eq!(profile_entry(&store, &links).unwrap(), first);
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::create_dir(&tmp).unwrap();
+
+        let other = vec![("node".to_string(), "/farm/store/y-node/bin/node".to_string())];
+        assert_ne!(profile_key(&other), profile_key(&links));
+        assert_ne!(profile_entry(&store, &other).unwrap().digest, first.digest);
+
+        // As gc does: the entry leaves the store (its directories are read-only).
+        use std::os::unix::fs::PermissionsExt as _;
+        for d in [first.path.join("bin"), first.path.clone()] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::remove_dir_all(&first.path).unwrap();
+        assert!(!first.path.exists());
+        let rebuilt = profile_entry(&store, &links).unwrap();
+        assert_eq!(rebuilt, first);
+        assert!(rebuilt.path.join("bin/node").symlink_metadata().is_ok());
+    }
+}

@@ -445,6 +445,15 @@ impl Store {
             size,
             path,
         };
+        // Already stored, recorded under this kind and used moments ago: ours
+        // is discarded with the staging dir, and nothing needs writing.
+        let file_name = entry.file_name();
+        let row = db::get_entry(&self.conn(), &file_name).map_err(self.db_err("looking up an entry"))?;
+        if row.is_some_and(|r| r.kind == entry.kind && db::recently_used(r.last_access, db::now()))
+            && fs::symlink_metadata(&entry.path).is_ok()
+        {
+            return Ok(entry);
+        }
         // The rename and the row happen under the database's write lock, which
         // gc also holds while it drops a row and moves its entry out: so gc can
         // never take an entry between our rename and our row, and an entry we
@@ -756,8 +765,8 @@ mod tests {
         assert_eq!(parse_file_name(&format!("{}_pkg", d.to_hex())), None);
     }
 
-    /// Repeated lookups (`entry`, `artifact`, `action_get`) of things used
-    /// within `USE_RESOLUTION` write nothing: no row changes, and they even
+    /// Repeated lookups (`entry`, `artifact`, `action_get`) and re-adds of
+    /// things used within `USE_RESOLUTION` write nothing: no row changes, and they even
     /// succeed while another process holds the database's write lock. A
     /// lookup of something last used longer ago does record the use.
     #[test]
@@ -782,6 +791,8 @@ mod tests {
             assert_eq!(store.artifact("sha256:abc").unwrap().as_ref(), Some(&entry));
             assert!(store.action_get("step-key").unwrap().is_some());
         }
+        // Adding the same contents again finds the entry and writes nothing either.
+        assert_eq!(store.add_file(&src, "pkg-1.0", "test").unwrap(), entry);
         assert_eq!(store.conn().total_changes(), before, "recent uses were rewritten");
         other.execute_batch("COMMIT").unwrap();
 

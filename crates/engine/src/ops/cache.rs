@@ -263,3 +263,30 @@ pub fn verify(ctx: &Context) -> Result<VerifyReport> {
     let store = Store::open(&ctx.farm_home)?;
     Ok(store.verify()?)
 }
+
+/// Entry point of `farm cache push`: every artifact the project's farm.lock
+/// names, downloaded again from upstream (verified against the lock) and
+/// stored in the remote cache `remote`, unless it is there already
+/// (spec/remote.md "Store substitution").
+pub fn push(
+    ctx: &Context,
+    remote: &crate::remote_cache::RemoteSettings,
+    jobs: usize,
+) -> Result<crate::remote_fetch::PushReport> {
+    let project = Project::load(&ctx.project_dir)?;
+    let path = project.lock_path();
+    if !path.exists() {
+        anyhow::bail!("{}: no lock file\nhint: run `farm lock` first", path.display());
+    }
+    let lock = Lock::read(&path)?;
+    crate::lockcheck::refuse_invalid(&project, &lock)?;
+    let all = super::fetch::jobs(&lock);
+    ctx.reporter.info(&format!(
+        "pushing the {} artifacts of {} to the remote cache at {}",
+        all.len(),
+        path.display(),
+        farm_lockfiles::redact::redact_url(&remote.config.url)
+    ));
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(crate::remote_fetch::push(ctx, &project, all, &remote.config, jobs))
+}

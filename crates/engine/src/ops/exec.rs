@@ -34,15 +34,25 @@ pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
         );
     }
     let lock = Lock::read(&lock_path)?;
-    let store = Store::open(&ctx.farm_home)?;
-    toolchain::require_fetched(&store, &lock)?;
-    let tc = toolchain::compose(&store, &lock)?;
+    // SOURCE_DATE_EPOCH may need a `git log`: it runs while the store is read.
+    let (source_date_epoch, tc) = std::thread::scope(|s| {
+        let sde = s.spawn(|| project.source_date_epoch());
+        let tc = Store::open(&ctx.farm_home)
+            .map_err(anyhow::Error::from)
+            .and_then(|store| {
+                toolchain::require_fetched(&store, &lock)?;
+                toolchain::compose(&store, &lock)
+            });
+        let sde = sde.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (sde, tc)
+    });
+    let tc = tc?;
     let project_root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
     let spec = crate::executor::exec_spec(
         &tc,
         &project_root,
         opts.argv.clone(),
-        project.source_date_epoch(),
+        source_date_epoch,
         opts.timeout,
         &project.limits(),
     );

@@ -84,10 +84,12 @@ pub fn fetch(ctx: &Context, opts: &FetchOptions) -> Result<FetchOutcome> {
         present
     ));
     let rt = tokio::runtime::Runtime::new()?;
-    let remote = opts
-        .remote
-        .as_ref()
-        .map(|s| Arc::new(crate::remote_fetch::Substitutes::new(s.config.clone())));
+    let remote = opts.remote.as_ref().map(|s| {
+        Arc::new(crate::remote_fetch::Substitutes::new(
+            s.config.clone(),
+            ctx.reporter.clone(),
+        ))
+    });
     let (count, bytes) = rt.block_on(fetch_all_with(
         ctx,
         &project,
@@ -292,7 +294,13 @@ pub(crate) struct Sources<'a> {
     pub remote: Option<&'a crate::remote_fetch::Substitutes>,
 }
 
-async fn fetch_one(sources: &Sources<'_>, farm_home: &std::path::Path, job: &FetchJob, limits: UnpackLimits, task: &Task) -> Result<u64> {
+async fn fetch_one(
+    sources: &Sources<'_>,
+    farm_home: &std::path::Path,
+    job: &FetchJob,
+    limits: UnpackLimits,
+    task: &Task,
+) -> Result<u64> {
     // Downloads land in the store's own staging area (same filesystem, locked
     // against gc) and only enter the store once verified.
     let staging = Store::open(farm_home)?.temp_dir()?;
