@@ -33,6 +33,7 @@ pub mod statcache;
 pub mod step;
 pub mod toolchain;
 pub mod watch;
+pub mod worker;
 
 use std::path::PathBuf;
 

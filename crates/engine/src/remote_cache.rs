@@ -408,6 +408,58 @@ pub struct RemoteAction {
     pub command: proto::Command,
     pub input_root: Digest,
     blobs: Vec<(Digest, BlobData)>,
+    /// The store entries under `farm/store` in the input root.
+    pub inputs: Vec<StoreEntry>,
+}
+
+impl RemoteAction {
+    /// Every blob a server needs to run this Action: the Action, Command
+    /// and input-root Directory messages plus each input entry's files and
+    /// Directory messages (what the remote cache alone never uploads).
+    pub fn executable_blobs(self) -> Result<Vec<(Digest, BlobData)>> {
+        let mut blobs = self.blobs;
+        blobs.extend(entry_blobs(&self.inputs)?);
+        Ok(blobs)
+    }
+}
+
+/// The blobs of store entries as the input root names them: a directory
+/// entry's Directory messages and files, a file entry's contents.
+pub fn entry_blobs(entries: &[StoreEntry]) -> Result<Vec<(Digest, BlobData)>> {
+    let mut blobs = vec![];
+    for e in entries {
+        let meta = std::fs::symlink_metadata(&e.path).with_context(|| e.path.display().to_string())?;
+        if meta.is_dir() {
+            let t = MerkleTree::of(&e.path)?;
+            for (d, bytes, _) in t.directories {
+                blobs.push((d, BlobData::Bytes(bytes)));
+            }
+            blobs.extend(t.files.into_iter().map(|(d, p)| (d, BlobData::File(p))));
+        } else {
+            blobs.push((tree::file_digest(&e.path)?, BlobData::File(e.path.clone())));
+        }
+    }
+    Ok(blobs)
+}
+
+impl RemoteCache {
+    /// Uploads what `step`'s Action needs to run on a remote executor
+    /// (FindMissingBlobs first, so entries already there cost one call);
+    /// the Action's digest and the bytes sent.
+    pub fn upload_inputs(
+        &self,
+        store: &Store,
+        step: &Step,
+        key: &StepKey,
+        env: &BuildEnv,
+        deps: &StepOutputs,
+    ) -> Result<(Digest, u64)> {
+        let action = step_action(store, step, key, env, deps)?;
+        let digest = action.digest.clone();
+        let sent = self.rt.block_on(self.client.upload(action.executable_blobs()?))?;
+        self.bytes_up.fetch_add(sent, Ordering::Relaxed);
+        Ok((digest, sent))
+    }
 }
 
 /// The Action of `step` (spec/remote.md, "A step as an Action").
@@ -543,6 +595,7 @@ pub fn step_action(
             (farm_digest, BlobData::Bytes(farm_bytes)),
             (store_digest, BlobData::Bytes(store_bytes)),
         ],
+        inputs,
     })
 }
 
@@ -576,7 +629,7 @@ fn entry_digest(store: &Store, e: &StoreEntry) -> Result<(Digest, bool, bool)> {
 }
 
 /// REAPI's ISA name of this machine.
-fn isa() -> &'static str {
+pub(crate) fn isa() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "x86-64",
         "aarch64" => "aarch64",

@@ -62,11 +62,16 @@ async fn node_20_18_0_and_npm_10_resolve_against_the_configured_registry() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no published version matches `3.99`"), "{err}");
-    let err = npm::resolve_node(&client, &registry, "20", "10")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("exact"), "{err}");
+    // A major (as `.nvmrc` and `engines.node` give it) resolves to the
+    // newest release of that line, and the lock pins what it found.
+    let major = npm::resolve_node(&client, &registry, "20", "10").await.unwrap();
+    assert!(major.version.starts_with("20."), "{}", major.version);
+    assert!(major.npm.version.starts_with("10."), "{}", major.npm.version);
+    assert!(
+        major.version.split('.').nth(1).unwrap().parse::<u32>().unwrap() >= 18,
+        "the newest 20.x, not the first: {}",
+        major.version
+    );
 }
 
 /// Proves the URL derived for entries without `resolved` (this machine's npm

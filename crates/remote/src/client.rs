@@ -165,7 +165,17 @@ impl Client {
         &self.shown
     }
 
-    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+    /// The shared channel, for the services this module has no methods for.
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The REAPI instance name calls are made on.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub(crate) fn req<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         if let Some(a) = &self.auth {
             r.metadata_mut().insert("authorization", a.clone());
@@ -174,7 +184,7 @@ impl Client {
         r
     }
 
-    fn status(&self, what: &str, s: tonic::Status) -> Error {
+    pub(crate) fn status(&self, what: &str, s: tonic::Status) -> Error {
         match s.code() {
             tonic::Code::Unavailable => Error::Unreachable {
                 url: self.shown.clone(),
@@ -403,17 +413,30 @@ impl Client {
                 bytes += digests[j].size_bytes;
                 j += 1;
             }
+            let mut seen = BTreeSet::new();
             let r = cas
-                .batch_read_blobs(self.req(proto::BatchReadBlobsRequest {
-                    instance_name: self.instance.clone(),
-                    digests: digests[i..j].to_vec(),
-                    acceptable_compressors: vec![],
-                    digest_function: Self::sha256(),
-                }))
+                .batch_read_blobs(
+                    self.req(proto::BatchReadBlobsRequest {
+                        instance_name: self.instance.clone(),
+                        // Once each: servers answer a repeated digest once.
+                        digests: digests[i..j]
+                            .iter()
+                            .filter(|d| seen.insert(d.hash.clone()))
+                            .cloned()
+                            .collect(),
+                        acceptable_compressors: vec![],
+                        digest_function: Self::sha256(),
+                    }),
+                )
                 .await
                 .map_err(|s| self.status("BatchReadBlobs", s))?;
             let mut responses = r.into_inner().responses;
+            let mut read: Vec<(String, Vec<u8>)> = vec![];
             for want in &digests[i..j] {
+                if let Some((_, data)) = read.iter().find(|(h, _)| *h == want.hash) {
+                    out.push(data.clone());
+                    continue;
+                }
                 let pos = responses
                     .iter()
                     .position(|r| r.digest.as_ref().is_some_and(|d| d.hash == want.hash))
@@ -440,6 +463,7 @@ impl Client {
                     _ => {}
                 }
                 self.check(want, &resp.data)?;
+                read.push((want.hash.clone(), resp.data.clone()));
                 out.push(resp.data);
             }
             i = j;

@@ -19,12 +19,16 @@
 //! message types come pre-generated from the published protos
 //! (`bazel-remote-apis`), re-exported as [`proto`] and [`bytestream`].
 
+pub mod bots;
 mod client;
+pub mod execution;
+mod materialize;
 pub mod tree;
 
 use sha2::Digest as _;
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as proto;
+pub use bazel_remote_apis::google as bazel_google;
 pub use bazel_remote_apis::google::bytestream;
 pub use client::{BlobData, Client, RemoteConfig};
 pub use proto::Digest;

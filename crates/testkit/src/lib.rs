@@ -43,6 +43,7 @@
 //! root, and [`require`] takes any condition with its own reason.
 
 pub mod buildgrid;
+pub mod buildgrid_exec;
 mod docker;
 mod http;
 mod net;

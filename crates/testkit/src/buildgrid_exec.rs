@@ -1,0 +1,287 @@
+//! BuildGrid with remote execution: the `!execution` service (REAPI
+//! Execution plus the Remote Workers API's Bots service that workers poll)
+//! on an SQL scheduler, which BuildGrid only runs on PostgreSQL. Each
+//! server gets a PostgreSQL cluster of its own (Debian's `postgresql`:
+//! `initdb` into a temp dir, `pg_ctl` on a free loopback port, `createdb`,
+//! `bgd migrate apply`), as ../shared/TESTING.md records.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::net::{free_port, wait_until};
+
+/// How long `bgd` may take to listen (it imports a lot of Python).
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// Where Debian puts PostgreSQL's server programs (not on PATH).
+const PG_BIN_GLOB: &str = "/usr/lib/postgresql";
+
+/// The platform properties workers and actions are matched on; every
+/// other property farm sets is accepted without matching.
+pub const MATCH_KEYS: &[&str] = &["OSFamily", "ISA", "farm-sandbox"];
+const WILDCARD_KEYS: &[&str] = &["farm-mapping", "farm-key", "farm-toolchain-root", "farm-host-tools"];
+
+/// The directory of `initdb`, `pg_ctl` and `createdb` (the newest
+/// PostgreSQL installed), if there is one. Tests check it with
+/// `farm_testkit::require(pg_bin().is_some(), …)`.
+pub fn pg_bin() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(PG_BIN_GLOB)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, b)| b)
+}
+
+/// A PostgreSQL cluster plus `bgd server start` with CAS, ByteStream,
+/// ActionCache and Execution (with Bots) on free loopback ports, all in a
+/// temp dir of its own; everything is stopped and removed on drop.
+/// Callers check `require_tool("bgd")` and [`pg_bin`] first.
+pub struct BuildGridExec {
+    bgd: Option<Child>,
+    /// `grpc://127.0.0.1:PORT`, as `--remote-executor` and `farm worker --server` take it.
+    pub url: String,
+    pub port: u16,
+    pg_bin: PathBuf,
+    pg_data: PathBuf,
+    pg_running: bool,
+    dir: tempfile::TempDir,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a PostgreSQL program; as root as the `postgres` user, since
+/// `initdb` and the server refuse to run as root.
+fn pg(bin: &Path, program: &str, args: &[&str]) -> Output {
+    let exe = bin.join(program);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl BuildGridExec {
+    pub fn start() -> BuildGridExec {
+        let pg_bin = pg_bin().expect("PostgreSQL's initdb (Debian's postgresql; scripts/install-deps installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        // The postgres user must reach its data directory inside ours.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let pg_dir = dir.path().join("pg");
+        fs::create_dir(&pg_dir).unwrap();
+        if is_root() {
+            let uid = Command::new("id").args(["-u", "postgres"]).output().unwrap();
+            let gid = Command::new("id").args(["-g", "postgres"]).output().unwrap();
+            let n = |o: Output| String::from_utf8(o.stdout).unwrap().trim().parse::<u32>().unwrap();
+            std::os::unix::fs::chown(&pg_dir, Some(n(uid)), Some(n(gid))).unwrap();
+        }
+        let pg_data = pg_dir.join("data");
+        let data = pg_data.to_str().unwrap();
+        pg(&pg_bin, "initdb", &["-D", data, "-A", "trust", "-U", "bgd"]);
+        let mut this = BuildGridExec {
+            bgd: None,
+            url: String::new(),
+            port: 0,
+            pg_bin,
+            pg_data: pg_data.clone(),
+            pg_running: false,
+            dir,
+        };
+        let pg_port = this.start_postgres(&pg_dir);
+        // psycopg2 explicitly: the scheduler's LISTEN loop needs its connection API.
+        let db = format!("postgresql+psycopg2://bgd@127.0.0.1:{pg_port}/bgd");
+        let created = Command::new(this.pg_bin.join("createdb"))
+            .args(["-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", "bgd", "bgd"])
+            .output()
+            .unwrap();
+        assert!(
+            created.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let migrated = Command::new("bgd")
+            .args(["migrate", "apply", &db])
+            .current_dir(this.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("bgd: {e} (scripts/install-deps installs BuildGrid)"));
+        assert!(
+            migrated.status.success(),
+            "bgd migrate apply {db}:\n{}",
+            String::from_utf8_lossy(&migrated.stderr)
+        );
+        this.start_bgd(&db);
+        this
+    }
+
+    /// `pg_ctl start` on a free port (a port taken meanwhile: the next one).
+    fn start_postgres(&mut self, pg_dir: &Path) -> u16 {
+        let data = self.pg_data.to_str().unwrap().to_string();
+        let log = pg_dir.join("postgres.log");
+        for _ in 0..5 {
+            let port = free_port();
+            let opts = format!(
+                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+                pg_dir.display()
+            );
+            let exe = self.pg_bin.join("pg_ctl");
+            let mut cmd = if is_root() {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&exe);
+                c
+            } else {
+                Command::new(&exe)
+            };
+            let out = cmd
+                .args([
+                    "-D",
+                    &data,
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    &opts,
+                    "start",
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            if out.status.success() {
+                self.pg_running = true;
+                return port;
+            }
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            assert!(text.contains("in use"), "pg_ctl start failed:\n{text}");
+        }
+        panic!("no free port for PostgreSQL in 5 tries");
+    }
+
+    fn start_bgd(&mut self, db: &str) {
+        for _ in 0..5 {
+            let port = free_port();
+            let config = self.dir.path().join("buildgrid.yml");
+            fs::write(&config, config_yaml(port, &self.dir.path().join("cas"), db)).unwrap();
+            let log = fs::File::create(self.dir.path().join("bgd.log")).unwrap();
+            let mut child = Command::new("bgd")
+                .args(["server", "start"])
+                .arg(&config)
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("bgd: {e} (scripts/install-deps installs BuildGrid)"));
+            let mut exited = false;
+            let listening = wait_until(READY_WITHIN, || {
+                exited = child.try_wait().unwrap().is_some();
+                exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if listening && !exited {
+                self.bgd = Some(child);
+                self.port = port;
+                self.url = format!("grpc://127.0.0.1:{port}");
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = self.log();
+            assert!(
+                exited && log.contains("in use"),
+                "bgd did not listen on 127.0.0.1:{port} within {READY_WITHIN:?}:\n{log}"
+            );
+        }
+        panic!("no free port for BuildGrid in 5 tries");
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("bgd.log")).unwrap_or_default()
+    }
+
+    /// Stops BuildGrid (the database stays up until drop).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.bgd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for BuildGridExec {
+    fn drop(&mut self) {
+        self.stop();
+        if self.pg_running {
+            let exe = self.pg_bin.join("pg_ctl");
+            let data = self.pg_data.to_str().unwrap_or_default();
+            let mut cmd = if is_root() {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&exe);
+                c
+            } else {
+                Command::new(&exe)
+            };
+            let _ = cmd
+                .args(["-D", data, "-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The cache-only configuration of ../shared/TESTING.md plus the SQL
+/// scheduler and the `!execution` service (which brings the Bots service).
+fn config_yaml(port: u16, cas: &Path, db: &str) -> String {
+    let list = |keys: &[&str]| keys.join(", ");
+    format!(
+        r#"server:
+  - !channel {{ address: "127.0.0.1:{port}", insecure-mode: true }}
+authorization: {{ method: none }}
+connections:
+  - !sql-connection &sql {{ connection-string: "{db}" }}
+storages:
+  - !disk-storage &store {{ path: {cas} }}
+caches:
+  - !lru-action-cache &ac {{ storage: *store, max-cached-refs: 100000, allow-updates: true, cache-failed-actions: false }}
+schedulers:
+  - !sql-scheduler &sched
+    sql: *sql
+    action-cache: *ac
+    storage: *store
+    property-set: !dynamic-property-set {{ match-property-keys: [{m}], wildcard-property-keys: [{w}] }}
+instances:
+  - name: ""
+    services:
+      - !action-cache {{ cache: *ac }}
+      - !cas {{ storage: *store }}
+      - !bytestream {{ storage: *store }}
+      - !execution {{ scheduler: *sched }}
+"#,
+        cas = cas.display(),
+        m = list(MATCH_KEYS),
+        w = list(WILDCARD_KEYS),
+    )
+}

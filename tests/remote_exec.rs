@@ -1,0 +1,234 @@
+//! Remote execution against a real REAPI server (BuildGrid): the blobs
+//! farm uploads for a step's input root make its store entries whole in
+//! the CAS, so a worker can write them back out bit for bit, and a second
+//! upload finds them there (FindMissingBlobs) and sends nothing; farm's
+//! worker (Remote Workers API) takes a lease from BuildGrid with its
+//! `!execution` service, runs the Command in farm's sandbox and reports an
+//! ActionResult whose `out` holds what the command wrote from its inputs;
+//! a command that tries the network on the worker fails, as it does in a
+//! local step's sandbox.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
+use farm_engine::remote_cache::entry_blobs;
+use farm_remote::tree::{file_digest, MerkleTree};
+use farm_remote::{Client, RemoteConfig};
+use farm_store::Store;
+use farm_testkit::buildgrid::BuildGrid;
+use farm_testkit::buildgrid_exec::{pg_bin, BuildGridExec};
+use farm_testkit::{require, require_root, require_tool};
+
+/// A directory entry and a file entry uploaded with `entry_blobs` come
+/// back from the CAS identical (same Merkle root, same bytes), and are
+/// not sent twice.
+#[test]
+fn input_store_entries_are_uploaded_whole() {
+    if !require_tool("bgd") {
+        return;
+    }
+    let server = BuildGrid::start();
+    let home = tempfile::tempdir().unwrap();
+    let store = Store::open(home.path()).unwrap();
+    let staging = store.temp_dir().unwrap();
+    let tree = staging.path().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::write(tree.join("bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    std::fs::set_permissions(tree.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(tree.join("data.txt"), "input data\n").unwrap();
+    std::os::unix::fs::symlink("data.txt", tree.join("alias")).unwrap();
+    let dir_entry = store.adopt_tree(&tree, "inputs-tree", "test").unwrap();
+    let file = staging.path().join("blob.bin");
+    std::fs::write(&file, vec![7u8; 100_000]).unwrap();
+    let file_entry = store.adopt_file(&file, "inputs-file", "test").unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = RemoteConfig {
+        url: server.url.clone(),
+        ..Default::default()
+    };
+    let client = rt
+        .block_on(Client::connect(
+            &config,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    let entries = [dir_entry.clone(), file_entry.clone()];
+    let sent = rt.block_on(client.upload(entry_blobs(&entries).unwrap())).unwrap();
+    assert!(sent >= 100_000, "the file entry was sent ({sent} bytes)");
+    let again = rt.block_on(client.upload(entry_blobs(&entries).unwrap())).unwrap();
+    assert_eq!(again, 0, "entries already in the CAS are not sent again");
+
+    let root = MerkleTree::of(&dir_entry.path).unwrap().root;
+    let out = tempfile::tempdir().unwrap();
+    let back = out.path().join("tree");
+    rt.block_on(client.materialize(&root, &back)).unwrap();
+    assert_eq!(MerkleTree::of(&back).unwrap().root, root);
+    assert_eq!(std::fs::read(back.join("bin/tool")).unwrap(), b"#!/bin/sh\necho tool\n");
+    let file_d = file_digest(&file_entry.path).unwrap();
+    assert_eq!(rt.block_on(client.read_blob(&file_d)).unwrap(), vec![7u8; 100_000]);
+}
+
+fn platform() -> farm_remote::proto::Platform {
+    let isa = match std::env::consts::ARCH {
+        "x86_64" => "x86-64",
+        other => other,
+    };
+    farm_remote::proto::Platform {
+        properties: [("ISA", isa), ("OSFamily", "linux"), ("farm-sandbox", "host")]
+            .iter()
+            .map(|(n, v)| farm_remote::proto::platform::Property {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// Uploads an Action running `script` with `/bin/sh -c` over `input`; its digest.
+fn action(rt: &tokio::runtime::Runtime, client: &Client, input: &std::path::Path, script: &str) -> farm_remote::Digest {
+    use farm_remote::proto::{Action, Command};
+    use farm_remote::{encode, BlobData};
+    let tree = MerkleTree::of(input).unwrap();
+    rt.block_on(client.upload_tree(&tree)).unwrap();
+    let command = Command {
+        arguments: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        output_paths: vec!["out".into()],
+        environment_variables: vec![farm_remote::proto::command::EnvironmentVariable {
+            name: "PATH".into(),
+            value: "/usr/bin:/bin".into(),
+        }],
+        ..Default::default()
+    };
+    let (cmd_d, cmd_b) = encode(&command);
+    let a = Action {
+        command_digest: Some(cmd_d.clone()),
+        input_root_digest: Some(tree.root.clone()),
+        platform: Some(platform()),
+        do_not_cache: true,
+        ..Default::default()
+    };
+    let (a_d, a_b) = encode(&a);
+    rt.block_on(client.upload(vec![
+        (cmd_d, BlobData::Bytes(cmd_b)),
+        (a_d.clone(), BlobData::Bytes(a_b)),
+    ]))
+    .unwrap();
+    a_d
+}
+
+/// A farm worker runs a leased Action in the sandbox: its output comes
+/// back through the CAS; the network is off on the worker.
+#[test]
+fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
+    if !require_tool("bgd")
+        || !require(pg_bin().is_some(), "PostgreSQL's initdb under /usr/lib/postgresql")
+        || !require_root()
+    {
+        return;
+    }
+    let server = BuildGridExec::start();
+    let config = RemoteConfig {
+        url: server.url.clone(),
+        ..Default::default()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let opts = farm_engine::worker::WorkerOptions {
+        server: config.clone(),
+        jobs: 1,
+        name: "test-worker".into(),
+        work_dir: work.path().join("w"),
+        executor: farm_engine::executor::select(farm_engine::executor::SandboxChoice::Auto).unwrap(),
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the worker however the test ends, so the scope can join it.
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| farm_engine::worker::serve(&opts, &stop));
+        let _stop = Stop(&stop);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt
+            .block_on(Client::connect(
+                &config,
+                Duration::from_secs(5),
+                Duration::from_secs(120),
+            ))
+            .unwrap();
+        let input = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(input.path().join("farm/store/inp-data")).unwrap();
+        std::fs::write(input.path().join("farm/store/inp-data/data.txt"), "from the CAS\n").unwrap();
+
+        // Inputs in, outputs out.
+        let ok = action(
+            &rt,
+            &client,
+            input.path(),
+            "mkdir -p /out/d && cat /farm/store/inp-data/data.txt > /out/d/a.txt && echo ran",
+        );
+        let resp = rt.block_on(client.execute(&ok, true)).unwrap();
+        assert_eq!(
+            resp.status.clone().unwrap_or_default().code,
+            0,
+            "{:?}\n{}",
+            resp.status,
+            server.log()
+        );
+        let result = resp.result.unwrap();
+        let log = rt
+            .block_on(client.read_blob(result.stdout_digest.as_ref().unwrap()))
+            .unwrap();
+        assert_eq!(result.exit_code, 0, "log: {}", String::from_utf8_lossy(&log));
+        assert_eq!(log, b"ran\n");
+        let out = &result.output_directories[0];
+        assert_eq!(out.path, "out");
+        let back = work.path().join("back");
+        rt.block_on(client.materialize(out.root_directory_digest.as_ref().unwrap(), &back))
+            .unwrap();
+        assert_eq!(std::fs::read(back.join("d/a.txt")).unwrap(), b"from the CAS\n");
+
+        // The network is off: a connection to the server itself fails.
+        let port = server.port;
+        let net = action(
+            &rt,
+            &client,
+            input.path(),
+            &format!("python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""),
+        );
+        let resp = rt.block_on(client.execute(&net, true)).unwrap();
+        let result = resp.result.unwrap();
+        let log = rt
+            .block_on(client.read_blob(result.stdout_digest.as_ref().unwrap()))
+            .unwrap();
+        let log = String::from_utf8_lossy(&log);
+        assert_ne!(result.exit_code, 0, "the connection succeeded: {log}");
+        assert!(
+            log.contains("Connection refused") || log.contains("unreachable"),
+            "{log}"
+        );
+        assert!(result.output_directories.is_empty());
+        // The same command on the host reaches the server: the sandbox made the difference.
+        let host = std::process::Command::new("python3")
+            .args([
+                "-c",
+                &format!("import socket; socket.create_connection(('127.0.0.1', {port}), 3)"),
+            ])
+            .status()
+            .unwrap();
+        assert!(host.success());
+
+        drop(_stop);
+        worker.join().unwrap().unwrap();
+    });
+}
