@@ -9,11 +9,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
-use common::{copy_tree, farm, run, stderr, stdout, workspace};
+use common::{copy_tree, farm, remote_client, run, stderr, stdout, workspace};
 use farm_remote::proto::Tree;
-use farm_remote::{digest_of, encode, parse_digest, BlobData, Client, RemoteConfig};
+use farm_remote::{digest_of, encode, parse_digest, BlobData};
 use farm_testkit::buildgrid::BuildGrid;
 use farm_testkit::{free_port, require_tool, shared_farm_home};
 
@@ -40,24 +39,6 @@ fn ok(o: &Output) -> String {
 /// The steps of the last build: name → (cached, remote action).
 fn last_build(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p.join(".farm/last-build.json")).unwrap()).unwrap()
-}
-
-fn client(server: &BuildGrid) -> (tokio::runtime::Runtime, Client) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt
-        .block_on(Client::connect(
-            &RemoteConfig {
-                url: server.url.clone(),
-                ..Default::default()
-            },
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-        ))
-        .unwrap();
-    (rt, c)
 }
 
 /// One server, two stores. The first builds hermetically (every step run,
@@ -121,7 +102,7 @@ fn a_second_store_builds_from_the_remote_cache_and_a_tampered_result_is_rebuilt(
     assert_eq!(std::fs::read_to_string(out.join("a.txt")).unwrap(), "<h1>hi</h1>\n");
     assert_eq!(std::fs::read_link(out.join("link")).unwrap(), PathBuf::from("a.txt"));
 
-    let (rt, c) = client(&server);
+    let (rt, c) = remote_client(&server.url);
     let action = parse_digest(&gen_action).unwrap();
     let good = rt.block_on(c.get_action_result(&action)).unwrap().unwrap();
 

@@ -8,9 +8,11 @@
 //! a command that tries the network on the worker fails, as it does in a
 //! local step's sandbox.
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::time::Duration;
+mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
+
+use common::remote_client;
 use farm_engine::remote_cache::entry_blobs;
 use farm_remote::tree::{file_digest, MerkleTree};
 use farm_remote::{Client, RemoteConfig};
@@ -42,21 +44,7 @@ fn input_store_entries_are_uploaded_whole() {
     std::fs::write(&file, vec![7u8; 100_000]).unwrap();
     let file_entry = store.adopt_file(&file, "inputs-file", "test").unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = RemoteConfig {
-        url: server.url.clone(),
-        ..Default::default()
-    };
-    let client = rt
-        .block_on(Client::connect(
-            &config,
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-        ))
-        .unwrap();
+    let (rt, client) = remote_client(&server.url);
     let entries = [dir_entry.clone(), file_entry.clone()];
     let sent = rt.block_on(client.upload(entry_blobs(&entries).unwrap())).unwrap();
     assert!(sent >= 100_000, "the file entry was sent ({sent} bytes)");
@@ -155,17 +143,7 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
     std::thread::scope(|s| {
         let worker = s.spawn(|| farm_engine::worker::serve(&opts, &stop));
         let _stop = Stop(&stop);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = rt
-            .block_on(Client::connect(
-                &config,
-                Duration::from_secs(5),
-                Duration::from_secs(120),
-            ))
-            .unwrap();
+        let (rt, client) = remote_client(&config.url);
         let input = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(input.path().join("farm/store/inp-data")).unwrap();
         std::fs::write(input.path().join("farm/store/inp-data/data.txt"), "from the CAS\n").unwrap();

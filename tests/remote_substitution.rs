@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{farm, run, stderr};
-use farm_remote::{digest_of, BlobData, Client, RemoteConfig};
+use common::{farm, remote_client, run, stderr};
+use farm_remote::{digest_of, BlobData};
 use farm_testkit::buildgrid::BuildGrid;
 use farm_testkit::{free_port, require_tool, HttpServer, Reply};
 use sha2::Digest as _;
@@ -120,24 +119,6 @@ fn assert_nothing_stored(home: &Path) {
         let n = std::fs::read_dir(&d).map(|r| r.count()).unwrap_or(0);
         assert_eq!(n, 0, "{} must be empty after a refused fetch", d.display());
     }
-}
-
-fn client(server: &BuildGrid) -> (tokio::runtime::Runtime, Client) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt
-        .block_on(Client::connect(
-            &RemoteConfig {
-                url: server.url.clone(),
-                ..Default::default()
-            },
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-        ))
-        .unwrap();
-    (rt, c)
 }
 
 /// `farm cache push` uploads the locked archive (and a second push finds
@@ -251,7 +232,7 @@ fn a_tampered_copy_in_the_remote_cache_is_refused_and_nothing_is_stored() {
     let mut evil = case.good.clone();
     let last = evil.len() - 1;
     evil[last] ^= 0xff;
-    let (rt, c) = client(&bg);
+    let (rt, c) = remote_client(&bg.url);
     let integrity = farm_lockfiles::Integrity::parse(&case.integrity()).unwrap();
     let (action, _) = farm_engine::remote_fetch::fetch_action(&integrity);
     let good_result = rt

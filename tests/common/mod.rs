@@ -112,3 +112,24 @@ pub fn fetched_example() -> Option<tempfile::TempDir> {
     assert!(run(&mut fetch).status.success(), "fetching the example app");
     Some(dir)
 }
+
+/// A client of the REAPI server at `url` (a test's BuildGrid) with the
+/// runtime that drives it.
+pub fn remote_client(url: &str) -> (tokio::runtime::Runtime, farm_remote::Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = farm_remote::RemoteConfig {
+        url: url.to_string(),
+        ..Default::default()
+    };
+    let client = rt
+        .block_on(farm_remote::Client::connect(
+            &config,
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(120),
+        ))
+        .unwrap();
+    (rt, client)
+}

@@ -558,23 +558,17 @@ pub fn step_action(
             });
         }
     }
+    // farm/store/…: two directories that each hold only the next one.
+    let only = |name: &str, digest: &Digest| Directory {
+        directories: vec![DirectoryNode {
+            name: name.into(),
+            digest: Some(digest.clone()),
+        }],
+        ..Default::default()
+    };
     let (store_digest, store_bytes) = encode(&store_dir);
-    let farm_dir = Directory {
-        directories: vec![DirectoryNode {
-            name: "store".into(),
-            digest: Some(store_digest.clone()),
-        }],
-        ..Default::default()
-    };
-    let (farm_digest, farm_bytes) = encode(&farm_dir);
-    let root = Directory {
-        directories: vec![DirectoryNode {
-            name: "farm".into(),
-            digest: Some(farm_digest.clone()),
-        }],
-        ..Default::default()
-    };
-    let (root_digest, root_bytes) = encode(&root);
+    let (farm_digest, farm_bytes) = encode(&only("store", &store_digest));
+    let (root_digest, root_bytes) = encode(&only("farm", &farm_digest));
     let action = proto::Action {
         command_digest: Some(command_digest.clone()),
         input_root_digest: Some(root_digest.clone()),

@@ -672,6 +672,12 @@ fn read_blob(dir: &Path, digest: &Integrity, size: u64) -> Result<Vec<u8>, Layou
             found: format!("{len} bytes"),
         });
     }
+    read_verified(dir, digest)
+}
+
+/// A blob's bytes, checked against its digest.
+pub(crate) fn read_verified(dir: &Path, digest: &Integrity) -> Result<Vec<u8>, LayoutError> {
+    let path = blob_path(dir, digest);
     let bytes = fs::read(&path).map_err(|source| LayoutError::Io {
         path: path.clone(),
         source,

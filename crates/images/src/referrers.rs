@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::digest::{blob_path, parse_sha256};
-use crate::layout::{LayoutError, LayoutImage, ANNOTATION_CREATED, ANNOTATION_REF_NAME};
+use crate::layout::{read_verified, LayoutError, LayoutImage, ANNOTATION_CREATED, ANNOTATION_REF_NAME};
 use crate::push::PushError;
 use crate::ImageError;
 
@@ -163,7 +163,7 @@ pub fn layout_artifacts(dir: &Path, tag: Option<&str>) -> Result<Vec<ArtifactMan
             message,
         };
         let digest = digest_of(d).ok_or_else(|| bad(format!("artifact {artifact_type} has no sha256 digest")))?;
-        let bytes = read_checked(dir, &digest)?;
+        let bytes = read_verified(dir, &digest)?;
         let m: Value =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("artifact manifest {digest} is not JSON: {e}")))?;
         if m.pointer("/subject/digest").and_then(Value::as_str) != Some(image.manifest_digest.to_string().as_str()) {
@@ -173,7 +173,7 @@ pub fn layout_artifacts(dir: &Path, tag: Option<&str>) -> Result<Vec<ArtifactMan
         for b in std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten()) {
             let bd =
                 digest_of(b).ok_or_else(|| bad(format!("artifact manifest {digest}: a blob has no sha256 digest")))?;
-            blobs.push((bd.clone(), read_checked(dir, &bd)?));
+            blobs.push((bd.clone(), read_verified(dir, &bd)?));
         }
         let annotations = m
             .get("annotations")
@@ -188,20 +188,6 @@ pub fn layout_artifacts(dir: &Path, tag: Option<&str>) -> Result<Vec<ArtifactMan
         });
     }
     Ok(out)
-}
-
-fn read_checked(dir: &Path, digest: &Integrity) -> Result<Vec<u8>, LayoutError> {
-    let path = blob_path(dir, digest);
-    let bytes = fs::read(&path).map_err(io_err(&path))?;
-    let actual = farm_lockfiles::integrity::sha256_of(&bytes);
-    if actual != *digest {
-        return Err(LayoutError::BlobMismatch {
-            path,
-            expected: digest.to_string(),
-            found: actual.to_string(),
-        });
-    }
-    Ok(bytes)
 }
 
 /// Makes `attachments` the artifacts referring to the image in the layout

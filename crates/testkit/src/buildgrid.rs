@@ -4,7 +4,7 @@
 //! database.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -42,44 +42,14 @@ impl BuildGrid {
     }
 
     fn launch(auth: &str, dir: tempfile::TempDir) -> BuildGrid {
-        // The port can be taken between the probe and bgd's bind: then bgd
-        // exits and the next port is tried.
-        for _ in 0..5 {
-            let port = free_port();
-            let config = dir.path().join("buildgrid.yml");
-            fs::write(&config, config_yaml(port, auth, &dir.path().join("cas"))).unwrap();
-            let log = fs::File::create(dir.path().join("bgd.log")).unwrap();
-            let mut child = Command::new("bgd")
-                .args(["server", "start"])
-                .arg(&config)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("bgd: {e} (scripts/install-deps installs BuildGrid)"));
-            let mut exited = false;
-            let listening = wait_until(READY_WITHIN, || {
-                exited = child.try_wait().unwrap().is_some();
-                exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-            if listening && !exited {
-                return BuildGrid {
-                    child: Some(child),
-                    url: format!("grpc://127.0.0.1:{port}"),
-                    port,
-                    dir,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = fs::read_to_string(dir.path().join("bgd.log")).unwrap_or_default();
-            assert!(
-                exited && log.contains("in use"),
-                "bgd did not listen on 127.0.0.1:{port} within {READY_WITHIN:?}:\n{log}"
-            );
+        let cas = dir.path().join("cas");
+        let (child, port) = spawn_bgd(dir.path(), |port| config_yaml(port, auth, &cas));
+        BuildGrid {
+            child: Some(child),
+            url: format!("grpc://127.0.0.1:{port}"),
+            port,
+            dir,
         }
-        panic!("no free port for BuildGrid in 5 tries");
     }
 
     /// The server's log.
@@ -108,8 +78,46 @@ impl Drop for BuildGrid {
     }
 }
 
+/// `bgd server start` in `dir` with the configuration `config(port)` on a
+/// free loopback port, once it listens. The port can be taken between the
+/// probe and bgd's bind: then bgd exits and the next port is tried.
+pub(crate) fn spawn_bgd(dir: &Path, config: impl Fn(u16) -> String) -> (Child, u16) {
+    let log_path = dir.join("bgd.log");
+    for _ in 0..5 {
+        let port = free_port();
+        let file = dir.join("buildgrid.yml");
+        fs::write(&file, config(port)).unwrap();
+        let log = fs::File::create(&log_path).unwrap();
+        let mut child = Command::new("bgd")
+            .args(["server", "start"])
+            .arg(&file)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("bgd: {e} (scripts/install-deps installs BuildGrid)"));
+        let mut exited = false;
+        let listening = wait_until(READY_WITHIN, || {
+            exited = child.try_wait().unwrap().is_some();
+            exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if listening && !exited {
+            return (child, port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(
+            exited && log.contains("in use"),
+            "bgd did not listen on 127.0.0.1:{port} within {READY_WITHIN:?}:\n{log}"
+        );
+    }
+    panic!("no free port for BuildGrid in 5 tries");
+}
+
 /// The cache-only configuration ../shared/TESTING.md records as verified.
-fn config_yaml(port: u16, auth: &str, cas: &std::path::Path) -> String {
+fn config_yaml(port: u16, auth: &str, cas: &Path) -> String {
     format!(
         r#"server:
   - !channel {{ address: "127.0.0.1:{port}", insecure-mode: true }}

@@ -9,12 +9,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
-use crate::net::{free_port, wait_until};
+use crate::buildgrid::spawn_bgd;
+use crate::net::free_port;
 
-/// How long `bgd` may take to listen (it imports a lot of Python).
-const READY_WITHIN: Duration = Duration::from_secs(60);
 /// Where Debian puts PostgreSQL's server programs (not on PATH).
 const PG_BIN_GLOB: &str = "/usr/lib/postgresql";
 
@@ -57,22 +55,26 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs a PostgreSQL program; as root as the `postgres` user, since
+/// A PostgreSQL program; as root, run as the `postgres` user, since
 /// `initdb` and the server refuse to run as root.
-fn pg(bin: &Path, program: &str, args: &[&str]) -> Output {
+fn pg_command(bin: &Path, program: &str) -> Command {
     let exe = bin.join(program);
-    let mut cmd = if is_root() {
+    if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(&exe);
         c
     } else {
         Command::new(&exe)
-    };
-    let out = cmd
+    }
+}
+
+/// Runs a PostgreSQL program and asserts that it succeeded.
+fn pg(bin: &Path, program: &str, args: &[&str]) -> Output {
+    let out = pg_command(bin, program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?} failed ({}):\n{}{}",
@@ -145,15 +147,7 @@ impl BuildGridExec {
                 "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
                 pg_dir.display()
             );
-            let exe = self.pg_bin.join("pg_ctl");
-            let mut cmd = if is_root() {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(&exe);
-                c
-            } else {
-                Command::new(&exe)
-            };
-            let out = cmd
+            let out = pg_command(&self.pg_bin, "pg_ctl")
                 .args([
                     "-D",
                     &data,
@@ -180,40 +174,11 @@ impl BuildGridExec {
     }
 
     fn start_bgd(&mut self, db: &str) {
-        for _ in 0..5 {
-            let port = free_port();
-            let config = self.dir.path().join("buildgrid.yml");
-            fs::write(&config, config_yaml(port, &self.dir.path().join("cas"), db)).unwrap();
-            let log = fs::File::create(self.dir.path().join("bgd.log")).unwrap();
-            let mut child = Command::new("bgd")
-                .args(["server", "start"])
-                .arg(&config)
-                .current_dir(self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("bgd: {e} (scripts/install-deps installs BuildGrid)"));
-            let mut exited = false;
-            let listening = wait_until(READY_WITHIN, || {
-                exited = child.try_wait().unwrap().is_some();
-                exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-            if listening && !exited {
-                self.bgd = Some(child);
-                self.port = port;
-                self.url = format!("grpc://127.0.0.1:{port}");
-                return;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = self.log();
-            assert!(
-                exited && log.contains("in use"),
-                "bgd did not listen on 127.0.0.1:{port} within {READY_WITHIN:?}:\n{log}"
-            );
-        }
-        panic!("no free port for BuildGrid in 5 tries");
+        let cas = self.dir.path().join("cas");
+        let (child, port) = spawn_bgd(self.dir.path(), |port| config_yaml(port, &cas, db));
+        self.bgd = Some(child);
+        self.port = port;
+        self.url = format!("grpc://127.0.0.1:{port}");
     }
 
     /// The server's log.
@@ -234,16 +199,8 @@ impl Drop for BuildGridExec {
     fn drop(&mut self) {
         self.stop();
         if self.pg_running {
-            let exe = self.pg_bin.join("pg_ctl");
             let data = self.pg_data.to_str().unwrap_or_default();
-            let mut cmd = if is_root() {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(&exe);
-                c
-            } else {
-                Command::new(&exe)
-            };
-            let _ = cmd
+            let _ = pg_command(&self.pg_bin, "pg_ctl")
                 .args(["-D", data, "-m", "immediate", "-w", "stop"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
