@@ -111,6 +111,8 @@ enum Command {
     Exec(commands::exec::ExecArgs),
     /// Open an interactive shell in the project's hermetic environment.
     Shell(commands::exec::ShellArgs),
+    /// Run steps for a Remote Execution API server (its Remote Workers API) in farm's sandbox.
+    Worker(commands::worker::WorkerArgs),
 }
 
 pub use farm_engine::Context;
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
         Command::Keygen(a) => commands::attest::run_keygen(&ctx, a),
         Command::Exec(a) => commands::exec::run_exec(&ctx, a),
         Command::Shell(a) => commands::exec::run_shell(&ctx, a),
+        Command::Worker(a) => commands::worker::run(&ctx, a),
     };
     match result {
         Ok(exit) => exit.into(),

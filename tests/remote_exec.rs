@@ -129,8 +129,9 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
         server: config.clone(),
         jobs: 1,
         name: "test-worker".into(),
-        work_dir: work.path().join("w"),
+        store: Store::open(work.path().join("w")).unwrap(),
         executor: farm_engine::executor::select(farm_engine::executor::SandboxChoice::Auto).unwrap(),
+        timeout: std::time::Duration::from_secs(600),
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     /// Stops the worker however the test ends, so the scope can join it.
@@ -144,16 +145,25 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
         let worker = s.spawn(|| farm_engine::worker::serve(&opts, &stop));
         let _stop = Stop(&stop);
         let (rt, client) = remote_client(&config.url);
+        // The input root holds a store entry under its store file name.
         let input = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(input.path().join("farm/store/inp-data")).unwrap();
-        std::fs::write(input.path().join("farm/store/inp-data/data.txt"), "from the CAS\n").unwrap();
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(data.path().join("data.txt"), "from the CAS\n").unwrap();
+        let digest = farm_store::tree_digest(data.path()).unwrap();
+        let entry = format!("{}-inp-data", digest.to_hex());
+        std::fs::create_dir_all(input.path().join("farm/store").join(&entry)).unwrap();
+        std::fs::write(
+            input.path().join("farm/store").join(&entry).join("data.txt"),
+            "from the CAS\n",
+        )
+        .unwrap();
 
         // Inputs in, outputs out.
         let ok = action(
             &rt,
             &client,
             input.path(),
-            "mkdir -p /out/d && cat /farm/store/inp-data/data.txt > /out/d/a.txt && echo ran",
+            &format!("mkdir -p /out/d && cat /farm/store/{entry}/data.txt > /out/d/a.txt && echo ran"),
         );
         let resp = rt.block_on(client.execute(&ok, true)).unwrap();
         assert_eq!(
@@ -206,6 +216,108 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
             .unwrap();
         assert!(host.success());
 
+        // The worker's store now holds the entry, under the same name.
+        assert!(opts.store.entry(&entry).unwrap().is_some());
+
+        // An entry whose contents do not give the digest its name claims is
+        // refused before anything runs.
+        let lie = tempfile::tempdir().unwrap();
+        let liar = format!("{}-inp-data", "ab".repeat(32));
+        std::fs::create_dir_all(lie.path().join("farm/store").join(&liar)).unwrap();
+        std::fs::write(lie.path().join("farm/store").join(&liar).join("data.txt"), "other\n").unwrap();
+        let bad = action(&rt, &client, lie.path(), "echo never > /out/x");
+        let resp = rt.block_on(client.execute(&bad, true)).unwrap();
+        let status = resp.status.unwrap_or_default();
+        assert_ne!(status.code, 0);
+        assert!(
+            status.message.contains(&liar) && status.message.contains("not the one its name gives"),
+            "{}",
+            status.message
+        );
+        assert!(opts.store.entry(&liar).unwrap().is_none());
+
+        drop(_stop);
+        worker.join().unwrap().unwrap();
+    });
+}
+
+/// Whether a process's command line is `sleep <arg>` (scanning /proc).
+fn sleeping(arg: &str) -> bool {
+    let want = format!("sleep\0{arg}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
+}
+
+/// Waits up to `limit` for `cond`; false when it never held.
+fn eventually(limit: std::time::Duration, cond: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    cond()
+}
+
+/// A client cancels the operation of a step running on a farm worker:
+/// the server cancels the lease, the worker sees it on its next keepalive
+/// and kills the step (its process is gone), and the worker goes on
+/// serving: the next action runs.
+#[test]
+fn a_cancelled_operation_kills_the_step_on_the_worker() {
+    if !require_tool("bgd")
+        || !require(pg_bin().is_some(), "PostgreSQL's initdb under /usr/lib/postgresql")
+        || !require_root()
+    {
+        return;
+    }
+    let server = BuildGridExec::start();
+    let config = RemoteConfig {
+        url: server.url.clone(),
+        ..Default::default()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let opts = farm_engine::worker::WorkerOptions {
+        server: config.clone(),
+        jobs: 1,
+        name: "cancel-worker".into(),
+        store: Store::open(work.path().join("w")).unwrap(),
+        executor: farm_engine::executor::select(farm_engine::executor::SandboxChoice::Auto).unwrap(),
+        timeout: std::time::Duration::from_secs(600),
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| farm_engine::worker::serve(&opts, &stop));
+        let _stop = Stop(&stop);
+        let (rt, client) = remote_client(&config.url);
+        let empty = tempfile::tempdir().unwrap();
+        // A sleep no other process has: its argument names this test run.
+        let arg = format!("86399.{}", std::process::id());
+        let slow = action(&rt, &client, empty.path(), &format!("exec sleep {arg}"));
+        let name = rt.block_on(client.execute_start(&slow)).unwrap();
+        assert!(
+            eventually(std::time::Duration::from_secs(60), || sleeping(&arg)),
+            "the step never started:\n{}",
+            server.log()
+        );
+        rt.block_on(client.cancel_operation(&name)).unwrap();
+        assert!(
+            eventually(std::time::Duration::from_secs(30), || !sleeping(&arg)),
+            "the cancelled step still runs"
+        );
+        // The worker serves the next lease.
+        let next = action(&rt, &client, empty.path(), "echo after > /out/x");
+        let resp = rt.block_on(client.execute(&next, true)).unwrap();
+        assert_eq!(resp.result.unwrap().exit_code, 0);
         drop(_stop);
         worker.join().unwrap().unwrap();
     });

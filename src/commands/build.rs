@@ -79,6 +79,12 @@ pub struct BuildArgs {
     /// Look results up in the remote cache but never write any.
     #[arg(long)]
     remote_cache_read_only: bool,
+    /// Send hermetic steps to a Remote Execution API server's Execution
+    /// service (grpc://HOST:PORT or grpcs://HOST:PORT), which is also the
+    /// remote cache [default: farm.toml's [remote] executor]. Steps that see
+    /// --secret files and non-hermetic steps run here.
+    #[arg(long, value_name = "URL", env = "FARM_REMOTE_EXECUTOR")]
+    remote_executor: Option<String>,
     /// The remote cache's REAPI instance name [default: farm.toml's [remote] instance, else ""].
     #[arg(long, value_name = "NAME")]
     remote_instance: Option<String>,
@@ -170,6 +176,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<Exit> {
             secrets: args.secrets.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?,
             remote: farm_engine::remote_cache::RemoteSettings::resolve(
                 args.remote_cache.as_deref(),
+                args.remote_executor.as_deref(),
                 args.remote_instance.as_deref(),
                 args.remote_cache_read_only,
                 &project,
@@ -203,7 +210,7 @@ fn summary(metrics: &serde_json::Value) -> String {
         .as_array()
         .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
         .unwrap_or_default();
-    format!(
+    let mut line = format!(
         "built {} in {:.1}s: {}, {}; cache: {}, {}",
         targets.join(", "),
         n("total_ms") as f64 / 1000.0,
@@ -211,7 +218,20 @@ fn summary(metrics: &serde_json::Value) -> String {
         farm_formats::size::format_size(n("artifacts_bytes")),
         plural(n("cache_hits"), "hit", "hits"),
         plural(n("cache_misses"), "miss", "misses"),
-    )
+    );
+    // Remote work apart from local work: what the server gave and ran.
+    let r = &metrics["remote_cache"];
+    if r.is_object() {
+        let rn = |key: &str| r[key].as_u64().unwrap_or(0);
+        line.push_str(&format!(
+            "; remote: {}, {} run remotely, {} up, {} down",
+            plural(rn("hits"), "hit", "hits"),
+            rn("executed_remotely"),
+            farm_formats::size::format_size(rn("bytes_up")),
+            farm_formats::size::format_size(rn("bytes_down")),
+        ));
+    }
+    line
 }
 
 /// A target as `farm build` accepts it: farm's names, and the FARM design's
@@ -310,6 +330,15 @@ mod tests {
         assert_eq!(
             summary(&m),
             "built frontend, models in 12.3s: 2 artifacts, 3.0 MiB; cache: 1 hit, 2 misses"
+        );
+        let m = serde_json::json!({
+            "targets": ["frontend"], "total_ms": 1_000, "artifacts": 1,
+            "artifacts_bytes": 1024, "cache_hits": 2, "cache_misses": 1,
+            "remote_cache": {"hits": 1, "misses": 1, "executed_remotely": 1, "bytes_up": 2048, "bytes_down": 0},
+        });
+        assert_eq!(
+            summary(&m),
+            "built frontend in 1.0s: 1 artifact, 1.0 KiB; cache: 2 hits, 1 miss; remote: 1 hit, 1 run remotely, 2.0 KiB up, 0 B down"
         );
     }
 }

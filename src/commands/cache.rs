@@ -157,7 +157,7 @@ pub fn run_cache(ctx: &Context, cmd: CacheCommand) -> Result<Exit> {
 /// the engine's push and its summary.
 fn push(ctx: &Context, url: Option<&str>, instance: Option<&str>, jobs: usize) -> Result<Exit> {
     let project = farm_project::Project::load(&ctx.project_dir)?;
-    let Some(remote) = farm_engine::remote_cache::RemoteSettings::resolve(url, instance, false, &project)? else {
+    let Some(remote) = farm_engine::remote_cache::RemoteSettings::resolve(url, None, instance, false, &project)? else {
         anyhow::bail!(
             "farm cache push needs a remote cache\nhint: add --remote-cache grpc://HOST:PORT, set FARM_REMOTE_CACHE or [remote] cache in farm.toml"
         );

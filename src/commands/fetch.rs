@@ -34,6 +34,7 @@ pub fn run(ctx: &Context, args: FetchArgs) -> Result<Exit> {
         let project = farm_project::Project::load(&ctx.project_dir)?;
         farm_engine::remote_cache::RemoteSettings::resolve(
             args.remote_cache.as_deref(),
+            None,
             args.remote_instance.as_deref(),
             false,
             &project,

@@ -13,3 +13,4 @@ pub mod lock;
 pub mod log;
 pub mod optimize;
 pub mod types;
+pub mod worker;

@@ -31,6 +31,11 @@ pub trait Executor: Send + Sync {
     /// For messages: `native`, `container`, …
     fn name(&self) -> &'static str;
     fn run(&self, spec: &StepSpec) -> Result<Outcome>;
+    /// `run`, killing the step soon after `cancel` is set (a remote
+    /// worker's lease taken away). Executors that cannot cancel run it out.
+    fn run_cancellable(&self, spec: &StepSpec, _cancel: &std::sync::atomic::AtomicBool) -> Result<Outcome> {
+        self.run(spec)
+    }
 }
 
 /// The native Linux sandbox (namespaces, pivot_root, Landlock).
@@ -43,6 +48,12 @@ impl Executor for NativeSandbox {
 
     fn run(&self, spec: &StepSpec) -> Result<Outcome> {
         farm_sandbox::run(spec).context("running the step in the native sandbox")
+    }
+
+    fn run_cancellable(&self, spec: &StepSpec, cancel: &std::sync::atomic::AtomicBool) -> Result<Outcome> {
+        farm_sandbox::Sandbox::default()
+            .run_cancellable(spec, cancel)
+            .context("running the step in the native sandbox")
     }
 }
 

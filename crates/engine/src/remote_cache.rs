@@ -24,19 +24,22 @@ use crate::step::{sees_secrets, Step, StepAction, StepKey, StepOutputs};
 use crate::{executor, scripts};
 
 /// Bumped when the mapping of a step to an Action changes (spec/remote.md).
-const MAPPING_VERSION: &str = "farm-reapi-v1";
+const MAPPING_VERSION: &str = "farm-reapi-v2";
 /// How long connecting may take before the server counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// `--remote-cache` and its options, resolved from the command line,
-/// FARM_REMOTE_CACHE and farm.toml's `[remote]`.
+/// `--remote-cache` / `--remote-executor` and their options, resolved
+/// from the command line, FARM_REMOTE_CACHE / FARM_REMOTE_EXECUTOR and
+/// farm.toml's `[remote]`.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteSettings {
     pub config: RemoteConfig,
     /// Look up results but never write any (`--remote-cache-read-only`).
     pub read_only: bool,
+    /// Send hermetic steps to the server's Execution service (`--remote-executor`).
+    pub execute: bool,
 }
 
 /// The token's variable when `[remote] token-env` names none.
@@ -44,23 +47,37 @@ pub const DEFAULT_TOKEN_ENV: &str = "FARM_REMOTE_TOKEN";
 
 impl RemoteSettings {
     /// The remote cache of a build: `url` (`--remote-cache`, which also
-    /// reads FARM_REMOTE_CACHE) over farm.toml's `[remote] cache`; None
-    /// when neither names one. Options not given on the command line come
-    /// from `[remote]`; the token from the environment only.
+    /// reads FARM_REMOTE_CACHE) over farm.toml's `[remote] cache`, else the
+    /// executor's server; None when nothing names one. `executor`
+    /// (`--remote-executor`, FARM_REMOTE_EXECUTOR) over `[remote] executor`
+    /// sends steps there too: farm talks to one server, so a cache and an
+    /// executor that differ are an error. Options not given on the command
+    /// line come from `[remote]`; the token from the environment only.
     pub fn resolve(
         url: Option<&str>,
+        executor: Option<&str>,
         instance: Option<&str>,
         read_only: bool,
         project: &farm_project::Project,
     ) -> Result<Option<RemoteSettings>> {
         let section = project.config.remote.clone().unwrap_or_default();
-        let Some(url) = url.filter(|u| !u.is_empty()).or(section.cache.as_deref()) else {
-            if read_only || instance.is_some() {
-                anyhow::bail!(
-                    "--remote-cache-read-only and --remote-instance need a remote cache\nhint: add --remote-cache grpc://HOST:PORT, set FARM_REMOTE_CACHE or [remote] cache in farm.toml"
-                );
+        let executor = executor.filter(|u| !u.is_empty()).or(section.executor.as_deref());
+        let cache = url.filter(|u| !u.is_empty()).or(section.cache.as_deref());
+        let url = match (cache, executor) {
+            (Some(c), Some(e)) if c != e => anyhow::bail!(
+                "the remote cache ({}) and the remote executor ({}) differ; farm uses one server for both\nhint: give only --remote-executor: its server is the cache too",
+                farm_lockfiles::redact::redact_url(c),
+                farm_lockfiles::redact::redact_url(e)
+            ),
+            (Some(u), _) | (None, Some(u)) => u,
+            (None, None) => {
+                if read_only || instance.is_some() {
+                    anyhow::bail!(
+                        "--remote-cache-read-only and --remote-instance need a remote cache\nhint: add --remote-cache grpc://HOST:PORT, set FARM_REMOTE_CACHE or [remote] cache in farm.toml"
+                    );
+                }
+                return Ok(None);
             }
-            return Ok(None);
         };
         let token_env = section.token_env.as_deref().unwrap_or(DEFAULT_TOKEN_ENV);
         let token = match std::env::var(token_env) {
@@ -79,6 +96,7 @@ impl RemoteSettings {
                 client_key: path(&section.client_key),
             },
             read_only: read_only || section.read_only,
+            execute: executor.is_some(),
         }))
     }
 }
@@ -88,6 +106,8 @@ pub struct RemoteCache {
     client: Client,
     rt: tokio::runtime::Runtime,
     read_only: bool,
+    /// Hermetic steps go to the server's Execution service.
+    execute: bool,
     reporter: Reporter,
     /// Set after the server stopped answering: the rest of the build is local.
     down: AtomicBool,
@@ -95,6 +115,8 @@ pub struct RemoteCache {
     pub misses: AtomicU64,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
+    /// Steps the remote executor ran.
+    pub executed: AtomicU64,
 }
 
 /// Whether an error means the server is not there (as opposed to a bad
@@ -149,21 +171,39 @@ impl RemoteCache {
                 client.url()
             ));
         }
-        reporter.info(&format!(
-            "remote cache: {}{}",
-            client.url(),
-            if read_only { " (read-only)" } else { "" }
-        ));
+        if settings.execute {
+            let exec = caps.execution_capabilities.unwrap_or_default();
+            if !exec.exec_enabled {
+                anyhow::bail!(
+                    "remote executor at {}: the server has no Execution service for instance {:?}\nhint: use it with --remote-cache only, or name an instance that executes",
+                    client.url(),
+                    settings.config.instance
+                );
+            }
+            reporter.info(&format!(
+                "remote executor: {} (hermetic steps run there; its cache is used too{})",
+                client.url(),
+                if read_only { ", read-only" } else { "" }
+            ));
+        } else {
+            reporter.info(&format!(
+                "remote cache: {}{}",
+                client.url(),
+                if read_only { " (read-only)" } else { "" }
+            ));
+        }
         Ok(Some(RemoteCache {
             client,
             rt,
             read_only,
+            execute: settings.execute,
             reporter: reporter.clone(),
             down: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            executed: AtomicU64::new(0),
         }))
     }
 
@@ -295,19 +335,136 @@ impl RemoteCache {
                 digest_string(root)
             );
         }
-        // The log of the run that made it, when the result carries one.
-        if let Some(d) = result.stdout_digest.as_ref().filter(|d| d.size_bytes > 0) {
-            if let Ok(text) = self.rt.block_on(self.client.read_blob(d)) {
-                down += text.len() as u64;
-                if let Some(parent) = log.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::write(log, text)?;
-            }
-        }
+        down += self.write_log(result, log)?;
         self.bytes_down.fetch_add(down, Ordering::Relaxed);
         let entry = store.adopt_tree(&dir, &format!("out-{}", step.id), "output")?;
         Ok(entry)
+    }
+
+    /// Writes the log of the run that made `result` (its stdout, then its
+    /// stderr) to `log`, when the result carries one; the bytes read.
+    fn write_log(&self, result: &proto::ActionResult, log: &Path) -> Result<u64> {
+        let mut text = vec![];
+        for d in [&result.stdout_digest, &result.stderr_digest].into_iter().flatten() {
+            if d.size_bytes > 0 {
+                if let Ok(part) = self.rt.block_on(self.client.read_blob(d)) {
+                    text.extend(part);
+                }
+            }
+        }
+        if text.is_empty() {
+            return Ok(0);
+        }
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(log, &text)?;
+        Ok(text.len() as u64)
+    }
+
+    /// Whether hermetic steps go to the remote executor.
+    pub fn executes(&self) -> bool {
+        self.execute && self.usable()
+    }
+
+    /// Runs `step` on the remote executor: its inputs uploaded (what the
+    /// CAS lacks), `Execute`, the result verified and written into the
+    /// store as a hit's is. `Ok(None)` when the server cannot be reached
+    /// (reported; the caller builds here); an error when the step failed
+    /// there (its log written to `log`) or the server refused it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn execute_step(
+        &self,
+        store: &Store,
+        step: &Step,
+        key: &StepKey,
+        env: &BuildEnv,
+        deps: &StepOutputs,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<Option<(StoreEntry, Digest)>> {
+        if !self.executes() {
+            return Ok(None);
+        }
+        let action = step_action(store, step, key, env, deps)?;
+        let digest = action.digest.clone();
+        let blobs = action.executable_blobs()?;
+        let sent = match self.rt.block_on(self.client.upload(blobs)) {
+            Ok(n) => n,
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                if is_unreachable(&e) {
+                    self.report(step, "uploading the inputs", &e);
+                    return Ok(None);
+                }
+                return Err(e.context(format!(
+                    "uploading the inputs of step {} to the remote executor",
+                    step.id
+                )));
+            }
+        };
+        self.bytes_up.fetch_add(sent, Ordering::Relaxed);
+        let resp = match self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, self.client.execute(&digest, false)).await })
+        {
+            Err(_) => anyhow::bail!(
+                "step {}: no result from the remote executor {} within {}s (action {})\nhint: is a worker serving this platform (OSFamily linux, ISA {}, farm-sandbox hermetic)? `farm worker --server URL` is one",
+                step.id,
+                self.client.url(),
+                timeout.as_secs(),
+                digest_string(&digest),
+                isa()
+            ),
+            Ok(Err(e)) => {
+                let e = anyhow::Error::from(e);
+                if is_unreachable(&e) {
+                    self.report(step, "executing it", &e);
+                    return Ok(None);
+                }
+                return Err(e.context(format!("step {}: the remote executor failed", step.id)));
+            }
+            Ok(Ok(r)) => r,
+        };
+        if let Some(st) = resp.status.as_ref().filter(|s| s.code != 0) {
+            if let Some(r) = &resp.result {
+                let _ = self.write_log(r, log);
+            }
+            anyhow::bail!(
+                "step {} could not run on the remote executor {} (action {}): status {}: {}",
+                step.id,
+                self.client.url(),
+                digest_string(&digest),
+                st.code,
+                st.message
+            );
+        }
+        let result = resp
+            .result
+            .with_context(|| format!("step {}: the remote executor's response has no result", step.id))?;
+        if result.exit_code != 0 {
+            self.write_log(&result, log)?;
+            let worker = result
+                .execution_metadata
+                .as_ref()
+                .map(|m| m.worker.clone())
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "a worker".into());
+            anyhow::bail!(
+                "step {} failed on the remote executor ({worker}) with exit status {}",
+                step.id,
+                result.exit_code
+            );
+        }
+        let entry = self.materialize(store, step, &result, log).with_context(|| {
+            format!(
+                "step {}: the remote executor's result (action {}) failed verification",
+                step.id,
+                digest_string(&digest)
+            )
+        })?;
+        self.executed.fetch_add(1, Ordering::Relaxed);
+        Ok(Some((entry, digest)))
     }
 
     /// Uploads a step's output and records its ActionResult (not with
@@ -396,6 +553,8 @@ impl RemoteCache {
             "misses": self.misses.load(Ordering::Relaxed),
             "bytes_up": self.bytes_up.load(Ordering::Relaxed),
             "bytes_down": self.bytes_down.load(Ordering::Relaxed),
+            "executed_remotely": self.executed.load(Ordering::Relaxed),
+            "executor": self.execute,
         })
     }
 }
@@ -493,6 +652,8 @@ pub fn step_action(
                 Some(tc) if env.hermetic => {
                     props.insert("farm-sandbox".into(), "hermetic".into());
                     props.insert("farm-toolchain-root".into(), tc.root.file_name());
+                    // The root too, so that a worker has everything the step sees.
+                    inputs.push(tc.root.clone());
                     inputs.extend(tc.inputs.iter().cloned());
                     tc.env(env.source_date_epoch)
                 }

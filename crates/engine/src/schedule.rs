@@ -307,6 +307,17 @@ impl Runner<'_> {
                 return Ok(hit);
             }
         }
+        match self.remote_run(step, key, env, deps) {
+            Ok(Some(done)) => {
+                line.finish("built remotely");
+                return Ok(done);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                line.finish("FAILED remotely");
+                return Err(e);
+            }
+        }
         let staging = self.store.temp_dir()?;
         let out = staging.path().join("out");
         std::fs::create_dir_all(&out)?;
@@ -440,6 +451,57 @@ impl Runner<'_> {
             remote_action: Some(farm_remote::digest_string(&action)),
         };
         Ok(Some((entry, record)))
+    }
+
+    /// The step run by the remote executor (`--remote-executor`) when it
+    /// can run there: a hermetic script step that sees no secret, in a
+    /// build without `farm check`'s in-script variations. None means here.
+    fn remote_run(
+        &self,
+        step: &Step,
+        key: &StepKey,
+        env: &BuildEnv,
+        deps: &StepOutputs,
+    ) -> Result<Option<(StoreEntry, StepRecord)>> {
+        let Some(remote) = self.remote.filter(|r| r.executes()) else {
+            return Ok(None);
+        };
+        let v = &env.variation;
+        let remote_ok = matches!(step.action, StepAction::Script { .. })
+            && env.hermetic
+            && !(env.secrets.is_some() && sees_secrets(&step.id))
+            && v.umask.is_none()
+            && v.faketime.is_none()
+            && !v.reverse_copy;
+        if !remote_ok {
+            return Ok(None);
+        }
+        let log = self.log_path(&step.id, key);
+        std::fs::create_dir_all(&self.logs_dir)?;
+        let started = Instant::now();
+        let (entry, action) = match remote.execute_step(self.store, step, key, env, deps, &log, self.timeout) {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(None),
+            Err(e) => bail!("{e:#}; {}", failure_excerpt(step.id.as_str(), &log)),
+        };
+        let log = log.exists().then_some(log);
+        ActionRecord {
+            entry: entry.file_name(),
+            log: log.clone(),
+        }
+        .store(self.store, key)?;
+        Ok(Some((
+            entry,
+            StepRecord {
+                key: key.clone(),
+                status: "ok".into(),
+                cached: false,
+                log,
+                duration_ms: started.elapsed().as_millis() as u64,
+                peak_rss_kib: None,
+                remote_action: Some(farm_remote::digest_string(&action)),
+            },
+        )))
     }
 
     #[allow(clippy::too_many_arguments)]

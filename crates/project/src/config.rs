@@ -498,6 +498,10 @@ pub struct RemoteSection {
     /// `grpc://HOST:PORT` or `grpcs://HOST:PORT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// A REAPI Execution server the build sends hermetic steps to (it is
+    /// also the cache when `cache` is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
     /// The REAPI instance name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,

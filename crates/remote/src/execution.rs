@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 
-use crate::bazel_google::longrunning::{operation, Operation};
+use crate::bazel_google::longrunning::operations_client::OperationsClient;
+use crate::bazel_google::longrunning::{operation, CancelOperationRequest, Operation};
 use crate::proto::execution_client::ExecutionClient;
 use crate::proto::{self, ExecuteRequest, ExecuteResponse, WaitExecutionRequest};
 use crate::{digest_string, Client, Digest, Error, Result};
@@ -57,6 +58,43 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Starts executing `action` and returns the operation's name without
+    /// waiting for it to finish (for `cancel_operation`, or to follow later).
+    pub async fn execute_start(&self, action: &Digest) -> Result<String> {
+        let mut exec = ExecutionClient::new(self.channel());
+        let mut stream = exec
+            .execute(self.req(ExecuteRequest {
+                instance_name: self.instance().to_string(),
+                action_digest: Some(action.clone()),
+                digest_function: proto::digest_function::Value::Sha256 as i32,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| self.status("Execute", s))?
+            .into_inner();
+        while let Some(op) = stream.next().await {
+            let op = op.map_err(|s| self.status("Execute", s))?;
+            if !op.name.is_empty() {
+                return Ok(op.name);
+            }
+        }
+        Err(Error::Invalid(format!(
+            "remote executor at {}: the Execute stream of action {} ended without naming its operation",
+            self.url(),
+            digest_string(action)
+        )))
+    }
+
+    /// `Operations.CancelOperation`: the server stops the operation (and
+    /// cancels the lease of the worker running it).
+    pub async fn cancel_operation(&self, name: &str) -> Result<()> {
+        let mut ops = OperationsClient::new(self.channel());
+        ops.cancel_operation(self.req(CancelOperationRequest { name: name.to_string() }))
+            .await
+            .map_err(|s| self.status("CancelOperation", s))?;
+        Ok(())
     }
 
     async fn execute_once(

@@ -109,7 +109,18 @@ impl Sandbox {
     /// A step that runs and fails is `Ok` with a non-zero status; `Err`
     /// means the sandbox could not be built or the command not started.
     pub fn run(&self, spec: &StepSpec) -> Result<Outcome, SandboxError> {
-        supervise::run(&self.launch, spec)
+        supervise::run(&self.launch, spec, None)
+    }
+
+    /// [`Sandbox::run`], killing the step (and everything it started) soon
+    /// after `cancel` is set; a cancelled step ends as a timed-out one
+    /// (`timed_out`), and the caller knows it cancelled.
+    pub fn run_cancellable(
+        &self,
+        spec: &StepSpec,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Outcome, SandboxError> {
+        supervise::run(&self.launch, spec, Some(cancel))
     }
 
     /// Checks that this machine can build the sandbox (user namespaces, id

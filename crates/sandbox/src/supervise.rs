@@ -53,7 +53,11 @@ struct Ended {
     output: io::Result<()>,
 }
 
-pub(crate) fn run(launch: &Launch, spec: &StepSpec) -> Result<Outcome, SandboxError> {
+pub(crate) fn run(
+    launch: &Launch,
+    spec: &StepSpec,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Outcome, SandboxError> {
     spec.validate()?;
     let mut spec = resolve_host_paths(spec)?;
     let cgroup = StepCgroup::create(&spec.limits, cgroup::parents());
@@ -95,7 +99,7 @@ pub(crate) fn run(launch: &Launch, spec: &StepSpec) -> Result<Outcome, SandboxEr
         resolv_conf,
         terminal: matches!(io, HelperIo::Inherit(Some(_))),
     };
-    let ended = spawn(launch, &request, io, &cgroup)?.wait(timeout)?;
+    let ended = spawn(launch, &request, io, &cgroup)?.wait(timeout, cancel)?;
     drop(proxy);
     let exceeded = cgroup.exceeded();
     cgroup.remove()?;
@@ -151,7 +155,8 @@ pub(crate) fn run(launch: &Launch, spec: &StepSpec) -> Result<Outcome, SandboxEr
 pub(crate) fn probe(launch: &Launch) -> Result<(), SandboxError> {
     // Generous: set-up takes milliseconds, but a loaded CI machine must not fail the probe.
     let no_cgroup = StepCgroup::create(&crate::spec::Limits::default(), &cgroup::CgroupParents::default());
-    let ended = spawn(launch, &Request::Probe, HelperIo::Null, &no_cgroup)?.wait(Some(Duration::from_secs(60)))?;
+    let ended =
+        spawn(launch, &Request::Probe, HelperIo::Null, &no_cgroup)?.wait(Some(Duration::from_secs(60)), None)?;
     if let Some(e) = first_failure(&ended.reports) {
         return Err(e);
     }
@@ -617,12 +622,30 @@ fn copy_output(out: OwnedFd, mut log: File, stream: bool) -> io::Result<()> {
     }
 }
 
+/// How soon a cancelled step is killed.
+const CANCEL_POLL: Duration = Duration::from_millis(200);
+
 impl Running {
-    fn wait(mut self, timeout: Option<Duration>) -> Result<Ended, SandboxError> {
+    fn wait(
+        mut self,
+        timeout: Option<Duration>,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Ended, SandboxError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let timed_out = match deadline {
-            Some(deadline) => self.wait_until(deadline).map_err(channel_err("wait for the helper"))?,
-            None => false,
+        let timed_out = match (deadline, cancel) {
+            (Some(deadline), None) => self.wait_until(deadline).map_err(channel_err("wait for the helper"))?,
+            (None, None) => false,
+            // Cancellable: wake at least every CANCEL_POLL to look at the flag.
+            (deadline, Some(cancel)) => loop {
+                let next = Instant::now() + CANCEL_POLL;
+                let until = deadline.map_or(next, |d| d.min(next));
+                if !self.wait_until(until).map_err(channel_err("wait for the helper"))? {
+                    break false;
+                }
+                if cancel.load(std::sync::atomic::Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break true;
+                }
+            },
         };
         if timed_out {
             // The helper's PID 1 has a parent-death signal: killing the helper kills the whole sandbox.

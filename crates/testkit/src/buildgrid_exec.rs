@@ -229,6 +229,9 @@ schedulers:
     action-cache: *ac
     storage: *store
     property-set: !dynamic-property-set {{ match-property-keys: [{m}], wildcard-property-keys: [{w}] }}
+    # A worker silent for 6 s is dead and its leases go to another: tests kill workers.
+    bot-session-keepalive-timeout: 6
+    session-expiry-timer-interval: 1
 instances:
   - name: ""
     services:
