@@ -277,3 +277,77 @@ fn a_refused_token_is_a_clear_error() {
     assert!(!err.contains("not-a-jwt-s3cr3t"), "the token is not printed: {err}");
     assert!(!err.contains("] started"), "no step ran: {err}");
 }
+
+/// `grpcs://` with mutual TLS from farm.toml's `[remote]` (certificate
+/// paths relative to the project): a server that requires a client
+/// certificate serves a build that gives one (the second store's steps
+/// are remote cache hits). Without the client certificate, and trusting
+/// another CA, the server is not used and the message says why.
+#[test]
+fn mutual_tls_from_farm_toml() {
+    if !require_tool("bgd") || !require_tool("openssl") {
+        return;
+    }
+    let pki = farm_testkit::pki::Pki::generate("farm-test-ca");
+    let other = farm_testkit::pki::Pki::generate("some-other-ca");
+    let server = BuildGrid::start_mutual_tls(&pki);
+    assert!(server.url.starts_with("grpcs://"));
+    let dir = project();
+    let p = dir.path();
+    std::fs::create_dir(p.join("certs")).unwrap();
+    for (from, to) in [
+        (pki.ca_cert(), "ca.pem"),
+        (pki.client_cert(), "me.pem"),
+        (pki.client_key(), "me.key"),
+        (other.ca_cert(), "other-ca.pem"),
+    ] {
+        std::fs::copy(from, p.join("certs").join(to)).unwrap();
+    }
+    let toml = p.join("farm.toml");
+    let base = std::fs::read_to_string(&toml).unwrap();
+    let with = |remote: &str| {
+        std::fs::write(&toml, format!("{base}\n[remote]\ncache = \"{}\"\n{remote}", server.url)).unwrap()
+    };
+
+    with("ca-cert = \"certs/ca.pem\"\nclient-cert = \"certs/me.pem\"\nclient-key = \"certs/me.key\"\n");
+    let home1 = tempfile::tempdir().unwrap();
+    ok(&farm_rc(p, home1.path(), &["fetch"]));
+    let first = farm_rc(p, home1.path(), &["build", "--hermetic"]);
+    let digest = ok(&first);
+    assert!(
+        stderr(&first).contains(&format!("remote cache: {}", server.url)),
+        "{}",
+        stderr(&first)
+    );
+    assert!(
+        last_build(p)["steps"]["gen"]["remote_action"].is_string(),
+        "the result was stored over TLS"
+    );
+    let home2 = tempfile::tempdir().unwrap();
+    ok(&farm_rc(p, home2.path(), &["fetch"]));
+    let second = farm_rc(p, home2.path(), &["build", "--hermetic"]);
+    assert_eq!(ok(&second), digest);
+    assert!(
+        stderr(&second).contains("[gen] remote cache hit"),
+        "{}",
+        stderr(&second)
+    );
+
+    // No client certificate, or a server certificate from a CA not
+    // trusted: a configuration error, before any step runs, naming the
+    // server and pointing at the TLS files.
+    for remote in [
+        "ca-cert = \"certs/ca.pem\"\n",
+        "ca-cert = \"certs/other-ca.pem\"\nclient-cert = \"certs/me.pem\"\nclient-key = \"certs/me.key\"\n",
+    ] {
+        with(remote);
+        let o = farm_rc(p, home2.path(), &["build", "--hermetic", "--clear-cache"]);
+        assert_eq!(o.status.code(), Some(1), "{remote}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&server.url) && err.contains("hint: check the TLS files"),
+            "{remote}: {err}"
+        );
+        assert!(!err.contains("] started"), "no step ran: {err}");
+    }
+}

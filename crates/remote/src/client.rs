@@ -147,9 +147,19 @@ impl Client {
                 })?),
                 None => None,
             };
-        let channel = endpoint.connect().await.map_err(|e| Error::Unreachable {
-            url: shown.clone(),
-            reason: error_chain(&e),
+        let channel = endpoint.connect().await.map_err(|e| {
+            let reason = error_chain(&e);
+            if tls && tls_failure(&reason) {
+                Error::Tls {
+                    url: shown.clone(),
+                    reason,
+                }
+            } else {
+                Error::Unreachable {
+                    url: shown.clone(),
+                    reason,
+                }
+            }
         })?;
         Ok(Client {
             channel,
@@ -185,6 +195,23 @@ impl Client {
     }
 
     pub(crate) fn status(&self, what: &str, s: tonic::Status) -> Error {
+        // A transport failure (TLS, HTTP/2) says what failed only in its sources.
+        let mut message = s.message().to_string();
+        let mut source = std::error::Error::source(&s);
+        while let Some(e) = source {
+            let text = e.to_string();
+            if !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            source = e.source();
+        }
+        if self.shown.starts_with("grpcs://") && s.code() == tonic::Code::Unknown && tls_failure(&message) {
+            return Error::Tls {
+                url: self.shown.clone(),
+                reason: format!("{what}: {message}"),
+            };
+        }
+        let s = tonic::Status::new(s.code(), message);
         match s.code() {
             tonic::Code::Unavailable => Error::Unreachable {
                 url: self.shown.clone(),
@@ -608,4 +635,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Whether a transport error is TLS refusing the connection rather than a
+/// server that is not there. With TLS 1.3 a server that refuses the
+/// client's certificate (or its absence) closes the connection right after
+/// the handshake: a broken pipe or reset on a grpcs:// connection.
+fn tls_failure(message: &str) -> bool {
+    [
+        "certificate",
+        "handshake",
+        "CertificateRequired",
+        "UnknownIssuer",
+        "broken pipe",
+        "connection reset",
+    ]
+    .iter()
+    .any(|t| message.contains(t))
 }

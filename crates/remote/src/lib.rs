@@ -43,6 +43,8 @@ pub enum Error {
     Unreachable { url: String, reason: String },
     #[error("remote cache at {url} refused {what}: permission denied ({message})\nhint: check the bearer token (FARM_REMOTE_TOKEN or [remote] token-env)")]
     Auth { url: String, what: String, message: String },
+    #[error("remote cache at {url}: TLS failed: {reason}\nhint: check the TLS files: [remote] ca-cert (the CA that signed the server's certificate), client-cert and client-key (when the server wants a client certificate)")]
+    Tls { url: String, reason: String },
     #[error("remote cache at {url}: {what} failed: {code:?}: {message}")]
     Rpc {
         url: String,

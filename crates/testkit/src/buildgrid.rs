@@ -41,6 +41,31 @@ impl BuildGrid {
         BuildGrid::launch(&auth, dir)
     }
 
+    /// A cache-only server on TLS (`grpcs://`) with `pki`'s server
+    /// certificate that requires a client certificate signed by `pki`'s CA.
+    pub fn start_mutual_tls(pki: &crate::pki::Pki) -> BuildGrid {
+        let channel = format!(
+            "{{ address: \"127.0.0.1:{{port}}\", insecure-mode: false, credentials: {{ tls-server-key: {}, tls-server-cert: {}, tls-client-certs: {} }} }}",
+            pki.server_key().display(),
+            pki.server_cert().display(),
+            pki.ca_cert().display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cas = dir.path().join("cas");
+        let (child, port) = spawn_bgd(dir.path(), |port| {
+            config_yaml(port, "{ method: none }", &cas).replace(
+                &format!("{{ address: \"127.0.0.1:{port}\", insecure-mode: true }}"),
+                &channel.replace("{port}", &port.to_string()),
+            )
+        });
+        BuildGrid {
+            child: Some(child),
+            url: format!("grpcs://127.0.0.1:{port}"),
+            port,
+            dir,
+        }
+    }
+
     fn launch(auth: &str, dir: tempfile::TempDir) -> BuildGrid {
         let cas = dir.path().join("cas");
         let (child, port) = spawn_bgd(dir.path(), |port| config_yaml(port, auth, &cas));

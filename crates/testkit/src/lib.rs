@@ -47,6 +47,7 @@ pub mod buildgrid_exec;
 mod docker;
 mod http;
 mod net;
+pub mod pki;
 mod podman;
 mod registry;
 mod skip;
