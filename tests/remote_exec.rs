@@ -132,6 +132,8 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
         store: Store::open(work.path().join("w")).unwrap(),
         executor: farm_engine::executor::select(farm_engine::executor::SandboxChoice::Auto).unwrap(),
         timeout: std::time::Duration::from_secs(600),
+        max_size: None,
+        ttl: None,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     /// Stops the worker however the test ends, so the scope can join it.
@@ -287,6 +289,8 @@ fn a_cancelled_operation_kills_the_step_on_the_worker() {
         store: Store::open(work.path().join("w")).unwrap(),
         executor: farm_engine::executor::select(farm_engine::executor::SandboxChoice::Auto).unwrap(),
         timeout: std::time::Duration::from_secs(600),
+        max_size: None,
+        ttl: None,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     struct Stop<'a>(&'a std::sync::atomic::AtomicBool);

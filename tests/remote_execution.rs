@@ -342,3 +342,41 @@ fn the_example_app_built_remotely_has_the_local_digest() {
     eprintln!("remote build: {:?}\n{}", t.elapsed(), stderr(&o));
     assert_eq!(ok(&o), local, "{}", stderr(&o));
 }
+
+/// The server restarts (same address, CAS and database) while a worker is
+/// connected: the worker reconnects on its own and runs the next build's
+/// step.
+#[test]
+fn a_worker_survives_the_server_restarting() {
+    if !can_run() {
+        return;
+    }
+    let mut server = BuildGridExec::start();
+    let (dir, home) = prebuilt(
+        r#"[[steps]]
+name = "after-restart"
+outputs = ["x.txt"]
+command = 'echo restarted > "$out/x.txt"'
+"#,
+    );
+    let p = dir.path();
+    let w = Worker::start(&server.url, "w");
+    server.restart();
+    let o = farm_re(
+        p,
+        home.path(),
+        &["build", "--hermetic", "--remote-executor", &server.url],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}\nworker:\n{}", w.text());
+    assert!(err.contains("[after-restart] built remotely"), "{err}");
+    assert!(
+        w.text().contains("reconnecting"),
+        "the worker saw the restart:\n{}",
+        w.text()
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join(".farm/out/steps/after-restart/x.txt")).unwrap(),
+        "restarted\n"
+    );
+}

@@ -32,6 +32,13 @@ pub struct WorkerArgs {
     /// Kill a step after this many seconds when its Action names no timeout.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     step_timeout: u64,
+    /// Trim the worker's store to this size (least recently used entries
+    /// first; none used in the last hour), e.g. 20GiB; `none` never trims.
+    #[arg(long, value_name = "SIZE", default_value = "20GiB")]
+    max_size: String,
+    /// Remove store entries not used for this long, e.g. 7d; `none` keeps them.
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    ttl: String,
     /// PEM CA certificates to trust for grpcs:// [default: the machine's].
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
@@ -59,6 +66,14 @@ pub fn run(ctx: &Context, args: WorkerArgs) -> Result<Exit> {
         Store::open(&ctx.farm_home).with_context(|| format!("opening the store {}", ctx.farm_home.display()))?;
     let executor = farm_engine::executor::select(ctx.sandbox)?;
     let name = args.name.unwrap_or_else(|| format!("farm-{}", std::process::id()));
+    let max_size = match args.max_size.as_str() {
+        "none" => None,
+        v => Some(farm_formats::size::parse_size(v).map_err(|e| anyhow::anyhow!("--max-size {v:?}: {e}"))?),
+    };
+    let ttl = match args.ttl.as_str() {
+        "none" => None,
+        v => Some(farm_formats::duration::parse_duration(v).map_err(|e| anyhow::anyhow!("--ttl {v:?}: {e}"))?),
+    };
     let opts = WorkerOptions {
         server: RemoteConfig {
             url: args.server,
@@ -73,6 +88,8 @@ pub fn run(ctx: &Context, args: WorkerArgs) -> Result<Exit> {
         store,
         executor,
         timeout: Duration::from_secs(args.step_timeout),
+        max_size,
+        ttl,
     };
     // A plain flag store is async-signal-safe.
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;

@@ -50,6 +50,53 @@ pub struct WorkerOptions {
     pub executor: Arc<dyn Executor>,
     /// A step's limit when its Action names none.
     pub timeout: Duration,
+    /// The store's bound: after a lease, at most every GC_EVERY, the least
+    /// recently used entries beyond it go (none used in the last hour).
+    pub max_size: Option<u64>,
+    /// Entries not used for this long go too.
+    pub ttl: Option<Duration>,
+}
+
+/// How often a busy worker trims its store.
+const GC_EVERY: Duration = Duration::from_secs(600);
+/// Entries used this recently are never trimmed: a lease may be using them.
+const GC_GRACE: Duration = Duration::from_secs(3600);
+
+/// When this process last trimmed a worker store.
+static LAST_GC: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// Trims the worker's store to `max_size` / `ttl` when the last trim is
+/// older than GC_EVERY (or there was none). A failure is reported, never fatal.
+fn trim_store(opts: &WorkerOptions) {
+    if opts.max_size.is_none() && opts.ttl.is_none() {
+        return;
+    }
+    {
+        let mut last = LAST_GC.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < GC_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    let gc = farm_store::GcOptions {
+        max_size: opts.max_size,
+        older_than: opts.ttl,
+        keep: Default::default(),
+        build_products_only: false,
+        spare_used_within: Some(GC_GRACE),
+        dry_run: false,
+    };
+    match opts.store.gc(&gc) {
+        Ok(r) if !r.removed.is_empty() => eprintln!(
+            "farm worker {}: trimmed the store: {} entries ({} bytes) removed, {} bytes left",
+            opts.name,
+            r.removed.len(),
+            r.freed,
+            r.remaining
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("farm worker {}: trimming the store failed: {e}", opts.name),
+    }
 }
 
 /// Serves leases until `stop` is set (checked between polls).
@@ -143,6 +190,7 @@ fn bot(rt: &tokio::runtime::Runtime, opts: &WorkerOptions, bot_id: &str, stop: &
                     if let Ok(s) = keepalive.await {
                         session = s;
                     }
+                    trim_store(opts);
                     let Some(lease) = session.leases.iter_mut().find(|l| l.id == id) else {
                         continue;
                     };

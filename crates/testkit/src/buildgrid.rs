@@ -107,38 +107,47 @@ impl Drop for BuildGrid {
 /// free loopback port, once it listens. The port can be taken between the
 /// probe and bgd's bind: then bgd exits and the next port is tried.
 pub(crate) fn spawn_bgd(dir: &Path, config: impl Fn(u16) -> String) -> (Child, u16) {
-    let log_path = dir.join("bgd.log");
     for _ in 0..5 {
         let port = free_port();
-        let file = dir.join("buildgrid.yml");
-        fs::write(&file, config(port)).unwrap();
-        let log = fs::File::create(&log_path).unwrap();
-        let mut child = Command::new("bgd")
-            .args(["server", "start"])
-            .arg(&file)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("bgd: {e} (scripts/install-deps installs BuildGrid)"));
-        let mut exited = false;
-        let listening = wait_until(READY_WITHIN, || {
-            exited = child.try_wait().unwrap().is_some();
-            exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if listening && !exited {
+        if let Some(child) = spawn_bgd_on(dir, port, &config(port)) {
             return (child, port);
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = fs::read_to_string(&log_path).unwrap_or_default();
-        assert!(
-            exited && log.contains("in use"),
-            "bgd did not listen on 127.0.0.1:{port} within {READY_WITHIN:?}:\n{log}"
-        );
     }
     panic!("no free port for BuildGrid in 5 tries");
+}
+
+/// `bgd server start` on `port` with `config`, once it listens; None when
+/// the port is in use.
+pub(crate) fn spawn_bgd_on(dir: &Path, port: u16, config: &str) -> Option<Child> {
+    let log_path = dir.join("bgd.log");
+    let file = dir.join("buildgrid.yml");
+    fs::write(&file, config).unwrap();
+    let log = fs::File::create(&log_path).unwrap();
+    let mut child = Command::new("bgd")
+        .args(["server", "start"])
+        .arg(&file)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("bgd: {e} (scripts/install-deps installs BuildGrid)"));
+    let mut exited = false;
+    let listening = wait_until(READY_WITHIN, || {
+        exited = child.try_wait().unwrap().is_some();
+        exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    if listening && !exited {
+        return Some(child);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        exited && log.contains("in use"),
+        "bgd did not listen on 127.0.0.1:{port} within {READY_WITHIN:?}:\n{log}"
+    );
+    None
 }
 
 /// The cache-only configuration ../shared/TESTING.md records as verified.

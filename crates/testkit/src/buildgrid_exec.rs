@@ -47,6 +47,8 @@ pub struct BuildGridExec {
     pg_bin: PathBuf,
     pg_data: PathBuf,
     pg_running: bool,
+    /// The scheduler's database URL (for a restart).
+    db: String,
     dir: tempfile::TempDir,
 }
 
@@ -109,6 +111,7 @@ impl BuildGridExec {
             pg_bin,
             pg_data: pg_data.clone(),
             pg_running: false,
+            db: String::new(),
             dir,
         };
         let pg_port = this.start_postgres(&pg_dir);
@@ -134,6 +137,7 @@ impl BuildGridExec {
             String::from_utf8_lossy(&migrated.stderr)
         );
         this.start_bgd(&db);
+        this.db = db;
         this
     }
 
@@ -184,6 +188,24 @@ impl BuildGridExec {
     /// The server's log.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("bgd.log")).unwrap_or_default()
+    }
+
+    /// Stops BuildGrid and starts it again on the same port, CAS and
+    /// database (a server restart: bot sessions and streams are cut).
+    pub fn restart(&mut self) {
+        self.stop();
+        let cas = self.dir.path().join("cas");
+        let config = config_yaml(self.port, &cas, &self.db);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // The old process's port may linger a moment.
+        loop {
+            if let Some(child) = crate::buildgrid::spawn_bgd_on(self.dir.path(), self.port, &config) {
+                self.bgd = Some(child);
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "port {} stayed in use", self.port);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     /// Stops BuildGrid (the database stays up until drop).
