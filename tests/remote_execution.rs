@@ -132,8 +132,9 @@ fn can_run() -> bool {
 /// A local hermetic build gives digest D. A fresh store builds the same
 /// lock with `--remote-executor` and two workers: every script step says
 /// `built remotely` (none ran here), the manifest digest is D, the step
-/// records name their REAPI action, the metrics count them. Built twice
-/// in fresh stores, the second time the server's cache answers.
+/// records name their REAPI action, the metrics count them. Built again
+/// in another fresh store, the server's cache answers; with `--no-cache`
+/// the workers run the steps again.
 #[test]
 fn two_workers_build_a_fresh_store_with_the_local_digest() {
     if !can_run() {
@@ -195,6 +196,22 @@ fn two_workers_build_a_fresh_store_with_the_local_digest() {
     );
     let ran = a.text().matches("exited 0").count() + b.text().matches("exited 0").count();
     assert_eq!(ran, 2, "no worker ran a step again");
+
+    // --no-cache runs the steps again: the server does not answer from its cache.
+    let o = farm_re(
+        p,
+        again.path(),
+        &["build", "--hermetic", "--no-cache", "--remote-executor", &server.url],
+    );
+    assert_eq!(ok(&o), local);
+    let err = stderr(&o);
+    assert!(
+        err.contains("[frontend] built remotely") && err.contains("[gen] built remotely"),
+        "{err}"
+    );
+    let ran = a.text().matches("exited 0").count() + b.text().matches("exited 0").count();
+    assert_eq!(ran, 4, "the workers ran both steps again");
+    assert_eq!(metrics(p)["remote_cache"]["executed_remotely"], 2);
 }
 
 /// A worker is killed (SIGKILL) while it runs a slow step: the server

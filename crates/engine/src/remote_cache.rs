@@ -368,10 +368,12 @@ impl RemoteCache {
     }
 
     /// Runs `step` on the remote executor: its inputs uploaded (what the
-    /// CAS lacks), `Execute`, the result verified and written into the
-    /// store as a hit's is. `Ok(None)` when the server cannot be reached
-    /// (reported; the caller builds here); an error when the step failed
-    /// there (its log written to `log`) or the server refused it.
+    /// CAS lacks), `Execute` (with the server's cache lookup unless
+    /// `skip_cache`), the result verified and written into the store as a
+    /// hit's is; `cached` tells whether the server answered from its cache.
+    /// `Ok(None)` when the server cannot be reached (reported; the caller
+    /// builds here); an error when the step failed there (its log written
+    /// to `log`) or the server refused it.
     #[allow(clippy::too_many_arguments)]
     pub fn execute_step(
         &self,
@@ -382,7 +384,8 @@ impl RemoteCache {
         deps: &StepOutputs,
         log: &Path,
         timeout: Duration,
-    ) -> Result<Option<(StoreEntry, Digest)>> {
+        skip_cache: bool,
+    ) -> Result<Option<RemoteRun>> {
         if !self.executes() {
             return Ok(None);
         }
@@ -406,7 +409,7 @@ impl RemoteCache {
         self.bytes_up.fetch_add(sent, Ordering::Relaxed);
         let resp = match self
             .rt
-            .block_on(async { tokio::time::timeout(timeout, self.client.execute(&digest, false)).await })
+            .block_on(async { tokio::time::timeout(timeout, self.client.execute(&digest, skip_cache)).await })
         {
             Err(_) => anyhow::bail!(
                 "step {}: no result from the remote executor {} within {}s (action {})\nhint: is a worker serving this platform (OSFamily linux, ISA {}, farm-sandbox hermetic)? `farm worker --server URL` is one",
@@ -463,8 +466,17 @@ impl RemoteCache {
                 digest_string(&digest)
             )
         })?;
-        self.executed.fetch_add(1, Ordering::Relaxed);
-        Ok(Some((entry, digest)))
+        // A result the server took from its cache ran nowhere this time.
+        if resp.cached_result {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.executed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some(RemoteRun {
+            entry,
+            action: digest,
+            cached: resp.cached_result,
+        }))
     }
 
     /// Uploads a step's output and records its ActionResult (not with
@@ -557,6 +569,15 @@ impl RemoteCache {
             "executor": self.execute,
         })
     }
+}
+
+/// What the remote executor gave for a step.
+pub struct RemoteRun {
+    /// The step's output, in the store.
+    pub entry: StoreEntry,
+    pub action: Digest,
+    /// The server answered from its action cache (nothing ran).
+    pub cached: bool,
 }
 
 /// A step as a REAPI Action: its digest, and the Action, Command and

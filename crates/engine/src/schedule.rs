@@ -308,8 +308,8 @@ impl Runner<'_> {
             }
         }
         match self.remote_run(step, key, env, deps) {
-            Ok(Some(done)) => {
-                line.finish("built remotely");
+            Ok(Some((done, cached))) => {
+                line.finish(if cached { "remote cache hit" } else { "built remotely" });
                 return Ok(done);
             }
             Ok(None) => {}
@@ -462,7 +462,7 @@ impl Runner<'_> {
         key: &StepKey,
         env: &BuildEnv,
         deps: &StepOutputs,
-    ) -> Result<Option<(StoreEntry, StepRecord)>> {
+    ) -> Result<Option<((StoreEntry, StepRecord), bool)>> {
         let Some(remote) = self.remote.filter(|r| r.executes()) else {
             return Ok(None);
         };
@@ -479,28 +479,37 @@ impl Runner<'_> {
         let log = self.log_path(&step.id, key);
         std::fs::create_dir_all(&self.logs_dir)?;
         let started = Instant::now();
-        let (entry, action) = match remote.execute_step(self.store, step, key, env, deps, &log, self.timeout) {
-            Ok(Some(done)) => done,
+        // --no-cache and --rerun STEP run the step: the server must not answer from its cache.
+        let skip_cache = self.no_cache || self.rerun.contains(&step.id);
+        let run = match remote.execute_step(self.store, step, key, env, deps, &log, self.timeout, skip_cache) {
+            Ok(Some(run)) => run,
             Ok(None) => return Ok(None),
             Err(e) => bail!("{e:#}; {}", failure_excerpt(step.id.as_str(), &log)),
         };
         let log = log.exists().then_some(log);
         ActionRecord {
-            entry: entry.file_name(),
+            entry: run.entry.file_name(),
             log: log.clone(),
         }
         .store(self.store, key)?;
         Ok(Some((
-            entry,
-            StepRecord {
-                key: key.clone(),
-                status: "ok".into(),
-                cached: false,
-                log,
-                duration_ms: started.elapsed().as_millis() as u64,
-                peak_rss_kib: None,
-                remote_action: Some(farm_remote::digest_string(&action)),
-            },
+            (
+                run.entry,
+                StepRecord {
+                    key: key.clone(),
+                    status: "ok".into(),
+                    cached: run.cached,
+                    log,
+                    duration_ms: if run.cached {
+                        0
+                    } else {
+                        started.elapsed().as_millis() as u64
+                    },
+                    peak_rss_kib: None,
+                    remote_action: Some(farm_remote::digest_string(&run.action)),
+                },
+            ),
+            run.cached,
         )))
     }
 

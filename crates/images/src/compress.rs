@@ -4,8 +4,10 @@
 //! gzip: level 6, header mtime 0, no file name or comment, OS byte 255
 //! ("unknown"), the deflate stream cut into independently compressed 1 MiB
 //! blocks so all cores work on one layer with the same bytes for any thread
-//! count ([`crate::gzip`]). zstd: level 3, one frame, single-threaded, no
-//! checksum. The bytes still depend on the compressor library's version, so
+//! count ([`crate::gzip`]). zstd: level 3, one frame, no checksum, zstd's
+//! own multi-threaded streaming mode with one worker per compression
+//! thread (its output is the same for any number of workers ≥ 1; it
+//! differs from the single-threaded mode, which farm never uses). The bytes still depend on the compressor library's version, so
 //! the cache key carries a fingerprint of the compressor's actual output
 //! (see [`Compression::compressor`]).
 
@@ -114,13 +116,21 @@ impl Compression {
         Ok(match self {
             Compression::Gzip => Encoder::Gzip(ParallelGzip::new(out, GZIP_LEVEL, gzip::shared_pool())?),
             Compression::Zstd => {
-                let mut e = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
-                e.include_checksum(false)?;
-                e.include_contentsize(false)?;
-                Encoder::Zstd(e)
+                let workers = gzip::shared_pool().current_num_threads().clamp(1, 256) as u32;
+                Encoder::Zstd(zstd_writer(out, workers)?)
             }
         })
     }
+}
+
+/// farm's zstd encoder with `workers` compression threads: the same bytes
+/// for any `workers` ≥ 1 (crates/images/tests/compression.rs proves it).
+pub fn zstd_writer<W: Write>(out: W, workers: u32) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut e = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+    e.include_checksum(false)?;
+    e.include_contentsize(false)?;
+    e.multithread(workers.max(1))?;
+    Ok(e)
 }
 
 /// Text-like and binary-like bytes, so both matchers and literals are exercised.
@@ -165,7 +175,9 @@ impl<W: Write> Write for Encoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Gzip(e) => e.flush(),
-            Encoder::Zstd(e) => e.flush(),
+            // A flush would end a multi-threaded job early, at a point that
+            // depends on the caller's buffering; finish() writes everything.
+            Encoder::Zstd(_) => Ok(()),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Deterministic parallel gzip: the same bytes whatever the number of
-//! compression threads, and a stream that gzip itself and flate2 decode.
+//! Deterministic parallel compression: gzip and zstd give the same bytes
+//! whatever the number of compression threads, and streams that gzip,
+//! zstd and the Rust decoders read back.
 
 mod common;
 
@@ -94,4 +95,69 @@ fn parallel_gzip_is_identical_for_1_2_and_8_threads() {
     run(Command::new("gzip").arg("-t").arg(file.path()));
     let out = run(Command::new("gzip").arg("-dc").arg(file.path()).stdout(Stdio::piped()));
     assert!(out.stdout == data, "gzip -dc gives the input back");
+}
+
+fn zstd_on(workers: u32, data: &[u8]) -> Vec<u8> {
+    let mut z = farm_images::compress::zstd_writer(Vec::new(), workers).unwrap();
+    // Odd write sizes and a flush through the layer encoder's path do not
+    // decide job boundaries: zstd cuts its jobs by input size.
+    for piece in data.chunks(10_007 * workers as usize) {
+        z.write_all(piece).unwrap();
+    }
+    z.finish().unwrap()
+}
+
+/// About 25 MiB (several of zstd's multi-threaded jobs at level 3):
+/// `sample()` four times with a different tail each time, so later jobs
+/// cannot just repeat the first.
+fn big_sample() -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..4u8 {
+        let mut s = sample();
+        for b in s.iter_mut().step_by(4099) {
+            *b = b.wrapping_add(i);
+        }
+        out.extend(s);
+    }
+    out
+}
+
+/// Proves farm's zstd layers are the same bytes with 1, 2 and 8 worker
+/// threads, and that the zstd crate and `zstd -t`/`zstd -dc` read them back.
+#[test]
+fn zstd_is_identical_for_1_2_and_8_workers() {
+    let data = big_sample();
+    let one = zstd_on(1, &data);
+    let two = zstd_on(2, &data);
+    let eight = zstd_on(8, &data);
+    assert!(
+        one == two,
+        "1 and 2 workers differ ({} vs {} bytes)",
+        one.len(),
+        two.len()
+    );
+    assert!(
+        one == eight,
+        "1 and 8 workers differ ({} vs {} bytes)",
+        one.len(),
+        eight.len()
+    );
+    assert!(
+        one.len() < data.len() / 2,
+        "it compresses: {} of {} bytes",
+        one.len(),
+        data.len()
+    );
+    assert_eq!(&one[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd frame magic");
+    let back = zstd::stream::decode_all(&one[..]).unwrap();
+    assert!(back == data, "the zstd crate decodes the input");
+
+    if !require_tool("zstd") {
+        return;
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &one).unwrap();
+    run(Command::new("zstd").arg("-t").arg(file.path()));
+    let out = run(Command::new("zstd").arg("-dc").arg(file.path()).stdout(Stdio::piped()));
+    assert!(out.stdout == data, "zstd -dc gives the input back");
 }
