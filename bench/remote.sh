@@ -20,9 +20,9 @@
 #     a restart empties it while the CAS (on disk) and the workers' stores
 #     stay warm, and the actions stay those of the first run (so the
 #     manifest digest can be compared with the local one). Without it the
-#     server answers every Execute from its action cache (farm sends
-#     skip_cache_lookup = false even with --no-cache; one untimed run shows
-#     it) and no worker runs anything. A changing `--var` would give new
+#     server answered every Execute from its action cache (farm sent
+#     skip_cache_lookup = false even with --no-cache before 880bb02; one
+#     untimed run shows what the binary does now). A changing `--var` would give new
 #     actions too, but a manifest other than the local build's. In this
 #     example only the backend and frontend steps go to workers (models,
 #     types and images are assembled in-process by the client), and the
