@@ -24,7 +24,9 @@
 # DIR/nix/store); the build still sees /nix/store inside its sandbox.
 #
 # The table's ratios are relative to farm exec; the line under it gives
-# farm exec / bwrap, the figure issue 13's goal (≤ 2) is about.
+# farm exec / bwrap, the figure issue 13's goal (≤ 2) is about, then each
+# command's CPU time (hyperfine's user + system), which the load of a shared
+# machine disturbs less than wall time.
 #
 # Usage: bench/sandbox.sh   (BENCH_WARMUP, BENCH_MIN_RUNS to change hyperfine's counts;
 #        FARM_BIN_BEFORE=/path/to/an/older/farm to time its `exec -- true` in the same run)
@@ -106,11 +108,18 @@ echo "$farm_version"
 print_table "$json" "farm exec"
 python3 - "$json" <<'PY'
 import json, sys
-rows = {r["command"]: r["mean"] for r in json.load(open(sys.argv[1]))["results"]}
+results = json.load(open(sys.argv[1]))["results"]
+rows = {r["command"]: r["mean"] for r in results}
 bwrap = rows.get("bwrap")
 for name in ("farm exec", "farm exec (before)"):
     if bwrap and name in rows:
         print(f"{name} / bwrap: {rows[name] / bwrap:.2f} (goal ≤ 2)")
+# CPU time (user + system of the command and its children) moves less with
+# the machine's load than wall time does.
+cpu = {r["command"]: r["user"] + r["system"] for r in results}
+print("CPU per run (user + system): " + ", ".join(f"{n} {t * 1000:.1f} ms" for n, t in cpu.items()))
+if "bwrap" in cpu and "farm exec" in cpu:
+    print(f"farm exec / bwrap in CPU time: {cpu['farm exec'] / cpu['bwrap']:.2f}")
 PY
 for s in "${skipped[@]}"; do echo "not measured: $s"; done
 echo

@@ -57,6 +57,87 @@ impl Toolchain {
     }
 }
 
+/// The toolchain of the lock file whose text is `text` (read from
+/// `lock_path`). A lock composed before, byte for byte, is found in the
+/// action cache with one lookup per entry it uses, without parsing the lock
+/// or looking up each of its artifacts; otherwise the lock is parsed,
+/// checked to be fetched ([`require_fetched`]) and composed, and the result
+/// recorded.
+pub fn for_lock_text(store: &Store, lock_path: &Path, text: &str) -> Result<Toolchain> {
+    let row = toolchain_row(text);
+    if let Some(tc) = recorded_toolchain(store, &row)? {
+        return Ok(tc);
+    }
+    let lock = Lock::from_toml(&lock_path.display().to_string(), text)?;
+    let found = fetched(store, &lock)?;
+    let tc = compose_fetched(store, &lock, &found)?;
+    let record = ToolchainRecord {
+        root: tc.root.file_name(),
+        inputs: tc.inputs.iter().map(StoreEntry::file_name).collect(),
+        profile: tc.profile.file_name(),
+        pip_wheel: tc.pip_wheel.as_ref().map(StoreEntry::file_name),
+    };
+    store.action_put(&row, &serde_json::to_value(record)?)?;
+    Ok(tc)
+}
+
+/// The action-cache row of the toolchain composed from a lock's exact text
+/// (`toolchain-v1:<hex SHA-256>`; the version changes with what `compose` makes).
+fn toolchain_row(lock_text: &str) -> String {
+    let mut key = sha2::Sha256::new();
+    key.update(b"farm toolchain of a lock v1\0");
+    key.update(lock_text.as_bytes());
+    format!("toolchain-v1:{}", hex::encode(key.finalize()))
+}
+
+/// What the row of a composed toolchain holds: its entries' file names.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct ToolchainRecord {
+    root: String,
+    /// All of them, the profile and pip's wheel included.
+    inputs: Vec<String>,
+    profile: String,
+    pip_wheel: Option<String>,
+}
+
+/// The toolchain recorded under `row` if every entry it names is still in
+/// the store (each marked used); a row of another shape is a miss.
+fn recorded_toolchain(store: &Store, row: &str) -> Result<Option<Toolchain>> {
+    let Some(value) = store.action_get(row)? else {
+        return Ok(None);
+    };
+    let Ok(record) = serde_json::from_value::<ToolchainRecord>(value) else {
+        return Ok(None);
+    };
+    let Some(root) = store.entry(&record.root)? else {
+        return Ok(None);
+    };
+    let mut inputs = Vec::with_capacity(record.inputs.len());
+    for name in &record.inputs {
+        let Some(e) = store.entry(name)? else {
+            return Ok(None);
+        };
+        inputs.push(e);
+    }
+    let among_inputs = |name: &str| inputs.iter().find(|e| e.file_name() == name).cloned();
+    let Some(profile) = among_inputs(&record.profile) else {
+        return Ok(None);
+    };
+    let pip_wheel = match &record.pip_wheel {
+        Some(name) => match among_inputs(name) {
+            Some(e) => Some(e),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    Ok(Some(Toolchain {
+        root,
+        inputs,
+        profile,
+        pip_wheel,
+    }))
+}
+
 /// Looks up the store entry of every artifact the toolchain needs; names the
 /// first missing one with a hint.
 fn entry_for(store: &Store, a: &farm_lockfiles::LockedArtifact) -> Result<StoreEntry> {
@@ -68,19 +149,36 @@ fn entry_for(store: &Store, a: &farm_lockfiles::LockedArtifact) -> Result<StoreE
     })
 }
 
+/// The toolchain of a locked project, from its entries in the store.
 pub fn compose(store: &Store, lock: &Lock) -> Result<Toolchain> {
+    compose_with(store, lock, |a| entry_for(store, a))
+}
+
+/// [`compose`] from the entries [`fetched`] found, without looking them up again.
+pub fn compose_fetched(store: &Store, lock: &Lock, fetched: &Fetched) -> Result<Toolchain> {
+    compose_with(store, lock, |a| match fetched.get(&a.integrity.to_string()) {
+        Some(e) => Ok(e.clone()),
+        None => entry_for(store, a),
+    })
+}
+
+fn compose_with(
+    store: &Store,
+    lock: &Lock,
+    entry_for: impl Fn(&farm_lockfiles::LockedArtifact) -> Result<StoreEntry>,
+) -> Result<Toolchain> {
     let debian = lock.debian.as_ref().context("farm.lock has no Debian base\nhint: add [toolchains.node] or [toolchains.python] to farm.toml and run `farm lock`")?;
     let mut debs = Vec::new();
     for p in &debian.packages {
-        debs.push(entry_for(store, &p.artifact)?);
+        debs.push(entry_for(&p.artifact)?);
     }
     let root = merged_root(store, &debs)?;
 
     let mut inputs = Vec::new();
     let mut links: Vec<(String, String)> = Vec::new();
     if let Some(node) = &lock.node {
-        let n = entry_for(store, &node.node)?;
-        let npm = entry_for(store, &node.npm)?;
+        let n = entry_for(&node.node)?;
+        let npm = entry_for(&node.npm)?;
         let nbin = Toolchain::sandbox_path(&n).join("bin/node");
         let npm_root = Toolchain::sandbox_path(&npm);
         links.push(("node".into(), nbin.display().to_string()));
@@ -94,7 +192,7 @@ pub fn compose(store: &Store, lock: &Lock) -> Result<Toolchain> {
         let interpreter = format!("/usr/bin/python{}", py.version);
         links.push(("python3".into(), interpreter.clone()));
         links.push(("python".into(), interpreter));
-        let pip = entry_for(store, &py.pip)?;
+        let pip = entry_for(&py.pip)?;
         inputs.push(pip.clone());
         pip_wheel = Some(pip);
     }
@@ -282,10 +380,23 @@ pub fn runtime_root(store: &Store, lock: &Lock) -> Result<StoreEntry> {
 
 /// Fails early, naming what is missing, when the store lacks the lock's artifacts.
 pub fn require_fetched(store: &Store, lock: &Lock) -> Result<()> {
+    fetched(store, lock).map(drop)
+}
+
+/// The store entries of a lock's artifacts, by integrity.
+pub type Fetched = std::collections::HashMap<String, StoreEntry>;
+
+/// [`require_fetched`], keeping the entries it found (for [`compose_fetched`]).
+pub fn fetched(store: &Store, lock: &Lock) -> Result<Fetched> {
+    let mut found = Fetched::new();
     let mut missing = Vec::new();
     for (_, a) in lock.artifacts() {
-        if store.artifact(&a.integrity.to_string())?.is_none() {
-            missing.push(format!("{} {}", a.name, a.version));
+        let integrity = a.integrity.to_string();
+        match store.artifact(&integrity)? {
+            Some(e) => {
+                found.insert(integrity, e);
+            }
+            None => missing.push(format!("{} {}", a.name, a.version)),
         }
     }
     if !missing.is_empty() {
@@ -297,12 +408,64 @@ pub fn require_fetched(store: &Store, lock: &Lock) -> Result<()> {
             if n > 8 { ", …" } else { "" }
         );
     }
-    Ok(())
+    Ok(found)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recorded toolchain comes back entry for entry while all its entries
+    /// are in the store; one entry gone (gc), a row of another shape, or a
+    /// profile not among the inputs is a miss, never an error.
+    #[test]
+    fn recorded_toolchain_needs_every_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let entry = |name: &str| {
+            store
+                .build_entry(name, "test", |dir| Ok(std::fs::write(dir.join("f"), "x")?))
+                .unwrap()
+        };
+        let (root, node, profile, pip) = (entry("root"), entry("node"), entry("profile"), entry("pip"));
+        let record = ToolchainRecord {
+            root: root.file_name(),
+            inputs: vec![node.file_name(), pip.file_name(), profile.file_name()],
+            profile: profile.file_name(),
+            pip_wheel: Some(pip.file_name()),
+        };
+        let row = toolchain_row("version = 1\n");
+        assert_ne!(row, toolchain_row("version = 1\n\n"));
+        store.action_put(&row, &serde_json::to_value(&record).unwrap()).unwrap();
+        let tc = recorded_toolchain(&store, &row).unwrap().unwrap();
+        assert_eq!(tc.root, root);
+        assert_eq!(tc.inputs, vec![node.clone(), pip.clone(), profile.clone()]);
+        assert_eq!(tc.profile, profile);
+        assert_eq!(tc.pip_wheel, Some(pip.clone()));
+
+        assert!(recorded_toolchain(&store, "toolchain-v1:none").unwrap().is_none());
+        store
+            .action_put(&row, &serde_json::json!({"entry": root.file_name()}))
+            .unwrap();
+        assert!(recorded_toolchain(&store, &row).unwrap().is_none());
+        let stray = ToolchainRecord {
+            profile: root.file_name(),
+            ..record
+        };
+        store.action_put(&row, &serde_json::to_value(&stray).unwrap()).unwrap();
+        assert!(recorded_toolchain(&store, &row).unwrap().is_none());
+
+        let record = ToolchainRecord {
+            profile: profile.file_name(),
+            ..stray
+        };
+        store.action_put(&row, &serde_json::to_value(&record).unwrap()).unwrap();
+        assert!(recorded_toolchain(&store, &row).unwrap().is_some());
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&node.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::remove_dir_all(&node.path).unwrap();
+        assert!(recorded_toolchain(&store, &row).unwrap().is_none());
+    }
 
     /// The profile is found by its key once built: the second compose
     /// returns the same entry from the action cache without staging it

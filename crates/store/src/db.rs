@@ -163,13 +163,13 @@ pub(crate) fn upsert_entry(
     Ok(())
 }
 
+/// The row of `file_name`. Like the other lookups, it runs once per entry a
+/// command uses (a Debian root is dozens), so its statement comes from the
+/// connection's cache: compiling the SQL costs several times running it.
 pub(crate) fn get_entry(conn: &Connection, file_name: &str) -> rusqlite::Result<Option<EntryRow>> {
-    conn.query_row(
-        &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE file_name = ?1"),
-        [file_name],
-        entry_row,
-    )
-    .optional()
+    conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE file_name = ?1"))?
+        .query_row([file_name], entry_row)
+        .optional()
 }
 
 /// All entries, least recently used first.
@@ -186,12 +186,27 @@ pub(crate) fn delete_entry(conn: &Connection, file_name: &str) -> rusqlite::Resu
     Ok(())
 }
 
-pub(crate) fn artifact_entry(conn: &Connection, integrity: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT file_name FROM artifacts WHERE integrity = ?1",
-        [integrity],
-        |r| r.get(0),
-    )
+/// The entry file name recorded for an artifact, with that entry's row
+/// when it has one.
+pub(crate) fn artifact_entry(
+    conn: &Connection,
+    integrity: &str,
+) -> rusqlite::Result<Option<(String, Option<EntryRow>)>> {
+    // The entry's columns first, as `entry_row` reads them; `fetched` is
+    // true by construction (this artifact points at the entry).
+    conn.prepare_cached(
+        "SELECT entries.file_name, entries.kind, entries.size, entries.last_access, entries.access_seq, 1,
+                artifacts.file_name
+         FROM artifacts LEFT JOIN entries ON entries.file_name = artifacts.file_name
+         WHERE artifacts.integrity = ?1",
+    )?
+    .query_row([integrity], |r| {
+        let row = match r.get::<_, Option<String>>(0)? {
+            Some(_) => Some(entry_row(r)?),
+            None => None,
+        };
+        Ok((r.get(6)?, row))
+    })
     .optional()
 }
 
@@ -227,10 +242,9 @@ pub(crate) fn recently_used(last_access: i64, now: i64) -> bool {
 
 /// An action's outputs and when it was last used.
 pub(crate) fn get_action(conn: &Connection, key: &str) -> rusqlite::Result<Option<(String, i64)>> {
-    conn.query_row("SELECT outputs, last_access FROM actions WHERE key = ?1", [key], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })
-    .optional()
+    conn.prepare_cached("SELECT outputs, last_access FROM actions WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
 }
 
 pub(crate) fn touch_action(conn: &Connection, key: &str, now: i64) -> rusqlite::Result<()> {

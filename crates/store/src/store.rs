@@ -551,8 +551,19 @@ impl Store {
                 file_name: file_name.to_string(),
             });
         };
-        let path = self.store_dir().join(file_name);
         let row = db::get_entry(&self.conn(), file_name).map_err(self.db_err("looking up an entry"))?;
+        self.entry_from_row(file_name, digest, name, row)
+    }
+
+    /// [`Store::entry`] given the row the database has for it (if any).
+    fn entry_from_row(
+        &self,
+        file_name: &str,
+        digest: Digest,
+        name: &str,
+        row: Option<db::EntryRow>,
+    ) -> Result<Option<StoreEntry>, StoreError> {
+        let path = self.store_dir().join(file_name);
         let (kind, size, recent) = match row {
             Some(row) => (row.kind, row.size, db::recently_used(row.last_access, db::now())),
             None => match tree_size(&path) {
@@ -590,10 +601,12 @@ impl Store {
     /// The entry recorded for a lock artifact's integrity, marked as used;
     /// None if there is none or its path vanished (the stale row is dropped).
     pub fn artifact(&self, integrity: &str) -> Result<Option<StoreEntry>, StoreError> {
-        let file_name = db::artifact_entry(&self.conn(), integrity).map_err(self.db_err("looking up an artifact"))?;
-        let Some(file_name) = file_name else { return Ok(None) };
+        // One query for the artifact and its entry's row: a command looks up
+        // every artifact of its lock.
+        let found = db::artifact_entry(&self.conn(), integrity).map_err(self.db_err("looking up an artifact"))?;
+        let Some((file_name, row)) = found else { return Ok(None) };
         let found = match parse_file_name(&file_name) {
-            Some(_) => self.entry(&file_name)?,
+            Some((digest, name)) => self.entry_from_row(&file_name, digest, name, row)?,
             None => None,
         };
         if found.is_none() {
@@ -832,6 +845,43 @@ mod tests {
         assert_eq!(store.artifact("sha256:abc").unwrap(), None);
         assert!(db::get_entry(&store.conn(), &entry.file_name()).unwrap().is_none());
         assert!(db::artifact_entry(&store.conn(), "sha256:abc").unwrap().is_none());
+    }
+
+    /// `artifact` reads the artifact and its entry's row in one query: it
+    /// answers as `entry` does, whether the row is there, recent or old, or
+    /// missing (the entry on disk is registered again, as `recovered`), and
+    /// the cached statements see rows changed after their first use.
+    #[test]
+    fn artifact_lookup_answers_as_entry_lookup() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path().join("home")).unwrap();
+        let src = t.path().join("f");
+        fs::write(&src, "contents").unwrap();
+        let entry = store.add_file(&src, "pkg-1.0", "test").unwrap();
+        store.record_artifact("sha256:abc", &entry).unwrap();
+        let by_name = store.entry(&entry.file_name()).unwrap().unwrap();
+        assert_eq!(store.artifact("sha256:abc").unwrap().as_ref(), Some(&by_name));
+        assert_eq!(by_name.kind, "test");
+        let row = db::get_entry(&store.conn(), &entry.file_name()).unwrap().unwrap();
+        assert!(row.fetched);
+
+        // An old use is rewritten by the lookup.
+        db::set_last_access(&store.conn(), &entry.file_name(), 1000).unwrap();
+        assert_eq!(store.artifact("sha256:abc").unwrap().as_ref(), Some(&by_name));
+        let row = db::get_entry(&store.conn(), &entry.file_name()).unwrap().unwrap();
+        assert!(db::recently_used(row.last_access, db::now()));
+
+        // The entries row gone (the artifact row stays): found on disk again.
+        store
+            .conn()
+            .execute("DELETE FROM entries WHERE file_name = ?1", [entry.file_name()])
+            .unwrap();
+        let recovered = store.artifact("sha256:abc").unwrap().unwrap();
+        assert_eq!(recovered.path, entry.path);
+        assert_eq!(recovered.kind, db::RECOVERED_KIND);
+        assert_eq!(recovered.size, entry.size);
+        assert!(db::get_entry(&store.conn(), &entry.file_name()).unwrap().is_some());
+        assert_eq!(store.artifact("sha256:unknown").unwrap(), None);
     }
 
     #[test]

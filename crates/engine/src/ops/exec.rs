@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use farm_lockfiles::Lock;
 use farm_project::Project;
 use farm_store::Store;
 
@@ -33,16 +32,13 @@ pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
             lock_path.display()
         );
     }
-    let lock = Lock::read(&lock_path)?;
+    let lock_text = std::fs::read_to_string(&lock_path).with_context(|| lock_path.display().to_string())?;
     // SOURCE_DATE_EPOCH may need a `git log`: it runs while the store is read.
     let (source_date_epoch, tc) = std::thread::scope(|s| {
         let sde = s.spawn(|| project.source_date_epoch());
         let tc = Store::open(&ctx.farm_home)
             .map_err(anyhow::Error::from)
-            .and_then(|store| {
-                toolchain::require_fetched(&store, &lock)?;
-                toolchain::compose(&store, &lock)
-            });
+            .and_then(|store| toolchain::for_lock_text(&store, &lock_path, &lock_text));
         let sde = sde.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (sde, tc)
     });
