@@ -3,14 +3,14 @@
 # fails, so a broken row never hides the others. The full output is also
 # written to $FARM_BENCH_HOME/results/run-all.txt (default ~/.cache/farm-bench).
 #
-# Usage: bench/run-all.sh [sandbox|build|check|images ...]   (default: all four)
+# Usage: bench/run-all.sh [sandbox|build|check|images|remote|bigapp ...]   (default: all six)
 set -uo pipefail
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 results="${FARM_BENCH_HOME:-$HOME/.cache/farm-bench}/results"
 mkdir -p "$results"
 
 benches=("$@")
-((${#benches[@]})) || benches=(sandbox build check images)
+((${#benches[@]})) || benches=(sandbox build check images remote bigapp)
 
 # One farm binary for all of them: built (and copied aside) once here,
 # unless FARM_BIN is set.
@@ -22,7 +22,7 @@ failed=()
 {
   for b in "${benches[@]}"; do
     [[ -x $bench_dir/$b.sh ]] || {
-      echo "error: no benchmark bench/$b.sh (choose from: sandbox, build, check, images)" >&2
+      echo "error: no benchmark bench/$b.sh (choose from: sandbox, build, check, images, remote, bigapp)" >&2
       failed+=("$b")
       continue
     }

@@ -38,6 +38,20 @@ fn metrics(p: &Path) -> serde_json::Value {
     json(&p.join(".farm/out/farm-metrics.json"))
 }
 
+/// The stat cache file of the snapshot `label` (`src-<label>.<directory's hash>`).
+fn stat_cache(p: &Path, label: &str) -> PathBuf {
+    let dir = p.join(".farm/stat-cache");
+    let prefix = format!("src-{label}.");
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(found.len(), 1, "one stat cache for {label}: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
 fn every_step_cached(m: &serde_json::Value) -> bool {
     m["steps"].as_object().unwrap().values().all(|s| s["cached"] == true)
 }
@@ -114,10 +128,7 @@ fn a_noop_build_reads_no_source_and_writes_no_output() {
     age(p);
     let first = build(p, &[]);
     let digest = manifest_digest(p);
-    assert!(
-        p.join(".farm/stat-cache/src-frontend").is_file(),
-        "the stat cache is written"
-    );
+    assert!(stat_cache(p, "frontend").is_file(), "the stat cache is written");
     let before = stat_tree(&p.join(".farm/out"));
     assert!(before.len() > 100, "the example's outputs: {} nodes", before.len());
 
@@ -276,7 +287,7 @@ fn corrupt_caches_are_ignored_and_damaged_outputs_are_restored() {
     age(p);
     build(p, &["-t", "frontend"]);
     let digest = manifest_digest(p);
-    let cache = p.join(".farm/stat-cache/src-frontend");
+    let cache = stat_cache(p, "frontend");
     let mut bytes = std::fs::read(&cache).unwrap();
     let n = bytes.len();
     bytes[n / 3] ^= 0xff;
@@ -313,4 +324,95 @@ fn corrupt_caches_are_ignored_and_damaged_outputs_are_restored() {
     assert_eq!(manifest_digest(p), digest);
     let m = std::fs::metadata(&asset).unwrap();
     assert_eq!(m.mode() & 0o777, 0o644, "outputs stay writable by the user");
+}
+
+/// An npm workspaces monorepo whose frontend links two members (the
+/// js-npm-workspaces fixture plus `@fixture/farewell`, added to its
+/// package-lock.json as npm records a member): each member is a snapshot
+/// of its own under the one label `frontend-link`, and the second build
+/// still reads no file of any of them. Before each member had a stat
+/// cache of its own, the members evicted each other's and every build read
+/// them all again. An edit in one member is still seen.
+#[test]
+fn a_noop_build_of_npm_workspace_members_reads_none_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    common::copy_tree(
+        &common::workspace().join("tests/fixtures/js-npm-workspaces"),
+        p,
+        &["node_modules", "dist", ".farm", "farm.toml", "farm.lock"],
+    );
+    let member = p.join("packages/farewell");
+    std::fs::create_dir_all(&member).unwrap();
+    std::fs::write(
+        member.join("package.json"),
+        r#"{ "name": "@fixture/farewell", "version": "0.1.0", "type": "module", "main": "index.js" }"#,
+    )
+    .unwrap();
+    std::fs::write(member.join("index.js"), "export const farewell = (n) => `Bye, ${n}`;\n").unwrap();
+    let edit_json = |rel: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = json(&p.join(rel));
+        f(&mut v);
+        std::fs::write(p.join(rel), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    };
+    edit_json("frontend/package.json", &|v| {
+        v["dependencies"]["@fixture/farewell"] = "*".into();
+    });
+    edit_json("package-lock.json", &|v| {
+        let pkgs = &mut v["packages"];
+        pkgs["frontend"]["dependencies"]["@fixture/farewell"] = "*".into();
+        pkgs["packages/farewell"] = serde_json::json!({ "name": "@fixture/farewell", "version": "0.1.0" });
+        pkgs["node_modules/@fixture/farewell"] = serde_json::json!({ "resolved": "packages/farewell", "link": true });
+    });
+    let main = p.join("frontend/src/main.js");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        format!("import {{ farewell }} from \"@fixture/farewell\";\n{text}console.log(farewell(\"farm\"));\n"),
+    )
+    .unwrap();
+    let home = shared_farm_home();
+    for step in [&["init"][..], &["lock"], &["fetch"]] {
+        let out = run(&mut farm(p, &home, step));
+        assert!(out.status.success(), "farm {step:?}: {}", common::stderr(&out));
+    }
+    age(p);
+    build(p, &["-t", "frontend"]);
+    let links = std::fs::read_dir(p.join(".farm/stat-cache"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("src-frontend-link.")
+        })
+        .count();
+    assert_eq!(links, 2, "a stat cache per linked member");
+    let mut total = 0;
+    for round in 0..2 {
+        build(p, &["-t", "frontend"]);
+        let m = metrics(p);
+        total = m["sources"]["files_from_stat_cache"].as_u64().unwrap();
+        assert_eq!(m["sources"]["files_read"], 0, "round {round}: no source file read: {m}");
+        assert_eq!(m["sources"]["snapshots_copied"], 0, "{m}");
+        assert_eq!(m["outputs"]["placed"], false, "{m}");
+    }
+    std::fs::write(
+        member.join("index.js"),
+        "export const farewell = (n) => `Ciao, ${n}`;\n",
+    )
+    .unwrap();
+    build(p, &["-t", "frontend"]);
+    let m = metrics(p);
+    assert_eq!(
+        m["sources"]["files_from_stat_cache"].as_u64().unwrap(),
+        total - 1,
+        "every file but the edited one comes from the stat cache: {m}"
+    );
+    // The edited file; and when the shared store does not hold the new
+    // tree yet, the member's two files again as they are copied into it.
+    let read = m["sources"]["files_read"].as_u64().unwrap();
+    assert!(read == 1 || read == 3, "only the edited member is read: {m}");
+    assert!(assets_text(p).contains("Ciao, "), "the edited member is bundled");
 }

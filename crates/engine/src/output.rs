@@ -10,7 +10,7 @@
 //! placement, the same manifest and an untouched directory writes nothing
 //! but `farm-metrics.json` (spec/engine.md, "Placing outputs").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -339,14 +339,7 @@ pub fn dir_stamp(out_dir: &Path) -> Result<Option<String>> {
         Err(e) => return Err(e).with_context(|| out_dir.display().to_string()),
     }
     let mut h = sha2::Sha256::new();
-    // Each node is stat'ed relative to its open directory (no path walk, no symlink followed).
-    Beneath::open_dir(out_dir)?.walk(|e| -> Result<Walk> {
-        if e.rel == Path::new(METRICS_FILE) {
-            return Ok(Walk::Skip);
-        }
-        stamp_node(&mut h, &e.rel, &e.meta);
-        Ok(Walk::Descend)
-    })?;
+    stamp_below(&Beneath::open_dir(out_dir)?, &mut h, Some(Path::new(METRICS_FILE)))?;
     Ok(Some(format!("sha256:{}", hex::encode(h.finalize()))))
 }
 
@@ -365,26 +358,116 @@ pub fn path_stamp(out_dir: &Path, rel: &Path) -> Result<Option<String>> {
     let mut h = sha2::Sha256::new();
     stamp_node(&mut h, Path::new(""), &meta);
     if meta.kind == Kind::Dir {
-        tree.open_subdir(rel)?.walk(|e| -> Result<Walk> {
-            stamp_node(&mut h, &e.rel, &e.meta);
-            Ok(Walk::Descend)
-        })?;
+        stamp_below(&tree.open_subdir(rel)?, &mut h, None)?;
     }
     Ok(Some(format!("sha256:{}", hex::encode(h.finalize()))))
 }
 
+/// A directory's entries with their `lstat`, sorted by name.
+type Listing = Vec<(std::ffi::OsString, hostfs::Meta)>;
+
+/// Feeds [`stamp_node`] of everything below `tree` (but `skip`) into `h`,
+/// parents before children and siblings by name, as [`Beneath::walk`]
+/// visits them. A no-op build's largest cost is this `lstat` of every
+/// placed file (tens of thousands with a Python backend), so the top
+/// levels are listed until there are enough subtrees to share out, a few
+/// threads walk one subtree each (every directory opened in its parent,
+/// one name to look up), and the results are hashed in walk order: the
+/// stamp does not depend on the threads.
+fn stamp_below(tree: &Beneath, h: &mut sha2::Sha256, skip: Option<&Path>) -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let mut listings: HashMap<PathBuf, Listing> = HashMap::new();
+    let mut level = vec![PathBuf::new()];
+    while !level.is_empty() && level.len() < threads * 8 {
+        let mut below = Vec::new();
+        for rel in level {
+            let entries = tree.read_dir(&rel)?;
+            below.extend(
+                entries
+                    .iter()
+                    .filter(|(_, m)| m.kind == Kind::Dir)
+                    .map(|(name, _)| rel.join(name))
+                    .filter(|r| Some(r.as_path()) != skip),
+            );
+            listings.insert(rel, entries);
+        }
+        level = below;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let walk = || -> Result<Vec<(usize, Vec<u8>)>> {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(rel) = level.get(i) else { return Ok(done) };
+            let mut bytes = Vec::new();
+            tree.open_subdir(rel)?.walk(|e| -> Result<Walk> {
+                stamp_bytes(&mut bytes, &rel.join(&e.rel), &e.meta);
+                Ok(Walk::Descend)
+            })?;
+            done.push((i, bytes));
+        }
+    };
+    let mut walked: Vec<(usize, Vec<u8>)> = if threads == 1 || level.len() < 2 {
+        walk()?
+    } else {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (1..threads).map(|_| s.spawn(walk)).collect();
+            let mut all = walk()?;
+            for w in workers {
+                all.extend(w.join().expect("a stamp thread panicked")?);
+            }
+            Ok::<_, anyhow::Error>(all)
+        })?
+    };
+    walked.sort_by_key(|(i, _)| *i);
+    let subtrees: HashMap<&Path, Vec<u8>> = level
+        .iter()
+        .map(PathBuf::as_path)
+        .zip(walked.into_iter().map(|(_, b)| b))
+        .collect();
+    fn feed(
+        h: &mut sha2::Sha256,
+        listings: &HashMap<PathBuf, Listing>,
+        subtrees: &HashMap<&Path, Vec<u8>>,
+        dir: &Path,
+        skip: Option<&Path>,
+    ) {
+        for (name, meta) in listings.get(dir).into_iter().flatten() {
+            let rel = dir.join(name);
+            if Some(rel.as_path()) == skip {
+                continue;
+            }
+            stamp_node(h, &rel, meta);
+            match subtrees.get(rel.as_path()) {
+                Some(bytes) => h.update(bytes),
+                None if meta.kind == Kind::Dir => feed(h, listings, subtrees, &rel, skip),
+                None => {}
+            }
+        }
+    }
+    feed(h, &listings, &subtrees, Path::new(""), skip);
+    Ok(())
+}
+
 fn stamp_node(h: &mut sha2::Sha256, rel: &Path, m: &hostfs::Meta) {
+    let mut bytes = Vec::with_capacity(128);
+    stamp_bytes(&mut bytes, rel, m);
+    h.update(&bytes);
+}
+
+/// What [`stamp_node`] hashes for one node.
+fn stamp_bytes(out: &mut Vec<u8>, rel: &Path, m: &hostfs::Meta) {
     let p = rel.as_os_str().as_bytes();
-    h.update((p.len() as u64).to_le_bytes());
-    h.update(p);
-    h.update([m.kind as u8]);
-    h.update(m.mode.to_le_bytes());
+    out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+    out.extend_from_slice(p);
+    out.push(m.kind as u8);
+    out.extend_from_slice(&m.mode.to_le_bytes());
     if m.kind != Kind::Dir {
         for v in [m.dev, m.ino, m.size] {
-            h.update(v.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
         }
         for v in [m.mtime_ns, m.ctime_ns] {
-            h.update(v.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
         }
     }
 }
@@ -606,6 +689,60 @@ mod tests {
         assert_eq!(Marker::read(&dir), None, "an unreadable marker is no marker");
         Marker::remove(&dir).unwrap();
         Marker::remove(&dir).unwrap();
+    }
+
+    /// The stamp listed by threads equals the one a single walk of the
+    /// tree hashes (so markers written before stay valid), on a tree wide
+    /// and deep enough to spread over every thread, with symlinks.
+    #[test]
+    fn the_threaded_stamp_is_the_walks_stamp() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("out");
+        for i in 0..40 {
+            let d = dir.join(format!("pkg{i}/sub{}/deep", i % 3));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("f.py"), format!("{i}")).unwrap();
+            std::fs::write(dir.join(format!("pkg{i}/top.txt")), "t").unwrap();
+            std::os::unix::fs::symlink("top.txt", dir.join(format!("pkg{i}/link"))).unwrap();
+        }
+        std::fs::write(dir.join(METRICS_FILE), "{}").unwrap();
+        let walked = |root: &Path, skip: Option<&Path>| {
+            let mut h = sha2::Sha256::new();
+            Beneath::open_dir(root)
+                .unwrap()
+                .walk(|e| -> Result<Walk> {
+                    if Some(e.rel.as_path()) == skip {
+                        return Ok(Walk::Skip);
+                    }
+                    stamp_node(&mut h, &e.rel, &e.meta);
+                    Ok(Walk::Descend)
+                })
+                .unwrap();
+            h
+        };
+        let want = format!(
+            "sha256:{}",
+            hex::encode(walked(&dir, Some(Path::new(METRICS_FILE))).finalize())
+        );
+        assert_eq!(dir_stamp(&dir).unwrap().unwrap(), want);
+        // path_stamp: the node itself, then what is below it, in one hasher.
+        let mut one = sha2::Sha256::new();
+        let pkg7 = Beneath::open_dir(&dir)
+            .unwrap()
+            .symlink_metadata(Path::new("pkg7"))
+            .unwrap();
+        stamp_node(&mut one, Path::new(""), &pkg7);
+        Beneath::open_dir(&dir.join("pkg7"))
+            .unwrap()
+            .walk(|e| -> Result<Walk> {
+                stamp_node(&mut one, &e.rel, &e.meta);
+                Ok(Walk::Descend)
+            })
+            .unwrap();
+        assert_eq!(
+            path_stamp(&dir, Path::new("pkg7")).unwrap().unwrap(),
+            format!("sha256:{}", hex::encode(one.finalize()))
+        );
     }
 
     /// An output carried over keeps its files (same inodes, modes and

@@ -9,7 +9,7 @@
 //! resolves inside the snapshot (spec/engine.md, "Sources").
 //!
 //! An unchanged tree is neither read nor copied: the stat cache
-//! (`statcache`, `.farm/stat-cache/<label>`) gives each unchanged file's
+//! (`statcache`, `.farm/stat-cache/src-<label>.<dir>`) gives each unchanged file's
 //! digest, the snapshot's tree digest is computed from them, and when the
 //! store already holds that tree it is the snapshot. Otherwise the tree is
 //! copied (each file hashed as it is copied, which refreshes the cache).
@@ -65,11 +65,17 @@ impl Counters {
     }
 }
 
-/// Where the stat cache of the snapshot `label` of the project at `root` lives.
-pub fn stat_cache_path(root: &Path, label: &str) -> PathBuf {
+/// Where the stat cache of the snapshot `label` of the directory `rel`
+/// (below the project at `root`) lives. Named by both: one label can cover
+/// many directories (every linked npm workspace member is a
+/// `frontend-link`), and directories sharing one file would overwrite each
+/// other's entries, so that every member is read again on every build.
+pub fn stat_cache_path(root: &Path, label: &str, rel: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let dir = sha2::Sha256::digest(rel.as_os_str().as_encoded_bytes());
     root.join(farm_project::paths::STATE_DIR)
         .join("stat-cache")
-        .join(format!("src-{label}"))
+        .join(format!("src-{label}.{}", hex::encode(&dir[..8])))
 }
 
 /// The filtered tree at `rel` below the project root `root` (the caller's
@@ -115,7 +121,7 @@ pub fn snapshot_counted(
     };
     let skip: Vec<PathBuf> = extra_skip.iter().map(|p| p.to_path_buf()).collect();
     let name = format!("src-{label}");
-    let mut cache = StatCache::load(&stat_cache_path(root, label));
+    let mut cache = StatCache::load(&stat_cache_path(root, label, rel));
     let mut copied_tree = false;
     let result = (|| -> Result<StoreEntry> {
         // With no cache every file must be read anyway: copy at once.
@@ -505,7 +511,7 @@ mod tests {
         age(s);
         let (a, first) = snapshot_counted(&store, s, Path::new(""), "web", &[]).unwrap();
         assert_eq!((first.read, first.cached, first.copied), (4, 0, true), "{first:?}");
-        assert!(stat_cache_path(s, "web").is_file());
+        assert!(stat_cache_path(s, "web", Path::new("")).is_file());
         let (b, second) = snapshot_counted(&store, s, Path::new(""), "web", &[]).unwrap();
         assert_eq!(a, b);
         assert_eq!(
@@ -542,6 +548,42 @@ mod tests {
         assert_eq!(farm_store::tree_digest(&g.path).unwrap(), g.digest);
     }
 
+    /// Directories snapshotted under one label (npm workspace members are
+    /// all `frontend-link`) keep a cache each: once both were verified,
+    /// neither is read again, whatever order they are snapshotted in.
+    #[test]
+    fn directories_sharing_a_label_do_not_evict_each_others_cache() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let s = src.path();
+        for member in ["packages/a", "packages/b"] {
+            std::fs::create_dir_all(s.join(member).join("src")).unwrap();
+            std::fs::write(s.join(member).join("package.json"), member).unwrap();
+            std::fs::write(s.join(member).join("src/index.js"), member).unwrap();
+        }
+        age(s);
+        let both = |want: Outcome| {
+            for member in ["packages/a", "packages/b", "packages/a"] {
+                let (_, what) = snapshot_counted(&store, s, Path::new(member), "link", &[]).unwrap();
+                assert_eq!(what.read + what.cached, 2, "{member}: {what:?}");
+                if want.cached == 2 {
+                    assert_eq!(what, want, "{member}");
+                }
+            }
+        };
+        both(Outcome::default());
+        both(Outcome {
+            read: 0,
+            cached: 2,
+            copied: false,
+        });
+        assert_ne!(
+            stat_cache_path(s, "link", Path::new("packages/a")),
+            stat_cache_path(s, "link", Path::new("packages/b"))
+        );
+    }
+
     /// A file rewritten with the same size and its old mtime restored (as
     /// `touch -d` does) is read again: its ctime changed. So is a file the
     /// cache vouches for only racily: an entry with the file's current
@@ -576,7 +618,7 @@ mod tests {
         assert_eq!(c, a);
         std::fs::write(&file, "bbbb").unwrap();
         let meta = std::fs::metadata(&file).unwrap();
-        let mut forged = StatCache::load(&stat_cache_path(s, "web"));
+        let mut forged = StatCache::load(&stat_cache_path(s, "web", Path::new("")));
         let old_node = node::file(&mut &b"aaaa"[..], false, 4).unwrap().unwrap();
         forged.record(Path::new("src/lib/a.js"), Stamp::of_metadata(&meta), old_node);
         forged.save().unwrap();
@@ -594,7 +636,7 @@ mod tests {
         app(s);
         age(s);
         let (a, _) = snapshot_counted(&store, s, Path::new(""), "web", &[]).unwrap();
-        let path = stat_cache_path(s, "web");
+        let path = stat_cache_path(s, "web", Path::new(""));
         let mut bytes = std::fs::read(&path).unwrap();
         let n = bytes.len();
         bytes[n / 2] ^= 1;
