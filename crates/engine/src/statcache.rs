@@ -5,8 +5,8 @@
 //! again; the snapshot's digest is then computed from the cached nodes and,
 //! when the store already holds that tree, the snapshot is not copied.
 //!
-//! One file per snapshot label under `.farm/stat-cache/` (spec/engine.md,
-//! "The stat cache"). It is only ever a hint: a file that is missing, torn
+//! One file per snapshot (label and directory) under `.farm/stat-cache/`
+//! (spec/engine.md, "The stat cache"). It is only ever a hint: a file that is missing, torn
 //! or corrupt (the trailing SHA-256 does not match) is ignored and rebuilt,
 //! and an entry is trusted only when its file's times are older than the
 //! scan that verified it by a margin ("racy" entries are hashed again).

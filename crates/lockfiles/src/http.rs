@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use rustls::pki_types::CertificateDer;
 
 use crate::integrity::{Hasher, Integrity};
 use crate::redact::{redact_text, RedactedUrl};
@@ -193,6 +194,28 @@ impl ClientOptions {
     }
 }
 
+/// The CA certificates HTTPS servers are checked against: the ones OpenSSL
+/// found when farm used it through native-tls, so trust did not change with
+/// the move to rustls. `SSL_CERT_FILE` replaces the system bundle (when it
+/// exists); `SSL_CERT_DIR` (`:`-separated) adds directories; the system's
+/// certificate directories are always read, so both variables add to the
+/// machine's store rather than replace it. Unreadable files are skipped, as
+/// OpenSSL skips them.
+pub fn trusted_roots() -> Vec<CertificateDer<'static>> {
+    let probe = openssl_probe::probe();
+    let env_dirs = std::env::var_os("SSL_CERT_DIR")
+        .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let system_dirs = openssl_probe::candidate_cert_dirs().map(Path::to_path_buf);
+    let mut ders = rustls_native_certs::load_certs_from_paths(probe.cert_file.as_deref(), None).certs;
+    for dir in env_dirs.into_iter().chain(system_dirs) {
+        ders.extend(rustls_native_certs::load_certs_from_paths(None, Some(&dir)).certs);
+    }
+    ders.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+    ders.dedup();
+    ders
+}
+
 #[derive(Clone)]
 pub struct Client {
     inner: reqwest::Client,
@@ -208,10 +231,18 @@ pub struct Fetched {
 
 impl Client {
     pub fn new(options: ClientOptions) -> Self {
+        // reqwest is built without a rustls provider of its own; ring is
+        // tonic's too. An error only means a provider is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let inner = reqwest::Client::builder()
             .user_agent(concat!("farm/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
+            .tls_certs_only(
+                trusted_roots()
+                    .iter()
+                    .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
+            )
             .build()
             .expect("TLS backend initialises");
         Client { inner, options }
