@@ -66,12 +66,13 @@ image="localhost/farm-bench-app:$tag"
 results="$BENCH_HOME/results"
 mkdir -p "$results"
 
-# manifest_digest LAYOUT: the digest of the one image in an OCI layout.
+# manifest_digest LAYOUT: the digest of the one image in an OCI layout
+# (farm's layouts also hold the SBOMs as artifact manifests, which are skipped).
 manifest_digest() {
   python3 - "$1/index.json" <<'PY'
 import json, sys
-m = json.load(open(sys.argv[1]))["manifests"]
-assert len(m) == 1, f"{sys.argv[1]}: expected one manifest, found {len(m)}"
+m = [d for d in json.load(open(sys.argv[1]))["manifests"] if "artifactType" not in d]
+assert len(m) == 1, f"{sys.argv[1]}: expected one image manifest, found {len(m)}"
 print(m[0]["digest"])
 PY
 }
