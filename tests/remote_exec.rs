@@ -19,7 +19,7 @@ use farm_remote::{Client, RemoteConfig};
 use farm_store::Store;
 use farm_testkit::buildgrid::BuildGrid;
 use farm_testkit::buildgrid_exec::{pg_bin, BuildGridExec};
-use farm_testkit::{require, require_root, require_tool};
+use farm_testkit::{require, require_root, require_tool, wait_until};
 
 /// A directory entry and a file entry uploaded with `entry_blobs` come
 /// back from the CAS identical (same Merkle root, same bytes), and are
@@ -109,26 +109,23 @@ fn action(rt: &tokio::runtime::Runtime, client: &Client, input: &std::path::Path
     a_d
 }
 
-/// A farm worker runs a leased Action in the sandbox: its output comes
-/// back through the CAS; the network is off on the worker.
-#[test]
-fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
-    if !require_tool("bgd")
-        || !require(pg_bin().is_some(), "PostgreSQL's initdb under /usr/lib/postgresql")
-        || !require_root()
-    {
-        return;
-    }
-    let server = BuildGridExec::start();
-    let config = RemoteConfig {
-        url: server.url.clone(),
-        ..Default::default()
-    };
+/// Runs `body` with a farm worker of BuildGrid `server` serving in this
+/// process (its own store, the native sandbox or a container) and a
+/// client of the server; the worker is stopped and joined however `body`
+/// ends.
+fn with_worker(
+    server: &BuildGridExec,
+    name: &str,
+    body: impl FnOnce(&farm_engine::worker::WorkerOptions, &tokio::runtime::Runtime, &Client),
+) {
     let work = tempfile::tempdir().unwrap();
     let opts = farm_engine::worker::WorkerOptions {
-        server: config.clone(),
+        server: RemoteConfig {
+            url: server.url.clone(),
+            ..Default::default()
+        },
         jobs: 1,
-        name: "test-worker".into(),
+        name: name.into(),
         store: Store::open(work.path().join("w")).unwrap(),
         executor: farm_engine::executor::select(farm_engine::executor::SandboxChoice::Auto).unwrap(),
         timeout: std::time::Duration::from_secs(600),
@@ -145,8 +142,26 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
     }
     std::thread::scope(|s| {
         let worker = s.spawn(|| farm_engine::worker::serve(&opts, &stop));
-        let _stop = Stop(&stop);
-        let (rt, client) = remote_client(&config.url);
+        let stopper = Stop(&stop);
+        let (rt, client) = remote_client(&server.url);
+        body(&opts, &rt, &client);
+        drop(stopper);
+        worker.join().unwrap().unwrap();
+    });
+}
+
+/// A farm worker runs a leased Action in the sandbox: its output comes
+/// back through the CAS; the network is off on the worker.
+#[test]
+fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
+    if !require_tool("bgd")
+        || !require(pg_bin().is_some(), "PostgreSQL's initdb under /usr/lib/postgresql")
+        || !require_root()
+    {
+        return;
+    }
+    let server = BuildGridExec::start();
+    with_worker(&server, "test-worker", |opts, rt, client| {
         // The input root holds a store entry under its store file name.
         let input = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
@@ -162,8 +177,8 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
 
         // Inputs in, outputs out.
         let ok = action(
-            &rt,
-            &client,
+            rt,
+            client,
             input.path(),
             &format!("mkdir -p /out/d && cat /farm/store/{entry}/data.txt > /out/d/a.txt && echo ran"),
         );
@@ -183,7 +198,8 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
         assert_eq!(log, b"ran\n");
         let out = &result.output_directories[0];
         assert_eq!(out.path, "out");
-        let back = work.path().join("back");
+        let back_dir = tempfile::tempdir().unwrap();
+        let back = back_dir.path().join("back");
         rt.block_on(client.materialize(out.root_directory_digest.as_ref().unwrap(), &back))
             .unwrap();
         assert_eq!(std::fs::read(back.join("d/a.txt")).unwrap(), b"from the CAS\n");
@@ -191,8 +207,8 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
         // The network is off: a connection to the server itself fails.
         let port = server.port;
         let net = action(
-            &rt,
-            &client,
+            rt,
+            client,
             input.path(),
             &format!("python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""),
         );
@@ -227,7 +243,7 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
         let liar = format!("{}-inp-data", "ab".repeat(32));
         std::fs::create_dir_all(lie.path().join("farm/store").join(&liar)).unwrap();
         std::fs::write(lie.path().join("farm/store").join(&liar).join("data.txt"), "other\n").unwrap();
-        let bad = action(&rt, &client, lie.path(), "echo never > /out/x");
+        let bad = action(rt, client, lie.path(), "echo never > /out/x");
         let resp = rt.block_on(client.execute(&bad, true)).unwrap();
         let status = resp.status.unwrap_or_default();
         assert_ne!(status.code, 0);
@@ -237,9 +253,6 @@ fn a_farm_worker_runs_leased_actions_in_the_sandbox() {
             status.message
         );
         assert!(opts.store.entry(&liar).unwrap().is_none());
-
-        drop(_stop);
-        worker.join().unwrap().unwrap();
     });
 }
 
@@ -250,18 +263,6 @@ fn sleeping(arg: &str) -> bool {
         .unwrap()
         .flatten()
         .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
-}
-
-/// Waits up to `limit` for `cond`; false when it never held.
-fn eventually(limit: std::time::Duration, cond: impl Fn() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    cond()
 }
 
 /// A client cancels the operation of a step running on a farm worker:
@@ -277,52 +278,25 @@ fn a_cancelled_operation_kills_the_step_on_the_worker() {
         return;
     }
     let server = BuildGridExec::start();
-    let config = RemoteConfig {
-        url: server.url.clone(),
-        ..Default::default()
-    };
-    let work = tempfile::tempdir().unwrap();
-    let opts = farm_engine::worker::WorkerOptions {
-        server: config.clone(),
-        jobs: 1,
-        name: "cancel-worker".into(),
-        store: Store::open(work.path().join("w")).unwrap(),
-        executor: farm_engine::executor::select(farm_engine::executor::SandboxChoice::Auto).unwrap(),
-        timeout: std::time::Duration::from_secs(600),
-        max_size: None,
-        ttl: None,
-    };
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    std::thread::scope(|s| {
-        let worker = s.spawn(|| farm_engine::worker::serve(&opts, &stop));
-        let _stop = Stop(&stop);
-        let (rt, client) = remote_client(&config.url);
+    with_worker(&server, "cancel-worker", |_, rt, client| {
         let empty = tempfile::tempdir().unwrap();
         // A sleep no other process has: its argument names this test run.
         let arg = format!("86399.{}", std::process::id());
-        let slow = action(&rt, &client, empty.path(), &format!("exec sleep {arg}"));
+        let slow = action(rt, client, empty.path(), &format!("exec sleep {arg}"));
         let name = rt.block_on(client.execute_start(&slow)).unwrap();
         assert!(
-            eventually(std::time::Duration::from_secs(60), || sleeping(&arg)),
+            wait_until(std::time::Duration::from_secs(60), || sleeping(&arg)),
             "the step never started:\n{}",
             server.log()
         );
         rt.block_on(client.cancel_operation(&name)).unwrap();
         assert!(
-            eventually(std::time::Duration::from_secs(30), || !sleeping(&arg)),
+            wait_until(std::time::Duration::from_secs(30), || !sleeping(&arg)),
             "the cancelled step still runs"
         );
         // The worker serves the next lease.
-        let next = action(&rt, &client, empty.path(), "echo after > /out/x");
+        let next = action(rt, client, empty.path(), "echo after > /out/x");
         let resp = rt.block_on(client.execute(&next, true)).unwrap();
         assert_eq!(resp.result.unwrap().exit_code, 0);
-        drop(_stop);
-        worker.join().unwrap().unwrap();
     });
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{copy_tree, farm, farm_bin, run, stderr, stdout, workspace};
 use farm_testkit::buildgrid_exec::{pg_bin, BuildGridExec};
-use farm_testkit::{free_port, require, require_root, require_tool, shared_farm_home};
+use farm_testkit::{free_port, require, require_root, require_tool, shared_farm_home, wait_until};
 
 /// The remote-cache fixture (a frontend with no npm packages and a custom
 /// step `gen`), locked, in a temp dir.
@@ -89,15 +89,11 @@ impl Worker {
 
     /// Waits until the worker's log says `what`; panics with the log after `limit`.
     fn wait_for(&self, what: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.text().contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "the worker never said {what:?} in {limit:?}:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            wait_until(limit, || self.text().contains(what)),
+            "the worker never said {what:?} in {limit:?}:\n{}",
+            self.text()
+        );
     }
 
     /// SIGKILL, as a machine that dies.
