@@ -640,7 +640,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Whether a transport error is TLS refusing the connection rather than a
 /// server that is not there. With TLS 1.3 a server that refuses the
 /// client's certificate (or its absence) closes the connection right after
-/// the handshake: a broken pipe or reset on a grpcs:// connection.
+/// the handshake: a broken pipe, a reset or an EOF without close_notify
+/// on a grpcs:// connection.
 fn tls_failure(message: &str) -> bool {
     [
         "certificate",
@@ -649,6 +650,8 @@ fn tls_failure(message: &str) -> bool {
         "UnknownIssuer",
         "broken pipe",
         "connection reset",
+        // or as rustls's unexpected EOF, depending on timing
+        "close_notify",
     ]
     .iter()
     .any(|t| message.contains(t))
