@@ -12,14 +12,14 @@ use std::path::Path;
 
 /// What a package declares: an SPDX expression, and the texts of any
 /// `LicenseRef-` ids in it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Declared {
     pub expression: Option<String>,
     pub extracted: BTreeMap<String, Extracted>,
 }
 
 /// A license outside the SPDX list, as SPDX's `hasExtractedLicensingInfos` holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Extracted {
     /// The name the package gave it (`public-domain`).
     pub name: String,
@@ -32,6 +32,41 @@ pub enum Source {
     Npm,
     Wheel,
     Deb,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Npm => "npm",
+            Source::Wheel => "wheel",
+            Source::Deb => "deb",
+        }
+    }
+}
+
+/// Changes whenever `detect` may answer differently for the same entry, so
+/// that remembered answers (see `Memo`) are not reused across versions.
+pub const DETECTOR_VERSION: u32 = 1;
+
+/// Answers of `detect` kept between calls. Reading a license decompresses
+/// the whole archive, and a store entry's contents never change under its
+/// name, so an answer stays right for as long as the entry exists.
+pub trait Memo {
+    fn get(&self, source: Source, path: &Path) -> Option<Declared>;
+    fn put(&self, source: Source, path: &Path, declared: &Declared);
+}
+
+/// `detect`, asking `memo` first and telling it what was read.
+pub fn detect_with(memo: Option<&dyn Memo>, source: Source, path: &Path) -> Declared {
+    let Some(memo) = memo else {
+        return detect(source, path);
+    };
+    if let Some(d) = memo.get(source, path) {
+        return d;
+    }
+    let d = detect(source, path);
+    memo.put(source, path, &d);
+    d
 }
 
 /// The most of a file read for a license: manifests and copyright files are small.

@@ -159,6 +159,8 @@ pub struct SbomInputs<'a> {
     pub lock: &'a Lock,
     pub release: &'a Release,
     pub artifact_path: ArtifactPath<'a>,
+    /// Licenses read before (the store keeps them): None reads every archive.
+    pub license_memo: Option<&'a dyn license::Memo>,
     /// farm.toml's `[models] host`: the registry name Ollama knows the models by.
     pub model_host: Option<&'a str>,
     /// farm.toml's `[images] registry`, the home of farm's own images.
@@ -185,7 +187,7 @@ fn artifact_component(
 ) -> Component {
     let mut license = None;
     if let (Some(src), Some(path)) = (source, (inputs.artifact_path)(&a.integrity)) {
-        let d = license::detect(src, &path);
+        let d = license::detect_with(inputs.license_memo, src, &path);
         license = d.expression;
         extracted.extend(d.extracted);
     }
@@ -578,6 +580,7 @@ pub fn locked_purls(lock: &Lock, model_host: Option<&str>) -> BTreeMap<String, B
         lock,
         release: &release,
         artifact_path: &none,
+        license_memo: None,
         model_host,
         image_registry: None,
     };

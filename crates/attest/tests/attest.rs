@@ -313,6 +313,7 @@ impl Fixture {
             lock,
             release: &release,
             artifact_path: &lookup,
+            license_memo: None,
             model_host: Some("models.farm-app.internal"),
             image_registry: None,
         };

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _, Result};
+use farm_attest::license::{Declared, Source as LicenseSource};
 use farm_attest::provenance::{self, DocumentKind, ProvenanceInputs, RunFacts, SourceRevision};
 use farm_attest::sbom::{SbomInputs, Scope};
 use farm_attest::verify::Against;
@@ -73,12 +74,73 @@ fn store_lookup(store: &Store) -> impl Fn(&farm_lockfiles::Integrity) -> Option<
     move |i| store.artifact(&i.to_string()).ok().flatten().map(|e| e.path)
 }
 
+/// Licenses read from store entries, remembered in the store's action cache
+/// (`license-v<detector>:<reader>:<entry file name>`) and in memory: the
+/// build writes up to four documents, and reading a license decompresses the
+/// artifact's whole archive.
+pub(crate) struct StoreLicenses<'a> {
+    store: &'a Store,
+    seen: std::cell::RefCell<std::collections::HashMap<(&'static str, PathBuf), Declared>>,
+}
+
+impl<'a> StoreLicenses<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        StoreLicenses {
+            store,
+            seen: Default::default(),
+        }
+    }
+
+    /// The action-cache row for `path`, only for an entry of this store
+    /// (anything else is read every time: its contents may change).
+    fn row(&self, source: LicenseSource, path: &Path) -> Option<String> {
+        if path.parent()? != self.store.store_dir() {
+            return None;
+        }
+        let name = path.file_name()?.to_str()?;
+        farm_store::parse_file_name(name)?;
+        Some(format!(
+            "license-v{}:{}:{name}",
+            farm_attest::license::DETECTOR_VERSION,
+            source.as_str()
+        ))
+    }
+}
+
+impl farm_attest::license::Memo for StoreLicenses<'_> {
+    fn get(&self, source: LicenseSource, path: &Path) -> Option<Declared> {
+        if let Some(d) = self.seen.borrow().get(&(source.as_str(), path.to_path_buf())) {
+            return Some(d.clone());
+        }
+        let value = self.store.action_get(&self.row(source, path)?).ok()??;
+        let d: Declared = serde_json::from_value(value).ok()?;
+        self.seen
+            .borrow_mut()
+            .insert((source.as_str(), path.to_path_buf()), d.clone());
+        Some(d)
+    }
+
+    fn put(&self, source: LicenseSource, path: &Path, declared: &Declared) {
+        self.seen
+            .borrow_mut()
+            .insert((source.as_str(), path.to_path_buf()), declared.clone());
+        if let (Some(row), Ok(value)) = (self.row(source, path), serde_json::to_value(declared)) {
+            // Only a cache: a failed write costs a re-read next time.
+            let _ = self.store.action_put(&row, &value);
+        }
+    }
+}
+
 fn document(format: SbomFormat, inputs: &SbomInputs, scope: &Scope) -> Result<Vec<u8>> {
     let sbom = farm_attest::sbom::build(inputs, scope)?;
-    Ok(match format {
-        SbomFormat::Spdx => spdx::to_bytes(&sbom),
-        SbomFormat::Cyclonedx => cyclonedx::to_bytes(&sbom),
-    })
+    Ok(render(format, &sbom))
+}
+
+fn render(format: SbomFormat, sbom: &farm_attest::Sbom) -> Vec<u8> {
+    match format {
+        SbomFormat::Spdx => spdx::to_bytes(sbom),
+        SbomFormat::Cyclonedx => cyclonedx::to_bytes(sbom),
+    }
 }
 
 /// The SBOMs of a build: SPDX and CycloneDX for the release and for each
@@ -92,10 +154,12 @@ pub fn release_sboms(store: &Store, project: &Project, lock: &Lock, manifest: &M
     let release = Release::from_manifest_value(MANIFEST_FILE, value)?;
     let (model_host, image_registry) = names(project);
     let lookup = store_lookup(store);
+    let licenses = StoreLicenses::new(store);
     let inputs = SbomInputs {
         lock,
         release: &release,
         artifact_path: &lookup,
+        license_memo: Some(&licenses),
         model_host: model_host.as_deref(),
         image_registry: image_registry.as_deref(),
     };
@@ -112,11 +176,12 @@ pub fn release_sboms(store: &Store, project: &Project, lock: &Lock, manifest: &M
     }
     let mut files = Vec::new();
     for (scope, output, stem) in scopes {
+        let sbom = farm_attest::sbom::build(&inputs, &scope)?;
         for (format, suffix) in [(SbomFormat::Spdx, "spdx"), (SbomFormat::Cyclonedx, "cyclonedx")] {
             files.push(SbomFile {
                 output: format!("{output}.{suffix}"),
                 path: format!("{stem}.{}", format.extension()),
-                bytes: document(format, &inputs, &scope)?,
+                bytes: render(format, &sbom),
             });
         }
     }
@@ -277,10 +342,12 @@ pub fn sbom(ctx: &Context, opts: &SbomOptions) -> Result<Vec<u8>> {
     let store = Store::open(&ctx.farm_home)?;
     let (model_host, image_registry) = names(&project);
     let lookup = store_lookup(&store);
+    let licenses = StoreLicenses::new(&store);
     let inputs = SbomInputs {
         lock: &lock,
         release: &release,
         artifact_path: &lookup,
+        license_memo: Some(&licenses),
         model_host: model_host.as_deref(),
         image_registry: image_registry.as_deref(),
     };
@@ -446,10 +513,12 @@ pub fn sign(ctx: &Context, opts: &SignOptions) -> Result<Vec<PathBuf>> {
         let store = Store::open(&ctx.farm_home)?;
         let (model_host, image_registry) = names(&b.project);
         let lookup = store_lookup(&store);
+        let licenses = StoreLicenses::new(&store);
         let inputs = SbomInputs {
             lock: &b.lock,
             release: &b.release,
             artifact_path: &lookup,
+            license_memo: Some(&licenses),
             model_host: model_host.as_deref(),
             image_registry: image_registry.as_deref(),
         };
@@ -583,4 +652,66 @@ pub fn keygen(opts: &KeygenOptions) -> Result<(PathBuf, PathBuf)> {
         &opts.output,
         password.as_deref(),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use farm_attest::license::detect_with;
+
+    fn package(dir: &Path, license: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        let json = format!(r#"{{"name":"left-pad","version":"1.3.0","license":"{license}"}}"#);
+        std::fs::write(dir.join("package.json"), json).unwrap();
+    }
+
+    /// A license read from a store entry is remembered in the store (a new
+    /// build does not read the archive again: changing the entry behind the
+    /// store's back does not change the answer), while a path outside the
+    /// store is read every time.
+    #[test]
+    fn licenses_of_store_entries_are_remembered_and_others_are_not() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path().join("home")).unwrap();
+        let src = home.path().join("src");
+        package(&src, "MIT");
+        let entry = store.add_tree(&src, "left-pad-1.3.0", "npm").unwrap();
+        let mit = Some("MIT".to_string());
+
+        let first = StoreLicenses::new(&store);
+        assert_eq!(
+            detect_with(Some(&first), LicenseSource::Npm, &entry.path).expression,
+            mit
+        );
+
+        // Rewrite the entry in place (root can); only a read would notice.
+        let manifest = entry.path.join("package.json");
+        let mut perms = std::fs::metadata(&entry.path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&entry.path, perms).unwrap();
+        let _ = std::fs::remove_file(&manifest);
+        package(&entry.path, "GPL-3.0-only");
+        let later = StoreLicenses::new(&store);
+        assert_eq!(
+            detect_with(Some(&later), LicenseSource::Npm, &entry.path).expression,
+            mit,
+            "the second build read the entry again instead of the remembered answer"
+        );
+        // Another reader of the same entry is a different question.
+        assert_eq!(
+            detect_with(Some(&later), LicenseSource::Wheel, &entry.path).expression,
+            None
+        );
+
+        let outside = home.path().join("outside");
+        package(&outside, "MIT");
+        assert_eq!(detect_with(Some(&later), LicenseSource::Npm, &outside).expression, mit);
+        package(&outside, "Apache-2.0");
+        let again = StoreLicenses::new(&store);
+        assert_eq!(
+            detect_with(Some(&again), LicenseSource::Npm, &outside).expression,
+            Some("Apache-2.0".to_string()),
+            "a path outside the store must be read every time"
+        );
+    }
 }
