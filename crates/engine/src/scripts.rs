@@ -50,6 +50,61 @@ const COPY_FN: &str = r#"farm_copy() {
 }
 "#;
 
+/// Compiles every `.py` under argv[1] to checked-hash bytecode whose paths
+/// read `/app/...`, on all the step's CPUs with the same bytes on any number.
+/// A `.pyc` depends on what its process compiled before
+/// (python/cpython#129724), so the files, in compileall's sorted walk order,
+/// are cut into a fixed number of contiguous groups by size, and each group
+/// is compiled in order by a fresh process: which process runs when never
+/// changes what it compiles.
+const COMPILE_PY: &str = r#"import concurrent.futures, os, subprocess, sys
+root = sys.argv[1]
+GROUPS = 8
+
+def walk(d):
+    # compileall's order: sorted names, no __pycache__, no symlinked directories.
+    for name in sorted(os.listdir(d)):
+        full = os.path.join(d, name)
+        if name == "__pycache__":
+            continue
+        if os.path.isdir(full):
+            if not os.path.islink(full):
+                yield from walk(full)
+        elif name.endswith(".py"):
+            yield full
+
+def size(f):
+    try:
+        return os.stat(f).st_size
+    except OSError:
+        return 0
+
+files = [(f, size(f)) for f in walk(root)]
+total = sum(s for _, s in files) or 1
+groups = [[] for _ in range(GROUPS)]
+done = 0
+for f, s in files:
+    groups[min(GROUPS - 1, done * GROUPS // total)].append(f)
+    done += s
+WORKER = """import compileall, os, py_compile, sys
+ok = True
+for f in sys.stdin.buffer.read().split(b"\\0"):
+    if f:
+        ok = compileall.compile_file(os.fsdecode(f), quiet=1, stripdir=sys.argv[1], prependdir="/app",
+            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH) and ok
+sys.exit(0 if ok else 1)
+"""
+
+def run(group):
+    data = b"\0".join(os.fsencode(f) for f in group)
+    return subprocess.run([sys.executable, "-S", "-c", WORKER, root], input=data).returncode
+
+jobs = max(1, min(GROUPS, len(os.sched_getaffinity(0))))
+with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+    codes = list(pool.map(run, [g for g in groups if g]))
+sys.exit(1 if any(codes) else 0)
+"#;
+
 pub const BUILD_PLACEHOLDER: &str = "@FARM_BUILD@";
 pub const OUT_PLACEHOLDER: &str = "@FARM_OUT@";
 
@@ -206,8 +261,8 @@ unset PYTHONPATH
 mkdir -p "{o}/backend/app"
 farm_copy {src} "{o}/backend/app"
 chmod -R u+w "{o}/backend"
-# One process compiles in sorted order; -s/-p make every path in the .pyc /app/...
-python3 -m compileall -q -j 1 --invalidation-mode checked-hash -s "{o}/backend" -p /app "{o}/backend"
+python3 - "{o}/backend" <<'FARM_COMPILE'
+{compile}FARM_COMPILE
 cd "{o}/backend/app"
 PYTHONPATH="{o}/backend/app:{o}/backend/site-packages" python3 - {module} {attr} > "{o}/openapi.json" <<'FARM_PY'
 import importlib, json, os, sys
@@ -221,6 +276,7 @@ sys.stdout.write(json.dumps(app.openapi(), sort_keys=True, indent=2, ensure_asci
 FARM_PY
 "#,
         copy_fn = COPY_FN,
+        compile = COMPILE_PY,
         pip = q(&p.store(pip)),
         wheels = q(&p.store(wheelhouse)),
         src = q(&p.store(src)),
@@ -253,4 +309,101 @@ pub fn render_deps(script: &str, deps: &crate::step::StepOutputs, hermetic: bool
         s = s.replace(&dep(name.as_str()), &q(&at));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::COMPILE_PY;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Runs the backend's compile script on `dir`, on one CPU or on all.
+    fn compile(dir: &Path, one_cpu: bool) -> std::process::Output {
+        let mut cmd = match one_cpu {
+            true => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", "0", "python3"]);
+                c
+            }
+            false => Command::new("python3"),
+        };
+        let mut child = cmd
+            .arg("-")
+            .arg(dir)
+            .env("PYTHONHASHSEED", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 and taskset (scripts/check-deps lists both)");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(COMPILE_PY.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn pycs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "pyc") {
+                    let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    fn tree(dir: &Path) {
+        // python/cpython#129724: b's bytes depend on a having been compiled first in the same process.
+        for pkg in 0..6 {
+            let d = dir.join(format!("site-packages/pkg{pkg}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("__init__.py"), "import foo\n").unwrap();
+            for m in 0..8 {
+                let body = format!(
+                    "a = {{\"foo\", {m}, 3}}\n\ndef f():\n    b = {{\"foo\", 2, {pkg}}}\n    return b\n{}",
+                    "x = 'padding'\n".repeat(m * 40)
+                );
+                std::fs::write(d.join(format!("m{m}.py")), body).unwrap();
+            }
+        }
+        std::fs::create_dir_all(dir.join("app/app")).unwrap();
+        std::fs::write(dir.join("app/app/main.py"), "from pkg0 import m1\n").unwrap();
+    }
+
+    /// The bytecode is the same whether the groups run one at a time or all
+    /// at once, every `.py` gets a checked-hash `.pyc` naming `/app/...`,
+    /// and a file that does not compile fails the script.
+    #[test]
+    fn bytecode_is_the_same_on_one_cpu_and_on_all() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        tree(a.path());
+        tree(b.path());
+        let one = compile(a.path(), true);
+        assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+        let all = compile(b.path(), false);
+        assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+        let (pa, pb) = (pycs(a.path()), pycs(b.path()));
+        assert_eq!(pa.len(), 6 * 9 + 1, "one .pyc per .py: {:?}", pa.keys());
+        assert!(pa == pb, "the .pyc bytes differ between one CPU and all of them");
+        let main = pa
+            .iter()
+            .find(|(k, _)| k.starts_with("app/app/__pycache__/main."))
+            .unwrap()
+            .1;
+        // PEP 552 flags word: 0b11 = hash-based, checked.
+        assert_eq!(u32::from_le_bytes(main[4..8].try_into().unwrap()), 0b11);
+        assert!(main.windows(16).any(|w| w == b"/app/app/main.py"));
+
+        std::fs::write(a.path().join("site-packages/pkg3/broken.py"), "def (:\n").unwrap();
+        let broken = compile(a.path(), false);
+        assert!(!broken.status.success(), "a syntax error must fail the step");
+    }
 }
