@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Issue 13's table in one run: every row beside its peer and its goal, from
+# one farm binary. Runs bench/sandbox.sh, bench/build.sh, bench/images.sh
+# compression and bench/bigapp.sh (BIGAPP_DEPS, default large: the
+# 1,300-package lock) one after the other, each printing its own tables, then
+# reads their results (hyperfine's JSON under $FARM_BENCH_HOME/results, the
+# peak-RSS files of bigapp.sh) and prints the summary. A row whose benchmark
+# failed says so; the others are still printed. About 15 minutes once the
+# stores are filled (the first large bigapp run downloads about 1 GiB).
+#
+# Usage: bench/issue13.sh   (FARM_BIN, FARM_BENCH_HOME as in lib.sh; BIGAPP_DEPS)
+set -uo pipefail
+bench_dir=$(cd "$(dirname "$0")" && pwd)
+. "$bench_dir/lib.sh"
+build_farm
+export FARM_BIN=$farm FARM_BIN_COMMIT=${farm_commit:-}
+export BIGAPP_DEPS=${BIGAPP_DEPS:-large}
+results="$BENCH_HOME/results"
+mkdir -p "$results"
+log="$results/issue13.txt"
+started=$(date -u +%s)
+
+{
+  for b in sandbox build "images compression" bigapp; do
+    # The results a failed benchmark leaves behind are not this run's.
+    case $b in
+    sandbox) rm -f "$results/sandbox.json" ;;
+    build) rm -f "$results/build-noop.json" "$results/build-cold.json" ;;
+    images*) rm -f "$results/images-compression.json" ;;
+    esac
+    start=$SECONDS
+    # shellcheck disable=SC2086 # "images compression" is a script and its argument
+    if "$bench_dir"/$b; then
+      echo "(${b%% *}.sh took $((SECONDS - start)) s)"
+    else
+      echo "error: bench/${b%% *}.sh failed after $((SECONDS - start)) s; the others still run" >&2
+    fi
+  done
+} 2>&1 | tee "$log"
+
+name=bigapp
+[[ $BIGAPP_DEPS == large ]] && name=bigapp-large
+section "issue 13: every row in one run"
+machine_line
+echo "$farm_version"
+python3 - "$results" "$BENCH_HOME/work/$name" "$name" "$started" <<'PY'
+import json, os, sys
+
+results, bigwork, name, started = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def fresh(path):
+    return os.path.exists(path) and os.path.getmtime(path) >= started
+
+def runs(file):
+    path = os.path.join(results, file)
+    if not fresh(path):
+        return None
+    return {r["command"]: r for r in json.load(open(path))["results"]}
+
+def row(rs, prefix):
+    if rs is None:
+        return None
+    return next((r for c, r in rs.items() if c.startswith(prefix)), None)
+
+def ms(r):
+    return f"{r['mean'] * 1000:.1f} ms" if r["mean"] < 1 else f"{r['mean']:.2f} s"
+
+def cpu(r):
+    # hyperfine's mean user and system time per run, in seconds.
+    return (r["user"] + r["system"]) * 1000 if "user" in r else None
+
+lines = []
+def add(work, farm, peer, goal, met):
+    verdict = "not measured" if met is None else ("met" if met else "NOT met")
+    lines.append((work, farm, peer, goal, verdict))
+
+sandbox, noop, cold = runs("sandbox.json"), runs("build-noop.json"), runs("build-cold.json")
+big, comp = runs(f"{name}-noop.json"), runs("images-compression.json")
+
+r = row(noop, "farm build --hermetic (no-op)")
+add("no-op `farm build --hermetic`, example", ms(r) if r else "-", "", "<= 50 ms", r and r["mean"] <= 0.050)
+
+r = row(big, "farm no-op")
+add(f"no-op, large workspaces app ({name})", ms(r) if r else "-", "", "<= 150 ms", r and r["mean"] <= 0.150)
+
+f, b = row(sandbox, "farm exec"), row(sandbox, "bwrap")
+if f and b:
+    q = f["mean"] / b["mean"]
+    fc, bc = cpu(f), cpu(b)
+    extra = f"; CPU {fc:.1f} vs {bc:.1f} ms = {fc / bc:.2f}x" if fc and bc else ""
+    add("`farm exec -- true`", ms(f), f"bwrap {ms(b)} ({q:.2f}x{extra})", "<= 2x bwrap", q <= 2)
+else:
+    add("`farm exec -- true`", "-", "", "<= 2x bwrap", None)
+
+f, t = row(comp, "farm --rerun images (cold layer cache)"), row(comp, "tar | gzip")
+if f and t:
+    q = f["mean"] / t["mean"]
+    add("app image, cold layer cache (gzip)", ms(f), f"tar | gzip -6 {ms(t)} ({q:.2f}x)", "<= 0.6x", q <= 0.6)
+else:
+    add("app image, cold layer cache (gzip)", "-", "", "<= 0.6x tar | gzip -6", None)
+z, tz = row(comp, "farm --rerun images, zstd"), row(comp, "tar | zstd")
+add("app image, zstd layers", ms(z) if z else "-", f"tar | zstd -3 {ms(tz)}" if tz else "", "<= 0.6 s",
+    z and z["mean"] <= 0.6)
+
+f, h = row(cold, "farm cold"), row(cold, "host direct")
+if f and h:
+    q = f["mean"] / h["mean"]
+    add("cold hermetic build, store warm", ms(f), f"host {ms(h)} ({q:.2f}x)", "<= 0.9x host", q <= 0.9)
+else:
+    add("cold hermetic build, store warm", "-", "", "<= 0.9x host", None)
+
+def rss(path, any_age=False):
+    # The first fetch downloads: bigapp.sh keeps its figures from then.
+    if not any_age and not fresh(path):
+        return None
+    try:
+        farm_kib, tree_kib, _ = open(path).readline().split()
+        return int(farm_kib) // 1024, int(tree_kib) // 1024
+    except (OSError, ValueError):
+        return None
+
+locked = None
+try:
+    text = open(os.path.join(bigwork, "app", "farm.lock")).read()
+    locked = sum(text.count(h) for h in ("[[npm", "[[wheels]]", "[[debian.packages]]"))
+except OSError:
+    pass
+# Bounded: farm's own peak against the same figure of the smaller lock
+# (bench/bigapp.sh with BIGAPP_DEPS=base), when that was measured.
+def base_rss(file):
+    return rss(os.path.join(os.path.dirname(bigwork), "bigapp", file), any_age=True)
+
+for what, path, base in (("cold build", os.path.join(bigwork, "cold-rss.txt"), "cold-rss.txt"),
+                         ("fetch (first, downloading)", os.path.join(results, f"{name}-fetch-rss.txt"), None),
+                         ("images step", os.path.join(bigwork, "images-rss.txt"), "images-rss.txt")):
+    m = rss(path, any_age="fetch" in what)
+    b = base_rss(base) if base and name != "bigapp" else None
+    peer = f"largest process {m[1]} MiB" if m else ""
+    if m and b:
+        peer += f"; smaller lock: farm {b[0]} MiB"
+    lines.append((f"peak RSS of farm, {what}, {locked or '?'}-package lock", f"{m[0]} MiB" if m else "-", peer,
+                  "bounded (streaming)", "see figures" if m else "not measured"))
+
+heads = ("work", "farm", "peer", "goal", "")
+widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(heads)]
+fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+print(fmt(heads))
+print(fmt(["-" * w for w in widths]))
+for l in lines:
+    print(fmt(l))
+PY
