@@ -12,6 +12,10 @@
 # common projects (numpy, pandas, scipy, boto3, sqlalchemy, …) that `farm
 # lock` resolves with pip into roughly 80 locked wheels. Generated once under
 # $BENCH_HOME/work/bigapp and reused (BIGAPP_REGENERATE=1 to start over).
+# BIGAPP_DEPS=large adds the rest of a large React monorepo's dependencies
+# (MUI, AWS SDK v3 clients, webpack, Storybook, Testing Library,
+# typescript-eslint, …), 25 more Python projects and three Debian packages:
+# issue 13's lock of about 1,300 packages (kept in $BENCH_HOME/work/bigapp-large).
 #
 # Then, after one cold build:
 # (1) one hyperfine run: the no-op `farm build --hermetic`; the same after
@@ -27,19 +31,26 @@
 #     again), and of the images step (`--rerun images` with an empty layer
 #     cache, every other step from the action cache).
 #
-# Usage: bench/bigapp.sh   (BENCH_NOOP_RUNS, default 20; FARM_BIN, FARM_BIN_BEFORE
-#        as in lib.sh; the first run downloads about 400 MiB into the bench store)
+# Usage: bench/bigapp.sh   (BENCH_NOOP_RUNS, default 20; BIGAPP_DEPS, base or large;
+#        FARM_BIN, FARM_BIN_BEFORE as in lib.sh; the first run downloads about
+#        400 MiB into the bench store, with BIGAPP_DEPS=large about 1 GiB)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 runs=${BENCH_NOOP_RUNS:-20}
 packages=${BIGAPP_PACKAGES:-40}
 modules=${BIGAPP_MODULES:-50}
+deps=${BIGAPP_DEPS:-base}
+case $deps in
+base) name=bigapp ;;
+large) name=bigapp-large ;;
+*) die "BIGAPP_DEPS=$deps is neither base nor large" ;;
+esac
 
 need_packages hyperfine docker-registry curl time git
 command -v npm >/dev/null || die "npm is not installed" "apt-get install npm (it writes the fixture's package-lock.json)"
 build_farm
-work="$BENCH_HOME/work/bigapp"
+work="$BENCH_HOME/work/$name"
 app="$work/app"
 out="$work/out"
 results="$BENCH_HOME/results"
@@ -53,7 +64,8 @@ rss() {
   local file=$1 pid child hwm=0 h start
   shift
   start=$(date +%s%N)
-  /usr/bin/time -f '%M' -o "$file.time" "$@" &
+  # stdout (the image digests a build prints) would only clutter the report.
+  /usr/bin/time -f '%M' -o "$file.time" "$@" >/dev/null &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     child=$(pgrep -P "$pid" | head -1 || true)
@@ -70,19 +82,19 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
 
 # --- the app -------------------------------------------------------------------
 if [[ -n ${BIGAPP_REGENERATE:-} || ! -f $app/farm.lock || ! -f $work/fetched ]]; then
-  say "generating the app in $app ($packages workspace packages x $modules modules)"
+  say "generating the app in $app ($packages workspace packages x $modules modules, $deps dependencies)"
   copy_example "$app"
-  python3 "$bench_dir/bigapp_gen.py" "$app" "$packages" "$modules"
+  python3 "$bench_dir/bigapp_gen.py" "$app" "$packages" "$modules" "$deps"
   say "npm install --package-lock-only (the root package-lock.json, from your npm registry)"
   (cd "$app" && npm install --package-lock-only --ignore-scripts --no-audit --no-fund --loglevel=error) >/dev/null ||
     die "npm could not lock $app"
-  rm -f "$work/fetched" "$results/bigapp-fetch-rss.txt"
+  rm -f "$work/fetched" "$results/$name-fetch-rss.txt"
   start_registry
   say "farm lock in $app"
   "$farm" --project "$app" -q lock || die "farm lock failed in $app"
   say "farm fetch (peak RSS measured)"
-  rss "$results/bigapp-fetch-rss.txt" "$farm" --project "$app" -q fetch
-  echo "first fetch, $(date -u +%Y-%m-%dT%H:%MZ)" >>"$results/bigapp-fetch-rss.txt"
+  rss "$results/$name-fetch-rss.txt" "$farm" --project "$app" -q fetch
+  echo "first fetch, $(date -u +%Y-%m-%dT%H:%MZ)" >>"$results/$name-fetch-rss.txt"
   stop_registry
   touch "$work/fetched"
 fi
@@ -101,6 +113,7 @@ src_files=$(find "$app" -path "$app/.farm" -prune -o -type f -print | wc -l)
 js_modules=$(find "$app/apps/web/src" "$app/packages" -type f \( -name '*.js' -o -name '*.jsx' -o -name '*.ts' \) | wc -l)
 npm_pkgs=$(grep -c '^\[\[npm' "$app/farm.lock" || true)
 wheels=$(grep -c '^\[\[wheels\]\]' "$app/farm.lock" || true)
+debs=$(grep -c '^\[\[debian\.packages\]\]' "$app/farm.lock" || true)
 out_files=$(find "$out" | wc -l)
 image_bytes=$(python3 -c '
 import json, sys
@@ -127,7 +140,7 @@ if [[ -n ${FARM_BIN_BEFORE:-} ]]; then
   farm_probe "$before_cmd" 60
   names+=("farm before (no-op)") cmds+=("$before_cmd") preps+=("true")
 fi
-json="$results/bigapp-noop.json"
+json="$results/$name-noop.json"
 args=()
 for i in "${!names[@]}"; do args+=(--prepare "${preps[i]}"); done
 for i in "${!names[@]}"; do args+=(-n "${names[i]}" "${cmds[i]}"); done
@@ -137,11 +150,12 @@ $noop_cmd >/dev/null
 metrics=$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print("sources", json.dumps(m["sources"]), "outputs", json.dumps(m["outputs"]))' "$out/farm-metrics.json")
 
 # --- report ----------------------------------------------------------------------
-section "bigapp: no-op build of a large npm-workspaces FARM app"
+section "$name: no-op build of a large npm-workspaces FARM app (BIGAPP_DEPS=$deps)"
 machine_line
 echo "$farm_version"
 echo "the app: $src_files source files ($js_modules JS modules in apps/web and $packages workspace packages),"
-echo "  $npm_pkgs npm packages and $wheels wheels in farm.lock; the output directory: $out_files paths"
+echo "  $npm_pkgs npm packages, $wheels wheels and $debs Debian packages in farm.lock ($((npm_pkgs + wheels + debs)) locked);"
+echo "  the output directory: $out_files paths"
 echo "  ($site_files files under backend/), images $(mib $((image_bytes / 1024))) compressed"
 echo
 print_table "$json" "farm no-op"
@@ -152,8 +166,8 @@ read -r f t s <"$work/cold-rss.txt"
 echo "  cold build --no-cache:            $(mib "$f") / $(mib "$t"), $((s / 1000)) s"
 read -r f t s <"$work/images-rss.txt"
 echo "  --rerun images, cold layer cache: $(mib "$f") / $(mib "$t"), $((s / 1000)) s (images step ${images_ms} ms)"
-if [[ -f $results/bigapp-fetch-rss.txt ]]; then
-  { read -r f t s && read -r when; } <"$results/bigapp-fetch-rss.txt"
+if [[ -f $results/$name-fetch-rss.txt ]]; then
+  { read -r f t s && read -r when; } <"$results/$name-fetch-rss.txt"
   echo "  fetch, downloading everything:    $(mib "$f") / $(mib "$t"), $((s / 1000)) s ($when)"
 fi
 read -r f t s <"$work/fetch-again.txt"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns a copy of examples/farm-app into bench/bigapp.sh's large app.
 
-Usage: bigapp_gen.py APP PACKAGES MODULES_PER_PACKAGE
+Usage: bigapp_gen.py APP PACKAGES MODULES_PER_PACKAGE [base|large]
 
 - npm workspaces: a root package.json (`workspaces`: apps/web and
   packages/*), PACKAGES generated members `@bigapp/mod-NN` of
@@ -12,6 +12,11 @@ Usage: bigapp_gen.py APP PACKAGES MODULES_PER_PACKAGE
   --package-lock-only` writes the root one.
 - apps/api/requirements.txt: the example's pins plus BIG_WHEELS (unpinned:
   `farm lock` resolves them with pip and pins every wheel in farm.lock).
+- `large` (bench/bigapp.sh's BIGAPP_DEPS=large) adds what a large React
+  monorepo and its backend also carry: LARGE_NPM_DEPS/LARGE_NPM_DEV_DEPS
+  (MUI and Emotion, AWS SDK v3 clients, webpack, Storybook, Testing
+  Library, typescript-eslint, …), LARGE_WHEELS and LARGE_DEBIAN_PACKAGES in
+  farm.toml: about 1,300 npm packages and 1,500 locked artifacts in all.
 
 Everything generated is deterministic, so reruns give the same tree.
 """
@@ -39,6 +44,63 @@ BIG_NPM_DEV_DEPS = {
     "prettier": "^3.3.0",
 }
 
+# BIGAPP_DEPS=large: the rest of a large React monorepo's package.json.
+LARGE_NPM_DEPS = {
+    "@mui/material": "^7.0.0",
+    "@mui/icons-material": "^7.0.0",
+    "@emotion/react": "^11.13.0",
+    "@emotion/styled": "^11.13.0",
+    "@tanstack/react-query": "^5.0.0",
+    "axios": "^1.7.0",
+    "i18next": "^25.0.0",
+    "react-i18next": "^15.0.0",
+    "formik": "^2.4.0",
+    "yup": "^1.4.0",
+    "@aws-sdk/client-s3": "^3.700.0",
+    "@aws-sdk/client-dynamodb": "^3.700.0",
+    "@aws-sdk/client-sqs": "^3.700.0",
+    "@aws-sdk/client-cognito-identity-provider": "^3.700.0",
+    "@aws-sdk/lib-storage": "^3.700.0",
+    "@aws-sdk/s3-request-presigner": "^3.700.0",
+}
+LARGE_NPM_DEV_DEPS = {
+    "@babel/preset-react": "^7.26.0",
+    "@babel/preset-typescript": "^7.26.0",
+    "babel-loader": "^9.2.0",
+    "webpack": "^5.95.0",
+    "webpack-cli": "^5.1.0",
+    "webpack-dev-server": "^5.1.0",
+    "html-webpack-plugin": "^5.6.0",
+    "css-loader": "^7.1.0",
+    "style-loader": "^4.0.0",
+    "mini-css-extract-plugin": "^2.9.0",
+    "terser-webpack-plugin": "^5.3.0",
+    "storybook": "^10.0.0",
+    "@storybook/react-vite": "^10.0.0",
+    "@storybook/addon-docs": "^10.0.0",
+    "@storybook/addon-a11y": "^10.0.0",
+    "@testing-library/react": "^16.0.0",
+    "@testing-library/jest-dom": "^6.6.0",
+    "@testing-library/user-event": "^14.5.0",
+    "@testing-library/dom": "^10.4.0",
+    "jest-environment-jsdom": "^29.7.0",
+    "typescript-eslint": "^8.15.0",
+    "eslint-plugin-react": "^7.37.0",
+    "eslint-plugin-react-hooks": "^5.0.0",
+    "eslint-plugin-import": "^2.31.0",
+    "eslint-plugin-jsx-a11y": "^6.10.0",
+    "@types/react": "^19.0.0",
+    "@types/react-dom": "^19.0.0",
+    "@types/node": "^22.0.0",
+    "@types/jest": "^29.5.0",
+    "sass": "^1.80.0",
+    "postcss": "^8.4.0",
+    "autoprefixer": "^10.4.0",
+    "tailwindcss": "^3.4.0",
+    "husky": "^9.1.0",
+    "lint-staged": "^15.2.0",
+}
+
 # A FastAPI backend's usual company: data, storage, HTTP clients, auth, cloud.
 BIG_WHEELS = [
     "numpy", "pandas", "scipy", "sqlalchemy", "alembic", "pymongo", "motor",
@@ -48,6 +110,19 @@ BIG_WHEELS = [
     "attrs", "jsonschema", "python-dotenv", "websockets", "httptools",
     "uvloop", "sentry-sdk", "prometheus-client", "cachetools", "markdown",
 ]
+
+# BIGAPP_DEPS=large: workers, databases, analytics, cloud SDKs, telemetry.
+LARGE_WHEELS = [
+    "celery", "aiohttp", "asyncpg", "psycopg2-binary", "pyarrow", "polars",
+    "scikit-learn", "matplotlib", "openpyxl", "lxml", "beautifulsoup4",
+    "google-cloud-storage", "google-cloud-pubsub", "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp", "kubernetes", "stripe", "elasticsearch",
+    "openai", "azure-storage-blob", "azure-identity", "faker", "marshmallow",
+    "networkx", "sympy",
+]
+
+# BIGAPP_DEPS=large: the extra Debian packages such a backend's steps use.
+LARGE_DEBIAN_PACKAGES = ["git", "curl", "libpq5"]
 
 
 def module_source(pkg: int, i: int) -> str:
@@ -66,6 +141,10 @@ def module_source(pkg: int, i: int) -> str:
 
 def main() -> None:
     app, packages, modules = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    deps = sys.argv[4] if len(sys.argv) > 4 else "base"
+    if deps not in ("base", "large"):
+        sys.exit(f"bigapp_gen.py: unknown dependency set {deps!r} (base or large)")
+    large = deps == "large"
     (app / "package.json").write_text(
         json.dumps({"name": "bigapp", "private": True, "workspaces": ["apps/web", "packages/*"]}, indent=2) + "\n"
     )
@@ -90,8 +169,8 @@ def main() -> None:
 
     web = app / "apps/web"
     pkg = json.loads((web / "package.json").read_text())
-    pkg["dependencies"] = {**pkg["dependencies"], **BIG_NPM_DEPS, **members}
-    pkg["devDependencies"] = {**pkg["devDependencies"], **BIG_NPM_DEV_DEPS}
+    pkg["dependencies"] = {**pkg["dependencies"], **BIG_NPM_DEPS, **(LARGE_NPM_DEPS if large else {}), **members}
+    pkg["devDependencies"] = {**pkg["devDependencies"], **BIG_NPM_DEV_DEPS, **(LARGE_NPM_DEV_DEPS if large else {})}
     (web / "package.json").write_text(json.dumps(pkg, indent=2) + "\n")
     imports = "".join(f"import {{ run as run{p:02d} }} from '@bigapp/mod-{p:02d}';\n" for p in range(packages))
     calls = ", ".join(f"run{p:02d}" for p in range(packages))
@@ -117,8 +196,17 @@ def main() -> None:
     req = app / "apps/api/requirements.txt"
     lines = req.read_text().splitlines()
     have = {l.split("==")[0].strip().lower() for l in lines if l and not l.startswith("#")}
-    extra = [w for w in BIG_WHEELS if w not in have]
+    extra = [w for w in BIG_WHEELS + (LARGE_WHEELS if large else []) if w not in have]
     req.write_text("\n".join(lines + ["# bench/bigapp_gen.py: a larger backend"] + extra) + "\n")
+
+    if large:
+        toml = app / "farm.toml"
+        text = toml.read_text()
+        section = "[toolchains.debian]\n"
+        if section not in text or "\npackages = " in text:
+            sys.exit(f"bigapp_gen.py: {toml} has no [toolchains.debian] or already sets packages")
+        listed = ", ".join(f'"{p}"' for p in LARGE_DEBIAN_PACKAGES)
+        toml.write_text(text.replace(section, f"{section}packages = [{listed}]\n", 1))
 
 
 if __name__ == "__main__":
