@@ -15,10 +15,12 @@
 //!    cgroup in it is writable (typically: root on a v1 host).
 //! 3. Otherwise none: the caller falls back to RLIMIT_AS and RLIMIT_NPROC.
 //!
-//! Each step gets `farm-step-<pid>-<n>` below those parents. The caller
-//! (the supervisor) writes the helper's pid into it before sending the
-//! request, so the helper, PID 1 and everything the command starts are in
-//! it from the first instruction; the cgroup namespace the helper then
+//! Each step gets `farm-step-<pid>-<n>` below those parents. A forked
+//! helper moves itself into its v1 cgroups first thing after the fork
+//! (`join_self`); the caller (the supervisor) writes the helper's pid into
+//! v2 ones, and into all for a re-executed helper, before sending the
+//! request. Either way the helper, PID 1 and everything the command starts
+//! are in it from the first instruction; the cgroup namespace the helper then
 //! creates has the step cgroup as its root. After the step, the cgroup's
 //! counters tell whether a limit ended it, and it is removed.
 
@@ -386,9 +388,40 @@ impl StepCgroup {
         self.memory
     }
 
-    /// Moves process `pid` (with all its threads) into the step's cgroups.
-    pub(crate) fn add(&self, pid: u32) -> Result<(), CgroupError> {
+    /// Opens the `tasks` file of each of the step's v1 cgroups, for a forked
+    /// helper to move itself in with (`join_self`). The kernel moves a
+    /// thread that moves itself without its global threadgroup lock, whose
+    /// writer waits for an RCU grace period: 5–15 ms of each step's wall
+    /// time when the caller moved the helper by pid. v2 has no such path for
+    /// a process leaving its domain; `add` moves the helper there.
+    pub(crate) fn open_self_joins(&self) -> Result<Vec<SelfJoin>, CgroupError> {
+        self.dirs
+            .iter()
+            .filter(|d| d.version == CgroupVersion::V1)
+            .map(|d| {
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.path.join("tasks"))
+                    .map_err(|source| CgroupError {
+                        action: "open its tasks file",
+                        path: d.path.clone(),
+                        source,
+                    })?;
+                Ok(SelfJoin {
+                    file,
+                    path: d.path.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Moves process `pid` (with all its threads) into the step's cgroups;
+    /// with `self_joined`, only into those `open_self_joins` leaves out (v2).
+    pub(crate) fn add(&self, pid: u32, self_joined: bool) -> Result<(), CgroupError> {
         for d in &self.dirs {
+            if self_joined && d.version == CgroupVersion::V1 {
+                continue;
+            }
             let procs = d.path.join("cgroup.procs");
             fs::write(&procs, pid.to_string()).map_err(|source| CgroupError {
                 action: "move the sandbox helper into it (cgroup.procs)",
@@ -453,6 +486,36 @@ impl Drop for StepCgroup {
             }
         }
     }
+}
+
+/// A v1 step cgroup's `tasks` file, opened by the caller for the helper.
+pub(crate) struct SelfJoin {
+    pub(crate) file: fs::File,
+    pub(crate) path: PathBuf,
+}
+
+/// Moves the calling thread into each cgroup of `joins`; for a
+/// single-threaded process (a freshly forked helper) that is the whole
+/// process. Only write(2): safe in the child of a multi-threaded fork.
+/// Returns the index of the cgroup that refused and the errno.
+pub(crate) fn join_self(joins: &[SelfJoin]) -> Result<(), (usize, i32)> {
+    use std::os::fd::AsRawFd;
+    for (i, j) in joins.iter().enumerate() {
+        // "0" is the writer itself; `tasks` moves one thread.
+        // SAFETY: write(2) of a 1-byte buffer to a descriptor we own.
+        let n = unsafe { libc::write(j.file.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+        if n != 1 {
+            return Err((
+                i,
+                if n < 0 {
+                    nix::errno::Errno::last_raw()
+                } else {
+                    libc::EIO
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn configure(version: CgroupVersion, dir: &Path, memory: bool, value: u64) -> io::Result<()> {
@@ -646,6 +709,75 @@ mod tests {
         assert_eq!(dir_in(&m, "/a/bc"), None);
         assert_eq!(dir_in(&m, "/../x"), None);
         assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+
+    /// Proves a forked helper's self-move writes "0" (the writer itself) to
+    /// each cgroup's file in turn, and that one refusing it stops the move
+    /// with the cgroup's index and the errno, instead of being skipped.
+    #[test]
+    fn join_self_writes_the_caller_and_names_the_cgroup_that_refuses() {
+        let t = tree();
+        let (a, b) = (t.path().join("a-tasks"), t.path().join("b-tasks"));
+        fs::write(&a, "").unwrap();
+        fs::write(&b, "").unwrap();
+        let joins = vec![
+            SelfJoin {
+                file: fs::OpenOptions::new().write(true).open(&a).unwrap(),
+                path: t.path().join("a"),
+            },
+            // Read-only: write(2) fails as a refusing cgroup would.
+            SelfJoin {
+                file: fs::File::open(&b).unwrap(),
+                path: t.path().join("b"),
+            },
+        ];
+        assert_eq!(join_self(&joins), Err((1, libc::EBADF)));
+        assert_eq!(fs::read_to_string(&a).unwrap(), "0");
+        assert_eq!(fs::read_to_string(&b).unwrap(), "");
+        assert_eq!(join_self(&joins[..1]), Ok(()));
+        assert_eq!(join_self(&[]), Ok(()));
+    }
+
+    /// Proves only v1 cgroups are left to the helper's self-move: a v2 step
+    /// cgroup is still moved into by the caller (`add`), and a missing
+    /// `tasks` file is an error naming the cgroup, not a silent skip.
+    #[test]
+    fn self_joins_cover_exactly_the_v1_cgroups() {
+        let t = tree();
+        let (v1, v2) = (t.path().join("v1"), t.path().join("v2"));
+        fs::create_dir(&v1).unwrap();
+        fs::create_dir(&v2).unwrap();
+        fs::write(v1.join("tasks"), "").unwrap();
+        let dir = |version, path: &Path| Dir {
+            version,
+            path: path.to_path_buf(),
+            memory: true,
+            pids: false,
+        };
+        let cg = StepCgroup {
+            dirs: vec![dir(CgroupVersion::V1, &v1), dir(CgroupVersion::V2, &v2)],
+            memory: None,
+            processes: None,
+            removed: true,
+        };
+        let joins = cg.open_self_joins().unwrap();
+        assert_eq!(
+            joins.iter().map(|j| j.path.clone()).collect::<Vec<_>>(),
+            vec![v1.clone()]
+        );
+        cg.add(4242, true).unwrap();
+        assert!(
+            !v1.join("cgroup.procs").exists(),
+            "the caller moved the helper into a v1 cgroup itself"
+        );
+        assert_eq!(fs::read_to_string(v2.join("cgroup.procs")).unwrap(), "4242");
+        cg.add(4243, false).unwrap();
+        assert_eq!(fs::read_to_string(v1.join("cgroup.procs")).unwrap(), "4243");
+
+        fs::remove_file(v1.join("tasks")).unwrap();
+        let e = cg.open_self_joins().err().expect("a cgroup without a tasks file");
+        assert_eq!(e.path, v1);
+        assert!(e.to_string().contains("tasks"), "{e}");
     }
 
     /// Proves the kernel's counters are read as the documented limit hits.

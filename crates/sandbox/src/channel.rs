@@ -9,12 +9,17 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Stage;
-use crate::spec::StepSpec;
+use crate::spec::{Network, StepSpec};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
     /// Check that namespaces, id maps and mounts work, then exit.
     Probe,
+    /// Enter the step's namespaces with its id maps, then wait for its
+    /// `Run`, whose spec must have this network and these ids. Sent as soon
+    /// as the helper starts, so the kernel's namespace work overlaps the
+    /// caller's preparation of the step.
+    Enter { network: Network, uid: u32, gid: u32 },
     /// Run a step; `resolv_conf` is the host's, read by the caller, used only with host network.
     /// With `terminal`, the helper's stdio descriptors that are terminals are the step's own
     /// pseudo-terminal (see `terminal`), which the command makes its controlling terminal.
@@ -69,9 +74,16 @@ pub(crate) fn send(fd: BorrowedFd<'_>, report: &Report) {
 
 /// Reads every report line until EOF.
 pub(crate) fn read_reports(mut r: impl Read) -> io::Result<Vec<Report>> {
-    let mut text = String::new();
-    r.read_to_string(&mut text)?;
-    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    let mut text = Vec::new();
+    r.read_to_end(&mut text)?;
+    Ok(parse_reports(&text))
+}
+
+/// The reports in the lines read; a line that is not one is skipped.
+pub(crate) fn parse_reports(text: &[u8]) -> Vec<Report> {
+    text.split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
+    /// A forked helper moving itself into the step's cgroups.
+    Cgroup,
     /// Reading the request from the parent.
     Request,
     /// unshare(2) of the user, mount, pid, net, uts, ipc and cgroup namespaces.
@@ -136,8 +138,8 @@ impl SandboxError {
     /// True when the error says that this machine cannot build the native
     /// sandbox at all (what [`crate::Sandbox::probe`] checks), rather than
     /// that this step's spec or command failed: user namespaces refused,
-    /// or mounts or /proc denied by the kernel's policy (those are the only
-    /// set-up errors `supervise::setup_error` gives a hint). A caller may
+    /// or mounts or /proc denied by the kernel's policy (the errors of those
+    /// stages that `supervise::setup_error` gives a hint). A caller may
     /// then try the container backend.
     pub fn is_unavailable(&self) -> bool {
         match self {

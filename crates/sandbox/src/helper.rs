@@ -4,8 +4,9 @@
 //! 1. the helper (outside PID namespace) unshares the namespaces, writes the
 //!    id maps, makes itself non-dumpable and forks PID 1, then waits for it
 //!    and forwards signals;
-//! 2. PID 1 builds the root filesystem and switches into it, forks the
-//!    command and reaps (`pid1`);
+//! 2. PID 1 builds the root filesystem and switches into it, starts the
+//!    command (sharing its memory until the command's execve) and reaps
+//!    (`pid1`);
 //! 3. the command process drops everything it must not keep and execs.
 //!
 //! Failures are sent to the caller as a `Report::SetupFailed` naming the stage.
@@ -32,7 +33,7 @@ use crate::{
 };
 
 /// Exit code of a helper whose set-up failed (the report says why).
-const SETUP_FAILED: i32 = 125;
+pub(crate) const SETUP_FAILED: i32 = 125;
 
 struct Failure {
     stage: Stage,
@@ -107,7 +108,14 @@ pub(crate) fn serve(request_fd: OwnedFd, report: OwnedFd) -> i32 {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
     }
-    let request = read_request(&request_fd).and_then(|r| {
+    let mut requests = match RequestReader::new(&request_fd) {
+        Ok(r) => r,
+        Err(f) => {
+            report_failure(report.as_fd(), f);
+            return SETUP_FAILED;
+        }
+    };
+    let request = requests.next().and_then(|r| {
         if thread_count() == Some(1) {
             Ok(r)
         } else {
@@ -122,11 +130,26 @@ pub(crate) fn serve(request_fd: OwnedFd, report: OwnedFd) -> i32 {
     });
     let result = match request {
         Ok(Request::Probe) => probe(report.as_fd(), request_fd.as_fd()),
-        Ok(Request::Run {
-            spec,
-            resolv_conf,
-            terminal,
-        }) => run(&spec, resolv_conf, terminal, report.as_fd(), request_fd.as_fd()),
+        Ok(Request::Enter { network, uid, gid }) => {
+            enter_namespaces(&network, uid, gid).and_then(|signals| match requests.next()? {
+                Request::Run {
+                    spec,
+                    resolv_conf,
+                    terminal,
+                } if spec.network == network && (spec.uid, spec.gid) == (uid, gid) => run(
+                    &spec,
+                    resolv_conf,
+                    terminal,
+                    &signals,
+                    report.as_fd(),
+                    request_fd.as_fd(),
+                ),
+                _ => Err(unexpected_request(
+                    "a step with the network and ids of the namespaces entered",
+                )),
+            })
+        }
+        Ok(_) => Err(unexpected_request("a probe, or the namespaces to enter")),
         Err(f) => Err(f),
     };
     match result {
@@ -142,28 +165,49 @@ fn parse_fd(arg: Option<&String>) -> Option<i32> {
     arg?.parse().ok().filter(|fd| *fd > 2)
 }
 
-/// The request is one JSON line. The caller keeps the pipe open afterwards:
-/// it is the helper's lifeline (EOF means the caller died), and writes
-/// nothing more, so reading in large chunks consumes nothing that matters.
-fn read_request(fd: &OwnedFd) -> Result<Request, Failure> {
-    let mut line = Vec::new();
-    let mut file = File::from(fd.try_clone().stage(Stage::Request)?);
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            other => other.stage(Stage::Request)?,
-        };
-        if n == 0 {
-            break;
-        }
-        if let Some(end) = buf[..n].iter().position(|b| *b == b'\n') {
-            line.extend_from_slice(&buf[..end]);
-            break;
-        }
-        line.extend_from_slice(&buf[..n]);
+fn unexpected_request(expected: &str) -> Failure {
+    Failure {
+        stage: Stage::Request,
+        message: format!("the caller's request is not the one expected here ({expected})"),
+        errno: None,
     }
-    serde_json::from_slice(&line).stage(Stage::Request)
+}
+
+/// Requests are JSON lines: `Probe`, or `Enter` and then `Run`. After the
+/// last the caller keeps the pipe open as the helper's lifeline (EOF means
+/// the caller died) and writes nothing more, so what is read past a line
+/// is only the next request, kept for `next`.
+struct RequestReader {
+    file: File,
+    pending: Vec<u8>,
+}
+
+impl RequestReader {
+    fn new(fd: &OwnedFd) -> Result<RequestReader, Failure> {
+        Ok(RequestReader {
+            file: File::from(fd.try_clone().stage(Stage::Request)?),
+            pending: Vec::new(),
+        })
+    }
+
+    fn next(&mut self) -> Result<Request, Failure> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                return serde_json::from_slice(&line[..end]).stage(Stage::Request);
+            }
+            let n = match self.file.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => other.stage(Stage::Request)?,
+            };
+            if n == 0 {
+                // The caller went away (or never finished its line).
+                return serde_json::from_slice(&std::mem::take(&mut self.pending)).stage(Stage::Request);
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
 }
 
 fn thread_count() -> Option<usize> {
@@ -191,20 +235,21 @@ fn enter_namespaces(network: &Network, uid: u32, gid: u32) -> Result<SigSet, Fai
     Ok(signals)
 }
 
+/// The step, in the namespaces `enter_namespaces` made: PID 1 in a child.
 fn run(
     spec: &StepSpec,
     resolv_conf: Option<String>,
     terminal: bool,
+    signals: &SigSet,
     report: BorrowedFd<'_>,
     lifeline: BorrowedFd<'_>,
 ) -> Result<i32, Failure> {
-    let signals = enter_namespaces(&spec.network, spec.uid, spec.gid)?;
     let (alive_r, alive_w) = pipe2(OFlag::O_CLOEXEC).stage(Stage::Fork)?;
     // SAFETY: the helper is single-threaded (checked in `main`).
     match unsafe { fork() }.stage(Stage::Fork)? {
         ForkResult::Child => {
             drop(alive_w);
-            let code = match init(spec, resolv_conf, terminal, report, alive_r, &signals) {
+            let code = match init(spec, resolv_conf, terminal, report, alive_r, signals) {
                 Ok(code) => code,
                 Err(f) => {
                     report_failure(report, f);
@@ -216,7 +261,7 @@ fn run(
         }
         ForkResult::Parent { child } => {
             drop(alive_r);
-            let code = wait_forwarding(child, &signals, lifeline).stage(Stage::Reaper)?;
+            let code = wait_forwarding(child, signals, lifeline).stage(Stage::Reaper)?;
             drop(alive_w);
             Ok(code)
         }
@@ -257,16 +302,7 @@ fn init(
         proxy::start_relay(spec.uid, spec.gid).stage(Stage::Network)?;
     }
 
-    // SAFETY: PID 1 is single-threaded.
-    let command = match unsafe { fork() }.stage(Stage::Reaper)? {
-        ForkResult::Child => {
-            let f = exec_command(spec, terminal);
-            report_failure(report, f);
-            // SAFETY: _exit in a forked child.
-            unsafe { libc::_exit(127) }
-        }
-        ForkResult::Parent { child } => child,
-    };
+    let command = spawn_command(spec, terminal, report)?;
     let finished = pid1::reap(command, signals);
     channel::send(
         report,
@@ -276,6 +312,64 @@ fn init(
         },
     );
     Ok(finished.status)
+}
+
+/// Stack of the command's process until its execve; pages it does not
+/// touch cost nothing.
+const COMMAND_STACK: usize = 8 << 20;
+
+/// Starts the command's process as posix_spawn does: it shares PID 1's
+/// memory (CLONE_VM) and PID 1 waits until its execve (CLONE_VFORK), so no
+/// copy of the address space (a forked copy of the caller's) is made for
+/// it only to be torn down by the execve. Everything else is its own: the
+/// descriptor table, working directory, signal handlers, credentials,
+/// rlimits, Landlock domain and filter. PID 1 is single-threaded and
+/// suspended meanwhile, so the child may allocate on the shared heap.
+fn spawn_command(spec: &StepSpec, terminal: bool, report: BorrowedFd<'_>) -> Result<Pid, Failure> {
+    let page = 4096;
+    let len = COMMAND_STACK + page;
+    // SAFETY: a fresh private anonymous mapping, unmapped below once the
+    // child has exec'd or exited.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error()).stage(Stage::Reaper);
+    }
+    // The lowest page is a guard: an overflow faults instead of writing over the heap.
+    // SAFETY: the first page of the mapping just made.
+    let child = if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+        Err(std::io::Error::last_os_error()).stage(Stage::Reaper)
+    } else {
+        // SAFETY: the mapping is ours and outlives the child's use of it (CLONE_VFORK).
+        let stack = unsafe { std::slice::from_raw_parts_mut(base.cast::<u8>().add(page), COMMAND_STACK) };
+        let run = Box::new(|| {
+            let f = exec_command(spec, terminal);
+            report_failure(report, f);
+            // SAFETY: _exit in the child, which never returns into PID 1's code.
+            unsafe { libc::_exit(127) }
+        });
+        // SAFETY: see above; the callback never returns (execve or _exit).
+        unsafe {
+            nix::sched::clone(
+                run,
+                stack,
+                nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK,
+                Some(libc::SIGCHLD),
+            )
+        }
+        .stage(Stage::Reaper)
+    };
+    // SAFETY: nothing runs on it any more: the child exec'd or exited (CLONE_VFORK).
+    unsafe { libc::munmap(base, len) };
+    child
 }
 
 /// The command's process: give up everything, then execve. Only returns on

@@ -63,8 +63,8 @@ pub use container::{ContainerBackend, ContainerError};
 pub use error::{SandboxError, Stage};
 pub use proxy::ProxyError;
 pub use spec::{
-    standard_env, Bind, Limits, Network, Outcome, RootSpec, Stdio, StepSpec, BUILD_DIR, BUILD_UID, HOMELESS_SHELTER,
-    OUT_DIR, PROXY_ADDR,
+    standard_env, Bind, Limits, Network, Outcome, RootSpec, Stdio, StepSetup, StepSpec, BUILD_DIR, BUILD_UID,
+    HOMELESS_SHELTER, OUT_DIR, PROXY_ADDR,
 };
 
 /// First argument that switches a binary into the sandbox helper.
@@ -123,6 +123,15 @@ impl Sandbox {
         supervise::run(&self.launch, spec, Some(cancel))
     }
 
+    /// Starts the helper of a step before the rest of the step is known:
+    /// it joins the step's cgroup and enters its namespaces while the caller
+    /// works out the step, and [`PreparedStep::run`] then runs it. The same
+    /// as [`Sandbox::run`] otherwise; dropping the `PreparedStep` ends the
+    /// helper and removes the cgroup.
+    pub fn prepare(&self, setup: &StepSetup) -> Result<PreparedStep, SandboxError> {
+        supervise::prepare(&self.launch, setup).map(PreparedStep)
+    }
+
     /// Checks that this machine can build the sandbox (user namespaces, id
     /// maps, mounts, a new /proc), e.g. to choose between this backend and
     /// the container backend. Costs about as much as starting a step;
@@ -130,6 +139,17 @@ impl Sandbox {
     /// [`SandboxError::is_unavailable`] instead.
     pub fn probe(&self) -> Result<(), SandboxError> {
         supervise::probe(&self.launch)
+    }
+}
+
+/// A helper started by [`Sandbox::prepare`], waiting for its step.
+pub struct PreparedStep(supervise::Prepared);
+
+impl PreparedStep {
+    /// Runs `spec`, whose [`StepSetup`] must be the one prepared (else
+    /// `SandboxError::InvalidSpec`, and nothing runs), as [`Sandbox::run`].
+    pub fn run(self, spec: &StepSpec) -> Result<Outcome, SandboxError> {
+        supervise::run_prepared(self.0, spec, None)
     }
 }
 

@@ -1,4 +1,4 @@
-//! PID 1 of the sandbox's PID namespace, after set-up: it forks the command,
+//! PID 1 of the sandbox's PID namespace, after set-up: it starts the command,
 //! forwards termination signals to it, reaps every process that ends up
 //! orphaned, and once the command exits kills whatever the step left
 //! behind, so no background process outlives its step.

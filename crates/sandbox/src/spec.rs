@@ -145,6 +145,31 @@ impl Network {
 /// Where a step with [`Network::Proxy`] finds its proxy.
 pub const PROXY_ADDR: &str = "127.0.0.1:3128";
 
+/// What of a step is fixed when its helper starts (see
+/// `Sandbox::prepare`): the namespaces and id maps it enters, the cgroup it
+/// joins and the descriptors it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSetup {
+    pub network: Network,
+    pub uid: u32,
+    pub gid: u32,
+    pub limits: Limits,
+    pub stdio: Stdio,
+}
+
+impl StepSetup {
+    /// The setup `spec` needs.
+    pub fn of(spec: &StepSpec) -> StepSetup {
+        StepSetup {
+            network: spec.network.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            limits: spec.limits,
+            stdio: spec.stdio.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stdio {
     /// stdin is /dev/null; stdout and stderr go (interleaved) into `log`, and

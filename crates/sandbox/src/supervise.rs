@@ -21,7 +21,7 @@ use crate::channel::{self, Report, Request};
 use crate::error::{SandboxError, Stage};
 use crate::namespaces;
 use crate::proxy::{self, HostProxy};
-use crate::spec::{Bind, Network, Outcome, RootSpec, Stdio, StepSpec};
+use crate::spec::{Bind, Network, Outcome, RootSpec, Stdio, StepSetup, StepSpec};
 use crate::terminal::{Relay, StepTerminal};
 use crate::HELPER_ARG;
 
@@ -41,7 +41,7 @@ struct Running {
     pidfd: Option<OwnedFd>,
     /// Write end of the request pipe, held until the helper has ended.
     lifeline: File,
-    reports: JoinHandle<io::Result<Vec<Report>>>,
+    reports: ReportReader,
     output: Option<JoinHandle<io::Result<()>>>,
     terminal: Option<Relay>,
 }
@@ -59,9 +59,80 @@ pub(crate) fn run(
     cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Outcome, SandboxError> {
     spec.validate()?;
-    let mut spec = resolve_host_paths(spec)?;
-    let cgroup = StepCgroup::create(&spec.limits, cgroup::parents());
-    if cgroup.memory().is_some() {
+    let spec = resolve_host_paths(spec)?;
+    let prepared = prepare(launch, &StepSetup::of(&spec))?;
+    finish(prepared, spec, cancel)
+}
+
+/// A helper started for a step's `StepSetup`: in the step's cgroup and,
+/// soon, its namespaces, waiting for the step. Dropped unused, it is ended.
+pub(crate) struct Prepared {
+    setup: StepSetup,
+    launch: Launch,
+    /// Whether the helper's stdio are the step's own pseudo-terminal.
+    terminal: bool,
+    running: Option<Running>,
+    cgroup: Option<StepCgroup>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.abandon();
+        }
+        // The cgroup's own Drop removes it.
+    }
+}
+
+/// Makes the step's cgroup and starts its helper with `Request::Enter`.
+pub(crate) fn prepare(launch: &Launch, setup: &StepSetup) -> Result<Prepared, SandboxError> {
+    let cgroup = StepCgroup::create(&setup.limits, cgroup::parents());
+    let io = match &setup.stdio {
+        Stdio::Capture { log, stream } => HelperIo::Capture { log, stream: *stream },
+        Stdio::Inherit => HelperIo::Inherit(StepTerminal::open_if_caller_has_one()?),
+    };
+    let terminal = matches!(io, HelperIo::Inherit(Some(_)));
+    let enter = Request::Enter {
+        network: setup.network.clone(),
+        uid: setup.uid,
+        gid: setup.gid,
+    };
+    let running = spawn(launch, &enter, io, &cgroup)?;
+    Ok(Prepared {
+        setup: setup.clone(),
+        launch: launch.clone(),
+        terminal,
+        running: Some(running),
+        cgroup: Some(cgroup),
+    })
+}
+
+/// Runs `spec` with the helper `prepared` for it.
+pub(crate) fn run_prepared(
+    prepared: Prepared,
+    spec: &StepSpec,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Outcome, SandboxError> {
+    spec.validate()?;
+    let found = StepSetup::of(spec);
+    if found != prepared.setup {
+        return Err(SandboxError::InvalidSpec {
+            field: "network, uid, gid, limits and stdio".into(),
+            expected: format!("those the helper was prepared for: {:?}", prepared.setup),
+            found: format!("{found:?}"),
+        });
+    }
+    let spec = resolve_host_paths(spec)?;
+    finish(prepared, spec, cancel)
+}
+
+/// The step's request to the prepared helper, then waiting and the outcome.
+fn finish(
+    mut prepared: Prepared,
+    mut spec: StepSpec,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Outcome, SandboxError> {
+    if prepared.cgroup.as_ref().is_some_and(|c| c.memory().is_some()) {
         // The helper sets what the cgroup does not: RLIMIT_DATA is for `memory` without one.
         spec.limits.memory = None;
     }
@@ -85,21 +156,22 @@ pub(crate) fn run(
         Network::Host => fs::read_to_string("/etc/resolv.conf").ok(),
         Network::None | Network::Proxy { .. } => None,
     };
-    let (log, stream) = match &spec.stdio {
-        Stdio::Capture { log, stream } => (Some(log.clone()), *stream),
-        Stdio::Inherit => (None, false),
-    };
-    let io = match &log {
-        Some(log) => HelperIo::Capture { log, stream },
-        None => HelperIo::Inherit(StepTerminal::open_if_caller_has_one()?),
+    let log = match &spec.stdio {
+        Stdio::Capture { log, .. } => Some(log.clone()),
+        Stdio::Inherit => None,
     };
     let timeout = spec.timeout;
     let request = Request::Run {
         spec: Box::new(spec),
         resolv_conf,
-        terminal: matches!(io, HelperIo::Inherit(Some(_))),
+        terminal: prepared.terminal,
     };
-    let ended = spawn(launch, &request, io, &cgroup)?.wait(timeout, cancel)?;
+    let (Some(mut running), Some(cgroup)) = (prepared.running.take(), prepared.cgroup.take()) else {
+        unreachable!("a Prepared is run once");
+    };
+    let launch = prepared.launch.clone();
+    running.send(&request);
+    let ended = running.wait(timeout, cancel)?;
     drop(proxy);
     let exceeded = cgroup.exceeded();
     cgroup.remove()?;
@@ -201,6 +273,11 @@ fn setup_error(stage: Stage, message: &str, errno: Option<i32>) -> SandboxError 
         Stage::Rootfs | Stage::Dev | Stage::Proc | Stage::Hostname | Stage::Network if denied && apparmor => {
             Some(namespaces::unavailable_hint())
         }
+        Stage::Cgroup => Some(
+            "farm makes a cgroup per step for its memory and process limits; \
+             check that the calling user may still write to it"
+                .to_string(),
+        ),
         Stage::Proc if denied => Some(
             "the kernel mounts a new /proc in a user namespace only when the host's /proc is fully visible; \
              inside a container that masks parts of /proc, use the container backend"
@@ -331,9 +408,12 @@ fn spawn(launch: &Launch, request: &Request, io: HelperIo<'_>, cgroup: &StepCgro
             output_r = Some((out_r, file, stream, log.to_path_buf()));
         }
     }
-    let pid = match launch {
-        Launch::Exec(helper) => exec_helper(helper, stdio, &req_r, &rep_w)?,
-        Launch::Fork => fork_helper(stdio, req_r.as_raw_fd(), rep_w.as_raw_fd())?,
+    let (pid, self_joined) = match launch {
+        Launch::Exec(helper) => (exec_helper(helper, stdio, &req_r, &rep_w)?, false),
+        Launch::Fork => {
+            let joins = cgroup.open_self_joins()?;
+            (fork_helper(stdio, req_r.as_raw_fd(), rep_w.as_raw_fd(), &joins)?, true)
+        }
     };
     let helper = HelperProcess { pid, status: None };
     // Our copies of the child's ends must close, or EOF never comes.
@@ -341,7 +421,7 @@ fn spawn(launch: &Launch, request: &Request, io: HelperIo<'_>, cgroup: &StepCgro
     drop(rep_w);
     // Before the request: the helper waits for it before it does anything,
     // so everything of the step starts inside the cgroup.
-    if let Err(e) = cgroup.add(pid as u32) {
+    if let Err(e) = cgroup.add(pid as u32, self_joined) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = helper.wait_blocking();
         return Err(e.into());
@@ -349,23 +429,18 @@ fn spawn(launch: &Launch, request: &Request, io: HelperIo<'_>, cgroup: &StepCgro
     let pidfd = pidfd_open(pid as u32);
     let terminal = terminal.map(StepTerminal::start_relay);
 
-    // One line; the pipe then stays open as the helper's lifeline until we have waited for it.
-    // A helper that died at once closed its end: the reports then say why.
-    let mut lifeline = File::from(req_w);
-    let mut line = serde_json::to_vec(request).unwrap_or_default();
-    line.push(b'\n');
-    let _ = lifeline.write_all(&line);
-
-    let reports = std::thread::spawn(move || channel::read_reports(File::from(rep_r)));
+    let reports = ReportReader::new(File::from(rep_r), pidfd.is_some());
     let output = output_r.map(|(out_r, file, stream, _)| std::thread::spawn(move || copy_output(out_r, file, stream)));
-    Ok(Running {
+    let mut running = Running {
         helper,
         pidfd,
-        lifeline,
+        lifeline: File::from(req_w),
         reports,
         output,
         terminal,
-    })
+    };
+    running.send(request);
+    Ok(running)
 }
 
 /// Starts `helper` with [`HELPER_ARG`] and the two pipe ends; returns its pid.
@@ -419,12 +494,18 @@ fn exec_helper(
     Ok(child.id() as libc::pid_t)
 }
 
-/// Forks the helper: the child keeps only its stdio and the two pipe ends,
-/// and runs `helper::serve`. What it runs after the fork allocates, which
+/// Forks the helper: the child first moves itself into the step's v1
+/// cgroups (`joins`), keeps only its stdio and the two pipe ends, and runs
+/// `helper::serve`. What it runs after the fork allocates, which
 /// is safe in a child of a multi-threaded process because the C library's
 /// fork() (glibc, musl) hands the child an unlocked allocator; it takes no
 /// other lock the caller's threads may hold (no stdio, no environment).
-fn fork_helper(stdio: [Option<OwnedFd>; 3], req_r: RawFd, rep_w: RawFd) -> Result<libc::pid_t, SandboxError> {
+fn fork_helper(
+    stdio: [Option<OwnedFd>; 3],
+    req_r: RawFd,
+    rep_w: RawFd,
+    joins: &[cgroup::SelfJoin],
+) -> Result<libc::pid_t, SandboxError> {
     // Caches the child uses are filled here, so that it never waits on an
     // initialisation another thread of ours had under way at the fork.
     crate::seccomp::prepare();
@@ -442,7 +523,9 @@ fn fork_helper(stdio: [Option<OwnedFd>; 3], req_r: RawFd, rep_w: RawFd) -> Resul
     if pid > 0 {
         return Ok(pid);
     }
-    // The child.
+    // The child. Into the cgroups before anything else, while the
+    // descriptors are where the caller opened them.
+    let joined = cgroup::join_self(joins);
     // SAFETY: raw descriptor calls on descriptors this process owns.
     unsafe {
         // Every descriptor the child keeps first moves above 2, so that
@@ -468,6 +551,20 @@ fn fork_helper(stdio: [Option<OwnedFd>; 3], req_r: RawFd, rep_w: RawFd) -> Resul
         }
         reset_handlers();
         scrub_inherited_strings();
+        if let Err((i, errno)) = joined {
+            let path = joins.get(i).map(|j| j.path.display().to_string()).unwrap_or_default();
+            let message = format!(
+                "cgroup `{path}`: move the sandbox helper into it (tasks): {}",
+                io::Error::from_raw_os_error(errno)
+            );
+            let report = Report::SetupFailed {
+                stage: Stage::Cgroup,
+                message,
+                errno: Some(errno),
+            };
+            channel::send(std::os::fd::BorrowedFd::borrow_raw(rep), &report);
+            libc::_exit(crate::helper::SETUP_FAILED)
+        }
         let code = crate::helper::serve(OwnedFd::from_raw_fd(req), OwnedFd::from_raw_fd(rep));
         libc::_exit(code)
     }
@@ -622,10 +719,92 @@ fn copy_output(out: OwnedFd, mut log: File, stream: bool) -> io::Result<()> {
     }
 }
 
+/// The report pipe's reader. Where the helper has a pidfd, the waiting
+/// thread polls the pipe beside it and reads reports as they come, which
+/// spares every step a thread's start and one more wake-up; without one, a
+/// thread reads them. Either way the pipe never fills while the caller
+/// waits, so no sandbox process blocks on a report.
+enum ReportReader {
+    Inline { file: File, text: Vec<u8>, eof: bool },
+    Thread(JoinHandle<io::Result<Vec<Report>>>),
+}
+
+impl ReportReader {
+    fn new(file: File, inline: bool) -> ReportReader {
+        let nonblocking = inline && nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok();
+        if nonblocking {
+            ReportReader::Inline {
+                file,
+                text: Vec::new(),
+                eof: false,
+            }
+        } else {
+            ReportReader::Thread(std::thread::spawn(move || channel::read_reports(file)))
+        }
+    }
+
+    /// The pipe to poll, until it has reached EOF.
+    fn pollable(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            ReportReader::Inline { file, eof: false, .. } => Some(file.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// Reads what the pipe holds now, without blocking.
+    fn drain(&mut self) -> io::Result<()> {
+        let ReportReader::Inline { file, text, eof } = self else {
+            return Ok(());
+        };
+        let mut buf = [0u8; 4096];
+        while !*eof {
+            match file.read(&mut buf) {
+                Ok(0) => *eof = true,
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every report, once the helper has ended: read up to EOF, which comes
+    /// when the last sandbox process is gone.
+    fn finish(self) -> io::Result<Vec<Report>> {
+        match self {
+            ReportReader::Thread(h) => h.join().unwrap_or_else(|_| Ok(Vec::new())),
+            ReportReader::Inline { file, mut text, eof } => {
+                if !eof {
+                    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))?;
+                    (&file).read_to_end(&mut text)?;
+                }
+                Ok(channel::parse_reports(&text))
+            }
+        }
+    }
+}
+
 /// How soon a cancelled step is killed.
 const CANCEL_POLL: Duration = Duration::from_millis(200);
 
 impl Running {
+    /// Sends one request line. The pipe stays open as the helper's lifeline
+    /// until we have waited for it. A helper that died already closed its
+    /// end: its reports then say why.
+    fn send(&mut self, request: &Request) {
+        let mut line = serde_json::to_vec(request).unwrap_or_default();
+        line.push(b'\n');
+        let _ = self.lifeline.write_all(&line);
+    }
+
+    /// Ends a helper whose step will not run, and waits for it.
+    fn abandon(mut self) {
+        self.helper.kill();
+        let _ = self.helper.wait();
+        drop(self.terminal);
+    }
+
     fn wait(
         mut self,
         timeout: Option<Duration>,
@@ -634,6 +813,13 @@ impl Running {
         let deadline = timeout.map(|t| Instant::now() + t);
         let timed_out = match (deadline, cancel) {
             (Some(deadline), None) => self.wait_until(deadline).map_err(channel_err("wait for the helper"))?,
+            // Reports read on this thread are read while waiting.
+            (None, None) if matches!(self.reports, ReportReader::Inline { .. }) => loop {
+                let far = Instant::now() + Duration::from_secs(24 * 3600);
+                if !self.wait_until(far).map_err(channel_err("wait for the helper"))? {
+                    break false;
+                }
+            },
             (None, None) => false,
             // Cancellable: wake at least every CANCEL_POLL to look at the flag.
             (deadline, Some(cancel)) => loop {
@@ -655,11 +841,7 @@ impl Running {
         // What the step's terminal still holds reaches the caller's, then its settings are restored.
         drop(self.terminal);
         drop(self.lifeline);
-        let reports = self
-            .reports
-            .join()
-            .unwrap_or_else(|_| Ok(Vec::new()))
-            .map_err(channel_err("read reports"))?;
+        let reports = self.reports.finish().map_err(channel_err("read reports"))?;
         let output = match self.output {
             Some(h) => h
                 .join()
@@ -685,11 +867,22 @@ impl Running {
             match &self.pidfd {
                 Some(fd) => {
                     let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-                    match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
-                        Ok(n) if n > 0 => return Ok(false),
+                    let mut fds = vec![PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    if let Some(r) = self.reports.pollable() {
+                        fds.push(PollFd::new(r, PollFlags::POLLIN));
+                    }
+                    let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                    let (ended, reports) = match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+                        Ok(n) if n > 0 => (ready(&fds[0]), fds.get(1).is_some_and(ready)),
                         Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                         Err(e) => return Err(e.into()),
+                    };
+                    drop(fds);
+                    if reports {
+                        self.reports.drain()?;
+                    }
+                    if ended {
+                        return Ok(false);
                     }
                 }
                 None => {
@@ -734,6 +927,95 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Proves a helper that could not move itself into the step's cgroup
+    /// is a set-up error at stage `cgroup` with a hint, and not a reason
+    /// to fall back to the container backend.
+    #[test]
+    fn a_refused_cgroup_move_is_a_cgroup_stage_error() {
+        let e = setup_error(
+            Stage::Cgroup,
+            "cgroup `/sys/fs/cgroup/pids/farm-step-1-0`: move the sandbox helper into it (tasks): EACCES",
+            Some(libc::EACCES),
+        );
+        assert!(!e.is_unavailable());
+        let text = e.to_string();
+        assert!(
+            text.contains("stage `cgroup`") && text.contains("farm-step-1-0") && text.contains("hint:"),
+            "{text}"
+        );
+    }
+
+    /// Proves the caller's inline reader never lets the report pipe fill:
+    /// a writer sending far more than a pipe holds (40 reports of ~3.8 KB,
+    /// each cut across reads of 4 KiB) finishes while the reader polls and
+    /// drains, and `finish` returns every report intact and in order.
+    #[test]
+    fn reports_read_inline_are_drained_while_waiting_and_none_is_lost() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let mut reader = ReportReader::new(File::from(r), true);
+        assert!(matches!(reader, ReportReader::Inline { .. }));
+        let writer = std::thread::spawn(move || {
+            for i in 0..40 {
+                let report = Report::SetupFailed {
+                    stage: Stage::Rootfs,
+                    message: format!("{i}:{}", "x".repeat(3700)),
+                    errno: Some(i),
+                };
+                channel::send(w.as_fd(), &report);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(fd) = reader.pollable() {
+            assert!(Instant::now() < deadline, "the writer never finished");
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::from(1000u16)).unwrap();
+            reader.drain().unwrap();
+        }
+        writer.join().unwrap();
+        let got = reader.finish().unwrap();
+        assert_eq!(got.len(), 40);
+        for (i, r) in got.iter().enumerate() {
+            match r {
+                Report::SetupFailed { message, errno, .. } => {
+                    assert!(message.starts_with(&format!("{i}:")) && message.len() > 3700);
+                    assert_eq!(*errno, Some(i as i32));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Proves a prepared helper dropped without its step is ended and
+    /// reaped (no process of it is left waiting for a step that never
+    /// comes), with or without having entered its namespaces yet.
+    #[test]
+    fn a_prepared_helper_dropped_unused_is_ended() {
+        let setup = StepSetup {
+            network: Network::None,
+            uid: crate::BUILD_UID,
+            gid: crate::BUILD_UID,
+            limits: crate::Limits::default(),
+            stdio: Stdio::Capture {
+                log: std::env::temp_dir().join(format!("farm-prepared-{}.log", std::process::id())),
+                stream: false,
+            },
+        };
+        for pause in [Duration::ZERO, Duration::from_millis(200)] {
+            let prepared = prepare(&Launch::Fork, &setup).unwrap();
+            let pid = prepared.running.as_ref().unwrap().helper.pid;
+            std::thread::sleep(pause);
+            drop(prepared);
+            assert_eq!(
+                kill(Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH),
+                "helper {pid} still exists"
+            );
+        }
+        if let Stdio::Capture { log, .. } = &setup.stdio {
+            let _ = fs::remove_file(log);
+        }
     }
 
     #[test]

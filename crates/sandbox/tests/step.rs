@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio as ProcStdio};
 use std::time::{Duration, Instant};
 
-use farm_sandbox::{Bind, RootSpec, Sandbox, SandboxError, Stage, Stdio};
+use farm_sandbox::{Bind, Network, RootSpec, Sandbox, SandboxError, Stage, Stdio, StepSetup};
 use farm_testkit::wait_until;
 use support::*;
 
@@ -28,6 +28,42 @@ fn a_step_runs_as_uid_1000_with_the_fixed_home_epoch_and_hostname() {
     assert!(!out.timed_out);
     assert_eq!(log, identity_expected());
     assert!(out.peak_rss_kib.unwrap() > 0);
+}
+
+/// Proves a helper prepared ahead of its step (`Sandbox::prepare`, what
+/// `farm exec` uses) runs the step exactly as `run` does, and refuses a
+/// step whose network, ids, limits or stdio are not the ones it was
+/// prepared for, before any of it runs.
+#[test]
+fn a_prepared_helper_runs_only_the_step_it_was_prepared_for() {
+    let s = shell(IDENTITY);
+    let sandbox = Sandbox::default();
+    let out = sandbox.prepare(&StepSetup::of(&s.spec)).unwrap().run(&s.spec).unwrap();
+    assert_eq!(out.status, 0);
+    assert_eq!(log_of(&out), identity_expected());
+
+    let mut other = shell("echo ran > /out/ran");
+    let out_dir = other.dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    other.spec.binds.push(Bind::writable(&out_dir, "/out"));
+    let prepared_for = StepSetup::of(&other.spec);
+    type Change = fn(&mut farm_sandbox::StepSpec);
+    let mismatches: [(&str, Change); 4] = [
+        ("network", |spec| spec.network = Network::Host),
+        ("uid", |spec| spec.uid = 0),
+        ("limits", |spec| spec.limits.nproc = Some(7)),
+        ("stdio", |spec| spec.stdio = Stdio::Inherit),
+    ];
+    for (what, change) in mismatches {
+        let mut spec = other.spec.clone();
+        change(&mut spec);
+        let prepared = sandbox.prepare(&prepared_for).unwrap();
+        match prepared.run(&spec) {
+            Err(SandboxError::InvalidSpec { .. }) => {}
+            other => panic!("a step with another {what} ran in a prepared helper: {other:?}"),
+        }
+        assert!(!out_dir.join("ran").exists(), "the {what} mismatch ran the step");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use farm_project::Project;
+use farm_sandbox::{Network, Sandbox, Stdio, StepSetup};
 use farm_store::Store;
 
 use crate::toolchain;
@@ -32,17 +33,27 @@ pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
             lock_path.display()
         );
     }
+    // The native sandbox's helper starts first: it joins the step's cgroup
+    // and enters its namespaces while the lock and the store are read. If
+    // it cannot start, the step starts the usual way below.
+    let setup = StepSetup {
+        network: Network::None,
+        uid: farm_sandbox::BUILD_UID,
+        gid: farm_sandbox::BUILD_UID,
+        limits: crate::executor::step_limits(&project.limits()),
+        stdio: Stdio::Inherit,
+    };
+    let prepared = match ctx.sandbox {
+        SandboxChoice::Auto => Sandbox::default().prepare(&setup).ok(),
+        _ => None,
+    };
     let lock_text = std::fs::read_to_string(&lock_path).with_context(|| lock_path.display().to_string())?;
-    // SOURCE_DATE_EPOCH may need a `git log`: it runs while the store is read.
-    let (source_date_epoch, tc) = std::thread::scope(|s| {
-        let sde = s.spawn(|| project.source_date_epoch());
-        let tc = Store::open(&ctx.farm_home)
-            .map_err(anyhow::Error::from)
-            .and_then(|store| toolchain::for_lock_text(&store, &lock_path, &lock_text));
-        let sde = sde.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (sde, tc)
-    });
-    let tc = tc?;
+    // On this thread: SOURCE_DATE_EPOCH is mostly a few stat calls or the
+    // time kept in .farm/commit-time (`git log` runs once per new HEAD), and
+    // a thread to overlap it with the store cost every run ~0.3 ms of CPU.
+    let source_date_epoch = project.source_date_epoch();
+    // The store is closed before the command runs (a shell may stay for hours).
+    let tc = toolchain::for_lock_text(&Store::open(&ctx.farm_home)?, &lock_path, &lock_text)?;
     let project_root = std::fs::canonicalize(&project.root).with_context(|| project.root.display().to_string())?;
     let spec = crate::executor::exec_spec(
         &tc,
@@ -52,11 +63,19 @@ pub fn exec(ctx: &Context, opts: &ExecOptions) -> Result<i32> {
         opts.timeout,
         &project.limits(),
     );
+    let run_native = || match prepared {
+        Some(p) if StepSetup::of(&spec) == setup => p.run(&spec),
+        // exec_spec's setup is not the one guessed: that helper ends unused.
+        other => {
+            drop(other);
+            farm_sandbox::run(&spec)
+        }
+    };
     let outcome = match ctx.sandbox {
         // No probe first: it would cost as much as the step. The native
         // sandbox fails before the command starts when the machine cannot
         // build it, and only then is the container engine tried.
-        SandboxChoice::Auto => match farm_sandbox::run(&spec) {
+        SandboxChoice::Auto => match run_native() {
             Err(native) if native.is_unavailable() => match crate::executor::select(SandboxChoice::Container) {
                 Ok(container) => container.run(&spec)?,
                 Err(engine) => bail!(
