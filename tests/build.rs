@@ -81,6 +81,19 @@ fn hermetic_build_is_reproducible_across_stores_and_paths_and_cached() {
         ma["digest"].as_str().unwrap(),
         "the build prints the manifest digest"
     );
+    // pip ran from its prepared entry (unpacked, bytecode compiled), not the wheel.
+    let ready: Vec<PathBuf> = std::fs::read_dir(home_b.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("-ready") && p.to_string_lossy().contains("-pip-"))
+        .collect();
+    assert_eq!(ready.len(), 1, "one prepared pip in the store: {ready:?}");
+    let pycache = ready[0].join("pip/__pycache__");
+    assert!(
+        std::fs::read_dir(&pycache).map_or(0, |d| d.count()) > 0,
+        "the prepared pip holds bytecode in {}",
+        pycache.display()
+    );
     let manifest_bytes = |p: &Path| std::fs::read(p.join(".farm/out/farm-manifest.json")).unwrap();
     assert_eq!(
         manifest_bytes(a.path()),

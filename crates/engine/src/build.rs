@@ -217,6 +217,18 @@ pub fn build_project(ctx: &Context, project: &Project, opts: &BuildOptions) -> R
         ctx.reporter
             .info(&format!("hermetic build in the {} sandbox", x.name()));
     }
+    if targets.contains(&Target::Backend) {
+        if let (Some(tc), Some(x)) = (&env.toolchain, &env.executor) {
+            if let Some(wheel) = &tc.pip_wheel {
+                match toolchain::ready_pip(&store, tc, wheel, x.as_ref(), sde, &project.limits()) {
+                    Ok(e) => env.pip = Some(e),
+                    Err(e) => ctx
+                        .reporter
+                        .warn(&format!("pip runs from its wheel, which is slower: {e:#}")),
+                }
+            }
+        }
+    }
     let container = env.executor.as_ref().is_some_and(|x| x.name() == "container");
     env.secrets = executor::SecretFiles::write(&opts.settings.secrets, container)?;
     env.backend_secrets = config.backend.as_ref().map(|b| b.secrets.clone()).unwrap_or_default();

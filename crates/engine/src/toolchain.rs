@@ -206,6 +206,71 @@ fn compose_with(
     })
 }
 
+/// pip unpacked from its wheel with every module compiled by the
+/// toolchain's own Python (unchecked-hash `.pyc`), for the backend step's
+/// PYTHONPATH. Run from the wheel, a zip, pip compiles each module it imports
+/// on every run: about 1 s of each backend step, twice what the install
+/// itself costs. Made once per root and wheel in the sandbox (no network,
+/// one process compiling in sorted order, so the same bytes everywhere) and
+/// found again in the action cache; a build that cannot make it runs pip
+/// from the wheel as before.
+pub fn ready_pip(
+    store: &Store,
+    tc: &Toolchain,
+    wheel: &StoreEntry,
+    executor: &dyn crate::executor::Executor,
+    source_date_epoch: u64,
+    limits: &farm_project::Limits,
+) -> Result<StoreEntry> {
+    let key = format!("pip-ready-v1:{}:{}", tc.root.file_name(), wheel.file_name());
+    cached_entry(store, &key, || {
+        let staging = store.temp_dir()?;
+        let out = staging.path().join("pip");
+        std::fs::create_dir(&out)?;
+        let log = staging.path().join("log");
+        // co_filename in the .pyc does not matter: importing from __pycache__
+        // sets it to the source's real path.
+        let script = "set -eu\n\
+python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \"$1\" /out\n\
+python3 -m compileall -q -j 1 --invalidation-mode unchecked-hash /out >/dev/null\n";
+        let argv = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            script.into(),
+            "sh".into(),
+            Toolchain::sandbox_path(wheel).display().to_string(),
+        ];
+        let mut spec = crate::executor::sandbox_spec(
+            tc,
+            std::slice::from_ref(wheel),
+            argv,
+            source_date_epoch,
+            farm_sandbox::Stdio::Capture {
+                log: log.clone(),
+                stream: false,
+            },
+            limits,
+        );
+        spec.binds
+            .push(farm_sandbox::Bind::writable(&out, farm_sandbox::OUT_DIR));
+        spec.timeout = Some(std::time::Duration::from_secs(300));
+        let o = executor.run(&spec)?;
+        if !o.success() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().collect();
+            bail!(
+                "unpacking and compiling {} in the sandbox exited with {}{}:\n  | {}",
+                wheel.file_name(),
+                o.status,
+                if o.timed_out { " (timed out)" } else { "" },
+                tail[tail.len().saturating_sub(10)..].join("\n  | ")
+            );
+        }
+        let version = wheel.name.strip_suffix("-py3-none-any.whl").unwrap_or(&wheel.name);
+        Ok(store.adopt_tree(&out, &format!("{version}-ready"), "toolchain")?)
+    })
+}
+
 /// A tiny entry of symlinks (`bin/node` → `/farm/store/…/bin/node`); the
 /// targets resolve inside the sandbox only. Cached by its links, so a step
 /// finds it with one lookup instead of staging and hashing it again.
