@@ -54,7 +54,7 @@ started=$(date -u +%s)
 name=bigapp
 [[ $large == 0 ]] || name=bigapp-large
 section "issue 13: every row in one run"
-machine_line
+bench_load=$(cut -d" " -f1-3 /proc/loadavg) machine_line
 echo "$farm_version"
 python3 - "$results" "$BENCH_HOME/work/$name" "$name" "$started" <<'PY'
 import json, os, sys
