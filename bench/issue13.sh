@@ -100,31 +100,27 @@ if name != "bigapp":
     r = row(big, "farm no-op")
     lines.append((f"no-op, the same app with the big lock ({name})", ms(r) if r else "-", "", "(no goal)", ""))
 
-f, b = row(sandbox, "farm exec"), row(sandbox, "bwrap")
-if f and b:
-    q = f["mean"] / b["mean"]
-    fc, bc = cpu(f), cpu(b)
-    extra = f"; CPU {fc:.1f} vs {bc:.1f} ms = {fc / bc:.2f}x" if fc and bc else ""
-    add("`farm exec -- true`", ms(f), f"bwrap {ms(b)} ({q:.2f}x{extra})", "<= 2x bwrap", q <= 2)
-else:
-    add("`farm exec -- true`", "-", "", "<= 2x bwrap", None)
+def ratio(work, f, p, peer, goal, limit, extra=""):
+    """A row of farm's mean `f` against the peer's `p`, met when f / p <= limit."""
+    if f and p:
+        q = f["mean"] / p["mean"]
+        add(work, ms(f), f"{peer} {ms(p)} ({q:.2f}x{extra})", goal, q <= limit)
+    else:
+        add(work, "-", "", goal, None)
 
-f, t = row(comp, "farm --rerun images (cold layer cache)"), row(comp, "tar | gzip")
-if f and t:
-    q = f["mean"] / t["mean"]
-    add("app image, cold layer cache (gzip)", ms(f), f"tar | gzip -6 {ms(t)} ({q:.2f}x)", "<= 0.6x", q <= 0.6)
-else:
-    add("app image, cold layer cache (gzip)", "-", "", "<= 0.6x tar | gzip -6", None)
+f, b = row(sandbox, "farm exec"), row(sandbox, "bwrap")
+fc, bc = (cpu(f), cpu(b)) if f and b else (None, None)
+extra = f"; CPU {fc:.1f} vs {bc:.1f} ms = {fc / bc:.2f}x" if fc and bc else ""
+ratio("`farm exec -- true`", f, b, "bwrap", "<= 2x bwrap", 2, extra)
+
+ratio("app image, cold layer cache (gzip)", row(comp, "farm --rerun images (cold layer cache)"),
+      row(comp, "tar | gzip"), "tar | gzip -6", "<= 0.6x", 0.6)
 z, tz = row(comp, "farm --rerun images, zstd"), row(comp, "tar | zstd")
 add("app image, zstd layers", ms(z) if z else "-", f"tar | zstd -3 {ms(tz)}" if tz else "", "<= 0.6 s",
     z and z["mean"] <= 0.6)
 
-f, h = row(cold, "farm cold"), row(cold, "host direct")
-if f and h:
-    q = f["mean"] / h["mean"]
-    add("cold hermetic build, store warm", ms(f), f"host {ms(h)} ({q:.2f}x)", "<= 0.9x host", q <= 0.9)
-else:
-    add("cold hermetic build, store warm", "-", "", "<= 0.9x host", None)
+ratio("cold hermetic build, store warm", row(cold, "farm cold"), row(cold, "host direct"), "host",
+      "<= 0.9x host", 0.9)
 
 def rss(path, any_age=False):
     # The first fetch downloads: bigapp.sh keeps its figures from then.

@@ -27,7 +27,7 @@ pub struct Extracted {
 }
 
 /// Which reader an artifact needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
     Npm,
     Wheel,

@@ -80,7 +80,7 @@ fn store_lookup(store: &Store) -> impl Fn(&farm_lockfiles::Integrity) -> Option<
 /// artifact's whole archive.
 pub(crate) struct StoreLicenses<'a> {
     store: &'a Store,
-    seen: std::cell::RefCell<std::collections::HashMap<(&'static str, PathBuf), Declared>>,
+    seen: std::cell::RefCell<std::collections::HashMap<(LicenseSource, PathBuf), Declared>>,
 }
 
 impl<'a> StoreLicenses<'a> {
@@ -109,21 +109,19 @@ impl<'a> StoreLicenses<'a> {
 
 impl farm_attest::license::Memo for StoreLicenses<'_> {
     fn get(&self, source: LicenseSource, path: &Path) -> Option<Declared> {
-        if let Some(d) = self.seen.borrow().get(&(source.as_str(), path.to_path_buf())) {
+        if let Some(d) = self.seen.borrow().get(&(source, path.to_path_buf())) {
             return Some(d.clone());
         }
         let value = self.store.action_get(&self.row(source, path)?).ok()??;
         let d: Declared = serde_json::from_value(value).ok()?;
-        self.seen
-            .borrow_mut()
-            .insert((source.as_str(), path.to_path_buf()), d.clone());
+        self.seen.borrow_mut().insert((source, path.to_path_buf()), d.clone());
         Some(d)
     }
 
     fn put(&self, source: LicenseSource, path: &Path, declared: &Declared) {
         self.seen
             .borrow_mut()
-            .insert((source.as_str(), path.to_path_buf()), declared.clone());
+            .insert((source, path.to_path_buf()), declared.clone());
         if let (Some(row), Ok(value)) = (self.row(source, path), serde_json::to_value(declared)) {
             // Only a cache: a failed write costs a re-read next time.
             let _ = self.store.action_put(&row, &value);
